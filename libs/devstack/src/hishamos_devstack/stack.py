@@ -1,0 +1,247 @@
+"""The whole platform on one machine: embedded PostgreSQL, migrations, the four services and Envoy."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import yaml
+from alembic import command
+from alembic.config import Config
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hishamos_devstack import envoy
+from hishamos_devstack.postgres import EmbeddedPostgres
+from hishamos_devstack.provision import ServiceDatabase, provision
+from hishamos_kit.settings import DEFAULT_METRICS_PORTS, DEFAULT_PORTS
+
+ROOT = Path(__file__).resolve().parents[4]
+SERVICES = envoy.SERVICES
+EXTENSIONS = {"knowledge": ("vector",)}
+Progress = Callable[[str], None]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Ports:
+    envoy: int = 8080
+    envoy_admin: int = 9901
+    postgres: int = 54329
+    services: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    metrics: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(
+            envoy=free_port(),
+            envoy_admin=free_port(),
+            postgres=free_port(),
+            services={s: free_port() for s in SERVICES},
+            metrics={s: free_port() for s in SERVICES},
+        )
+
+
+def load_secrets(path: Path) -> dict[str, str]:
+    """Random secrets for the local stack, made once and kept beside its data."""
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    values = {"postgres": secrets.token_urlsafe(24)}
+    for service in SERVICES:
+        values[f"{service}_owner"] = secrets.token_urlsafe(24)
+        values[f"{service}_app"] = secrets.token_urlsafe(24)
+    values["identity_key_encryption_key"] = base64.b64encode(secrets.token_bytes(32)).decode()
+    values["agents_credentials_key"] = base64.b64encode(secrets.token_bytes(32)).decode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values, indent=2))
+    path.chmod(0o600)
+    return values
+
+
+def migrate(service: str, owner_url: str, app_role: str, revision: str = "head", downgrade: bool = False) -> None:
+    cfg = Config(str(ROOT / "services" / service / "alembic.ini"))
+    cfg.set_main_option("sqlalchemy.url", owner_url.replace("%", "%%"))
+    cfg.set_main_option("app_role", app_role)
+    (command.downgrade if downgrade else command.upgrade)(cfg, revision)
+
+
+class Stack:
+    """Start with `start()`, stop with `stop()` (or use as a context manager)."""
+
+    def __init__(self, data_dir: Path, ports: Ports | None = None, progress: Progress = print) -> None:
+        self.data_dir = data_dir
+        self.ports = ports or Ports()
+        self.progress = progress
+        self.log_dir = data_dir / "logs"
+        self.secrets = load_secrets(data_dir / "secrets.json")
+        self.postgres = EmbeddedPostgres(data_dir / "postgres", self.ports.postgres, self.secrets["postgres"])
+        self.databases = {
+            s: ServiceDatabase(s, "127.0.0.1", self.ports.postgres, self.secrets[f"{s}_owner"], self.secrets[f"{s}_app"])
+            for s in SERVICES
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._postgres_started = False
+
+    # -- databases ---------------------------------------------------------------------------
+    def external_urls(self, service: str) -> tuple[str, str] | None:
+        """(app URL, owner URL) when the environment points the service at another PostgreSQL."""
+        prefix = f"HISHAMOS_{service.upper()}_"
+        app, owner = os.environ.get(prefix + "DATABASE_URL"), os.environ.get(prefix + "MIGRATION_DATABASE_URL")
+        return (app, owner) if app and owner else None
+
+    def database_urls(self, service: str) -> tuple[str, str, str]:
+        """(app URL, owner URL, app role) of a service."""
+        external = self.external_urls(service)
+        if external:
+            return external[0], external[1], os.environ.get(f"HISHAMOS_{service.upper()}_APP_ROLE", "")
+        db = self.databases[service]
+        return db.app_url, db.owner_url, db.app
+
+    def start_postgres(self) -> None:
+        if all(self.external_urls(s) for s in SERVICES):
+            return
+        if self.postgres.init():
+            self.progress(f"    initialised PostgreSQL 18 in {self.postgres.data_dir}")
+        self.postgres.start()
+        self._postgres_started = True
+        admin = self.postgres.admin_url.replace("postgresql+psycopg", "postgresql")
+        for service in SERVICES:
+            if not self.external_urls(service):
+                provision(admin, self.databases[service], EXTENSIONS.get(service, ()))
+
+    def migrate_all(self) -> None:
+        for service in SERVICES:
+            _, owner_url, app_role = self.database_urls(service)
+            self.progress(f"    migrating {service}")
+            migrate(service, owner_url, app_role)
+
+    # -- processes ---------------------------------------------------------------------------
+    def service_env(self, service: str) -> dict[str, str]:
+        prefix = f"HISHAMOS_{service.upper()}_"
+        app_url, owner_url, app_role = self.database_urls(service)
+        env = dict(os.environ)
+        env.update(
+            {
+                prefix + "PORT": str(self.ports.services[service]),
+                prefix + "METRICS_PORT": str(self.ports.metrics[service]),
+                prefix + "DATABASE_URL": app_url,
+                prefix + "MIGRATION_DATABASE_URL": owner_url,
+                prefix + "APP_ROLE": app_role,
+                prefix + "IDENTITY_TARGET": f"127.0.0.1:{self.ports.services['identity']}",
+            }
+        )
+        env.setdefault("HISHAMOS_IDENTITY_KEY_ENCRYPTION_KEY", self.secrets["identity_key_encryption_key"])
+        env.setdefault("HISHAMOS_AGENTS_CREDENTIALS_KEY", self.secrets["agents_credentials_key"])
+        return env
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
+        # A session of its own: Ctrl-C reaches only us, and we stop the children in order.
+        self.processes[name] = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def start_services(self) -> None:
+        for service in SERVICES:
+            self._spawn(service, [sys.executable, "-m", f"hishamos_{service}"], self.service_env(service))
+
+    def envoy_config(self) -> dict[str, object]:
+        return envoy.render(
+            envoy.EnvoyConfig(
+                backends={s: ("127.0.0.1", self.ports.services[s]) for s in SERVICES},
+                descriptor_path=str(ROOT / "build" / "hishamos.pb"),
+                listen_port=self.ports.envoy,
+                admin_port=self.ports.envoy_admin,
+            )
+        )
+
+    def start_envoy(self, concurrency: int = 1) -> None:
+        config = self.data_dir / "envoy.yaml"
+        config.write_text(yaml.safe_dump(self.envoy_config(), sort_keys=False))
+        binary = Path(sys.executable).parent / "envoy"
+        args = [str(binary), "-c", str(config), "--log-level", "warn", "--concurrency", str(concurrency)]
+        self._spawn("envoy", [*args, "--base-id", str(self.ports.envoy)], dict(os.environ))
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        """Each service on its own port, then each through Envoy, must report SERVING."""
+        deadline = time.monotonic() + timeout
+        checks = [(s, f"127.0.0.1:{self.ports.services[s]}", ()) for s in SERVICES]
+        checks += [("envoy", f"127.0.0.1:{self.ports.envoy}", ((envoy.BACKEND_HEADER, s),)) for s in SERVICES]
+        for process, target, headers in checks:
+            with grpc.insecure_channel(target) as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                while not self._serving(stub, headers):
+                    if self.processes[process].poll() is not None:
+                        raise SystemExit(f"{process} exited during start-up:\n{self.log_tail(process)}")
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"{target} not healthy after {timeout:.0f}s:\n{self.log_tail(process)}")
+                    time.sleep(0.1)
+
+    @staticmethod
+    def _serving(stub: health_pb2_grpc.HealthStub, headers: tuple[tuple[str, str], ...]) -> bool:
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1, metadata=headers)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Stack:
+        try:
+            self.progress("==> starting PostgreSQL")
+            self.start_postgres()
+            self.progress("==> applying migrations")
+            self.migrate_all()
+            self.progress("==> starting identity, agents, projects, knowledge and Envoy")
+            self.start_services()
+            self.start_envoy()
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop_processes(self, names: list[str], grace: float = 15.0) -> None:
+        """SIGTERM (each drains its calls), then SIGKILL whatever outlives the grace."""
+        running = [p for n in names if (p := self.processes.pop(n, None)) is not None and p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in running:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop(self) -> None:
+        self.stop_processes(["envoy"])
+        self.stop_processes(list(self.processes))
+        if self._postgres_started:
+            self.postgres.stop()
+            self._postgres_started = False
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""The HishamOS service chassis: what every service needs, written once."""

@@ -1,0 +1,165 @@
+"""Who is calling: access-token verification against identity's JWKS, and the caller's principal."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextvars
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc
+from hishamos_kit.errors import Unauthenticated
+
+ALGORITHM = "EdDSA"
+# Header parameters that would let a token choose its own verification key (RFC 7515 §4.1).
+FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c", "crit"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller. `organization_id` bounds everything it may see or change."""
+
+    subject: str
+    organization_id: uuid.UUID
+    roles: tuple[str, ...]
+    expires_at: float
+
+    @property
+    def organization_name(self) -> str:
+        return f"organizations/{self.organization_id}"
+
+
+principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being served; the server sets it before any handler runs."""
+    return principal_var.get()
+
+
+def b64url_decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def public_key_from_jwk(jwk: Mapping[str, str]) -> Ed25519PublicKey:
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        raise ValueError(f"unsupported key {jwk.get('kid')}: only OKP/Ed25519")
+    return Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"]))
+
+
+class KeySource(Protocol):
+    """Where verification keys come from: identity's own store, or identity's JWKS over gRPC."""
+
+    async def key(self, kid: str) -> Ed25519PublicKey | None: ...
+
+
+class JwksClient:
+    """Identity's JWKS fetched over gRPC and cached; an unknown kid refreshes at most every few seconds."""
+
+    def __init__(self, target: str, ttl_seconds: float = 300.0, min_refresh_seconds: float = 5.0) -> None:
+        self._target = target
+        self._ttl = ttl_seconds
+        self._min_refresh = min_refresh_seconds
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self._channel: grpc.aio.Channel | None = None
+
+    async def key(self, kid: str) -> Ed25519PublicKey | None:
+        age = time.monotonic() - self._fetched_at
+        if age > self._ttl or (kid not in self._keys and age > self._min_refresh):
+            await self._refresh()
+        return self._keys.get(kid)
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < self._min_refresh:
+                return  # another caller refreshed while we waited
+            if self._channel is None:
+                self._channel = grpc.aio.insecure_channel(self._target)
+            stub = auth_pb2_grpc.AuthServiceStub(self._channel)
+            try:
+                response = await stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                if self._keys:
+                    return  # keep serving with the keys we have; identity is briefly away
+                raise Unauthenticated("cannot verify tokens now: identity is unreachable", "JWKS_UNAVAILABLE") from exc
+            self._keys = {k["kid"]: public_key_from_jwk(k) for k in json.loads(response.jwks_json)["keys"]}
+            self._fetched_at = time.monotonic()
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+
+class TokenVerifier:
+    """Verifies EdDSA access tokens. Verified tokens are cached until they expire or keys change."""
+
+    def __init__(self, keys: KeySource, issuer: str, audience: str, cache_size: int = 10_000) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._cache: dict[str, tuple[Principal, str, Ed25519PublicKey]] = {}
+        self._cache_size = cache_size
+
+    async def verify(self, token: str) -> Principal:
+        cached = self._cache.get(token)
+        if cached is not None:
+            principal, kid, key = cached
+            # A cached token stays valid only while unexpired and while its key is still published.
+            if principal.expires_at > time.time() and await self._keys.key(kid) is key:
+                return principal
+            del self._cache[token]
+        principal, kid, key = await self._verify(token)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[token] = (principal, kid, key)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, str, Ed25519PublicKey]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("malformed access token", "TOKEN_INVALID") from exc
+        if header.get("alg") != ALGORITHM or FORBIDDEN_HEADERS & header.keys():
+            raise Unauthenticated("access token uses a forbidden algorithm or header", "TOKEN_INVALID")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or (key := await self._keys.key(kid)) is None:
+            raise Unauthenticated("access token signed by an unknown key", "TOKEN_INVALID")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud", "org"]},
+            )
+            principal = Principal(
+                subject=str(claims["sub"]),
+                organization_id=uuid.UUID(str(claims["org"])),
+                roles=tuple(str(r) for r in claims.get("roles", ())),
+                expires_at=float(claims["exp"]),
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("access token expired; log in or refresh", "TOKEN_EXPIRED") from exc
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise Unauthenticated("access token is not valid here", "TOKEN_INVALID") from exc
+        return principal, kid, key
+
+
+def bearer_token(metadata: Mapping[str, str]) -> str:
+    value = metadata.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("send `authorization: Bearer <access token>`", "CREDENTIALS_MISSING")
+    return token.strip()

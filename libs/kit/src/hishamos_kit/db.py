@@ -1,0 +1,95 @@
+"""Async SQLAlchemy: deterministic constraint names, the base columns, and tenant-scoped transactions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TENANT_SETTING = "app.organization_id"
+
+
+def new_metadata() -> MetaData:
+    """Each service gets its own metadata (its own database), with the shared naming convention."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Timestamps:
+    """Base columns of every table: id, created_at, updated_at."""
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Resource(Timestamps):
+    """An API resource: soft delete (AIP-164) and a version column that is its etag (AIP-154).
+
+    The version is SQLAlchemy's version_id_col, so an UPDATE that raced another one fails
+    (StaleDataError) instead of silently overwriting it.
+    """
+
+    is_deleted: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(default=1, server_default=text("1"))
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805 - declared_attr receives the class
+        # eager_defaults: server-set columns (updated_at) come back through RETURNING, not a second SELECT.
+        return {"version_id_col": cls.__table__.c.version, "eager_defaults": True}  # type: ignore[attr-defined]
+
+
+class TenantResource(Resource):
+    """A resource owned by one organization; row-level security keys on organization_id."""
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+
+
+class Database:
+    """One engine per service; one session and transaction per RPC."""
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def tenant(self, organization_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
+        """A transaction that row-level security confines to one organization (SET LOCAL semantics)."""
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                text("select set_config(:setting, :org, true)"),
+                {"setting": TENANT_SETTING, "org": str(organization_id)},
+            )
+            yield session
+
+    @asynccontextmanager
+    async def unscoped(self) -> AsyncIterator[AsyncSession]:
+        """A transaction with no organization: tenant tables look empty, only global tables are visible."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def violated_constraint(exc: IntegrityError) -> str | None:
+    """Name of the constraint an INSERT/UPDATE broke, so callers can map it to a field."""
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(diag, "constraint_name", None)

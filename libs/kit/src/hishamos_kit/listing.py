@@ -1,0 +1,297 @@
+"""AIP List methods: a filter language (AIP-160 subset), order_by (AIP-132) and keyset page tokens (AIP-158).
+
+Filter grammar, with OR binding tighter than AND as AIP-160 specifies:
+    filter     := sequence (AND sequence)*
+    sequence   := factor (OR factor)*
+    factor     := [NOT | -] ( "(" filter ")" | comparison )
+    comparison := field ( = | != | < | <= | > | >= | : ) value
+`:` on a text field means "contains" (case-insensitive). Values are quoted strings, numbers,
+true/false, enum names or RFC 3339 timestamps.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, false, not_, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from hishamos_kit.errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+_TOKEN = re.compile(r'\s*(?:(\()|(\))|("(?:[^"\\]|\\.)*")|(<=|>=|!=|=|<|>|:)|([^\s()"<>=!:]+))')
+
+
+def parse_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a quoted string")
+    return value
+
+
+def parse_bool(value: object) -> bool:
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("expected true or false")
+
+
+def parse_int(value: object) -> int:
+    if isinstance(value, str):
+        return int(value)
+    raise ValueError("expected an integer")
+
+
+def parse_float(value: object) -> float:
+    if isinstance(value, str):
+        return float(value)
+    raise ValueError("expected a number")
+
+
+def parse_time(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("expected an RFC 3339 timestamp")
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp needs a time zone, e.g. Z")
+    return parsed
+
+
+@dataclass(frozen=True)
+class Field:
+    """A field clients may filter or order by: its column and how to read a literal for it."""
+
+    column: Any
+    parse: Callable[[object], Any] = parse_text
+    text: bool = False  # allows `:` (contains)
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    filter_fields: Mapping[str, Field]
+    order_fields: Mapping[str, Field]
+    default_order: str
+    id_column: Any
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Any]
+    next_page_token: str
+
+
+class _Parser:
+    def __init__(self, text: str, fields: Mapping[str, Field]) -> None:
+        self.fields = fields
+        self.tokens: list[tuple[str, str]] = []
+        position = 0
+        text = text.strip()
+        while position < len(text):
+            match = _TOKEN.match(text, position)
+            if match is None or match.end() == position:
+                raise self.error(f"cannot read the filter at character {position + 1}")
+            kinds = ("(", ")", "string", "op", "word")
+            kind, value = next((k, v) for k, v in zip(kinds, match.groups(), strict=True) if v is not None)
+            if kind == "string":
+                value = json.loads(value)
+            self.tokens.append((kind, value))
+            position = match.end()
+        self.position = 0
+
+    @staticmethod
+    def error(message: str) -> InvalidArgument:
+        return InvalidArgument({"filter": message})
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.position] if self.position < len(self.tokens) else None
+
+    def take(self) -> tuple[str, str]:
+        token = self.peek()
+        if token is None:
+            raise self.error("the filter ends too early")
+        self.position += 1
+        return token
+
+    def keyword(self, word: str) -> bool:
+        token = self.peek()
+        if token == ("word", word):
+            self.position += 1
+            return True
+        return False
+
+    def parse(self) -> ColumnElement[bool]:
+        expression = self.conjunction()
+        if self.peek() is not None:
+            raise self.error(f"unexpected `{self.peek()[1]}`")  # type: ignore[index]
+        return expression
+
+    def conjunction(self) -> ColumnElement[bool]:
+        parts = [self.disjunction()]
+        while self.keyword("AND"):
+            parts.append(self.disjunction())
+        return and_(*parts) if len(parts) > 1 else parts[0]
+
+    def disjunction(self) -> ColumnElement[bool]:
+        parts = [self.factor()]
+        while self.keyword("OR"):
+            parts.append(self.factor())
+        return or_(*parts) if len(parts) > 1 else parts[0]
+
+    def factor(self) -> ColumnElement[bool]:
+        if self.keyword("NOT") or self.keyword("-"):
+            return not_(self.factor())
+        if self.peek() == ("(", "("):
+            self.take()
+            inner = self.conjunction()
+            if self.take() != (")", ")"):
+                raise self.error("missing `)`")
+            return inner
+        return self.comparison()
+
+    def comparison(self) -> ColumnElement[bool]:
+        kind, name = self.take()
+        if kind != "word":
+            raise self.error(f"expected a field name, got `{name}`")
+        field = self.fields.get(name)
+        if field is None:
+            raise self.error(f"cannot filter on `{name}`; fields: {', '.join(sorted(self.fields))}")
+        kind, op = self.take()
+        if kind != "op":
+            raise self.error(f"expected an operator after `{name}`")
+        kind, raw = self.take()
+        if kind not in ("string", "word"):
+            raise self.error(f"expected a value after `{name} {op}`")
+        try:
+            value = field.parse(raw)
+        except ValueError as exc:
+            raise self.error(f"bad value for `{name}`: {exc}") from None
+        column = field.column
+        if op == ":":
+            if not field.text:
+                raise self.error(f"`:` works on text fields only, not `{name}`")
+            escaped = str(value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            return column.ilike(f"%{escaped}%", escape="\\")  # type: ignore[no-any-return]
+        operators: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+            "=": lambda c, v: c == v,
+            "!=": lambda c, v: c != v,
+            "<": lambda c, v: c < v,
+            "<=": lambda c, v: c <= v,
+            ">": lambda c, v: c > v,
+            ">=": lambda c, v: c >= v,
+        }
+        return operators[op](column, value)
+
+
+def parse_filter(text: str, fields: Mapping[str, Field]) -> ColumnElement[bool] | None:
+    return _Parser(text, fields).parse() if text.strip() else None
+
+
+def parse_order_by(text: str, spec: ListSpec) -> list[tuple[str, bool]]:
+    """`a, b desc` → [("a", False), ("b", True)]: field name and whether descending."""
+    order: list[tuple[str, bool]] = []
+    for part in (text or spec.default_order).split(","):
+        words = part.split()
+        if not words or len(words) > 2 or (len(words) == 2 and words[1] not in ("asc", "desc")):
+            raise InvalidArgument({"order_by": f"cannot read `{part.strip()}`; write `field` or `field desc`"})
+        if words[0] not in spec.order_fields:
+            raise InvalidArgument(
+                {"order_by": f"cannot order by `{words[0]}`; fields: {', '.join(sorted(spec.order_fields))}"}
+            )
+        order.append((words[0], len(words) == 2 and words[1] == "desc"))
+    return order
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _decode(value: Any, field: Field) -> Any:
+    if field.parse is parse_time:
+        return parse_time(value)
+    return value
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+async def list_page(
+    session: AsyncSession,
+    spec: ListSpec,
+    query: Select[Any],
+    *,
+    page_size: int,
+    page_token: str,
+    filter: str,
+    order_by: str,
+    scope: Sequence[object],
+) -> Page:
+    """One page of `query` (already scoped to the caller) under the request's filter and order.
+
+    The token holds the last row's sort key; the next page starts strictly after it, so rows
+    inserted or deleted meanwhile never cause repeats or gaps among the rest.
+    """
+    if page_size < 0:
+        raise InvalidArgument({"page_size": "must not be negative"})
+    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    condition = parse_filter(filter, spec.filter_fields)
+    order = parse_order_by(order_by, spec)
+    keys = [(spec.order_fields[name], desc) for name, desc in order] + [(Field(spec.id_column), False)]
+    fingerprint = _fingerprint(filter, order, *scope)
+
+    if condition is not None:
+        query = query.where(condition)
+    if page_token:
+        query = query.where(_after(_read_token(page_token, fingerprint, keys), keys))
+    query = query.order_by(*(f.column.desc() if desc else f.column.asc() for f, desc in keys)).limit(size + 1)
+    rows = list((await session.scalars(query)).all())
+    if len(rows) <= size:
+        return Page(rows, "")
+    last = rows[size - 1]
+    values = [_encode(_value_of(last, f.column)) for f, _ in keys]
+    token = base64.urlsafe_b64encode(json.dumps({"k": values, "f": fingerprint}).encode()).decode().rstrip("=")
+    return Page(rows[:size], token)
+
+
+def _value_of(row: Any, column: Any) -> Any:
+    return getattr(row, column.key)
+
+
+def _read_token(token: str, fingerprint: str, keys: list[tuple[Field, bool]]) -> list[Any]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if data["f"] != fingerprint:
+            raise InvalidArgument({"page_token": "belongs to a different filter, order or parent; start over"})
+        values = data["k"]
+        if len(values) != len(keys):
+            raise ValueError
+        decoded = [_decode(v, f) for v, (f, _) in zip(values, keys, strict=True)]
+        decoded[-1] = uuid.UUID(decoded[-1])
+        return decoded
+    except InvalidArgument:
+        raise
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument({"page_token": "is not a token this list issued"}) from None
+
+
+def _after(values: list[Any], keys: list[tuple[Field, bool]]) -> ColumnElement[bool]:
+    """Rows strictly after `values` in the (mixed-direction) key order."""
+    alternatives = []
+    for i, (field, desc) in enumerate(keys):
+        equal = [keys[j][0].column == values[j] for j in range(i)]
+        beyond = field.column < values[i] if desc else field.column > values[i]
+        alternatives.append(and_(*equal, beyond))
+    return or_(*alternatives) if alternatives else false()

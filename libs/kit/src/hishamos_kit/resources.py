@@ -1,0 +1,184 @@
+"""AIP standard-method helpers: resource names, field masks, etags, soft delete and request ids."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import UniqueConstraint, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from hishamos_kit.auth import Principal
+from hishamos_kit.db import Resource, Timestamps
+from hishamos_kit.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class ResourcePath:
+    """A resource name pattern whose segments are server-generated UUIDs (AIP-122).
+
+    >>> ResourcePath("organizations/{organization}/projects/{project}").parse("organizations/…/projects/…")
+    """
+
+    pattern: str
+
+    def __post_init__(self) -> None:
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.pattern)
+        object.__setattr__(self, "_regex", re.compile(f"^{regex}$"))
+
+    def parse(self, value: str, field: str) -> tuple[uuid.UUID, ...]:
+        match = self._regex.fullmatch(value)  # type: ignore[attr-defined]
+        if match is None:
+            raise InvalidArgument({field: f"must be a resource name like `{self.pattern}`"})
+        try:
+            return tuple(uuid.UUID(part) for part in match.groups())
+        except ValueError:
+            raise InvalidArgument({field: f"`{value}` does not name a resource: ids are UUIDs"}) from None
+
+    def format(self, *ids: uuid.UUID) -> str:
+        parts = iter(str(i) for i in ids)
+        return re.sub(r"\{\w+\}", lambda _: next(parts), self.pattern)
+
+
+ORGANIZATION = ResourcePath("organizations/{organization}")
+
+
+def own_parent(principal: Principal, parent: str, field: str = "parent") -> uuid.UUID:
+    """The organization id of a `parent`; another organization's is NOT_FOUND (it is not the caller's to know)."""
+    (organization_id,) = ORGANIZATION.parse(parent, field)
+    if organization_id != principal.organization_id:
+        raise NotFound(parent)
+    return organization_id
+
+
+def own_name(principal: Principal, path: ResourcePath, name: str, field: str = "name") -> uuid.UUID:
+    """The resource id of a `name` in the caller's organization; another organization's is NOT_FOUND."""
+    organization_id, *rest = path.parse(name, field)
+    if organization_id != principal.organization_id:
+        raise NotFound(name)
+    return rest[-1]
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def etag(row: Resource) -> str:
+    return f"v{row.version}"
+
+
+def check_etag(row: Resource, given: str, name: str) -> None:
+    """AIP-154: a stale etag means the caller decided on data that has since changed."""
+    if given and given != etag(row):
+        raise Aborted(
+            f"{name} changed since it was read (etag {given}, now {etag(row)}); get it again and retry",
+            "ETAG_MISMATCH",
+            {"resource": name, "current_etag": etag(row)},
+        )
+
+
+def update_paths(mask: FieldMask, resource: Message, updatable: Collection[str], resource_field: str) -> list[str]:
+    """The paths an Update changes (AIP-134): the mask's, or every populated field when the mask is omitted."""
+    if not mask.paths:
+        return [f.name for f, _ in resource.ListFields() if f.name in updatable]
+    if list(mask.paths) == ["*"]:
+        return list(updatable)
+    bad = {
+        f"update_mask.paths[{i}]": f"`{path}` cannot be updated; updatable fields: {', '.join(sorted(updatable))}"
+        for i, path in enumerate(mask.paths)
+        if path not in updatable
+    }
+    if bad:
+        raise InvalidArgument(bad)
+    return list(dict.fromkeys(mask.paths))
+
+
+def soft_delete(row: Resource, name: str) -> None:
+    if row.is_deleted:
+        raise NotFound(name)
+    row.is_deleted = True
+    row.deleted_at = datetime.now(UTC)
+
+
+def undelete(row: Resource, name: str) -> None:
+    if not row.is_deleted:
+        raise AlreadyExists(f"{name} is not deleted", "NOT_DELETED", {"resource": name})
+    row.is_deleted = False
+    row.deleted_at = None
+
+
+class IdempotencyKeyColumns(Timestamps):
+    """The responses of creates made with a request_id (AIP-155). Each service maps it to its own table."""
+
+    __tablename__ = "idempotency_keys"
+
+    organization_id: Mapped[uuid.UUID]
+    method: Mapped[str]
+    request_id: Mapped[str]
+    response: Mapped[bytes | None]
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[UniqueConstraint]:  # noqa: N805 - declared_attr receives the class
+        return (UniqueConstraint("organization_id", "method", "request_id"),)
+
+
+def check_request_id(request_id: str) -> None:
+    if request_id:
+        try:
+            uuid.UUID(request_id)
+        except ValueError:
+            raise InvalidArgument({"request_id": "must be a UUID"}) from None
+
+
+async def once(
+    session: AsyncSession,
+    keys: type[IdempotencyKeyColumns],
+    organization_id: uuid.UUID,
+    method: str,
+    request_id: str,
+    response_type: type[M],
+    create: Callable[[], Awaitable[M]],
+    stored: Callable[[M], M] = lambda response: response,
+) -> M:
+    """Run `create` once per request_id: a retry, even a concurrent one, gets the first response.
+
+    The key row is inserted first: a concurrent duplicate blocks on the unique index until the
+    first transaction ends, then finds its stored response. A failed create rolls the key back.
+    `stored` trims what must not be kept (secrets shown once).
+    """
+    if not request_id:
+        return await create()
+    check_request_id(request_id)
+    claim = (
+        insert(keys)
+        .values(id=uuid.uuid4(), organization_id=organization_id, method=method, request_id=request_id)
+        .on_conflict_do_nothing(index_elements=["organization_id", "method", "request_id"])
+        .returning(keys.id)
+    )
+    key_id = (await session.execute(claim)).scalar_one_or_none()
+    if key_id is None:
+        previous = await session.scalar(
+            select(keys.response).where(
+                keys.organization_id == organization_id, keys.method == method, keys.request_id == request_id
+            )
+        )
+        return response_type.FromString(previous or b"")
+    response = await create()
+    record = await session.get_one(keys, key_id)
+    record.response = stored(response).SerializeToString()
+    return response

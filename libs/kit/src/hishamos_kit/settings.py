@@ -1,0 +1,43 @@
+"""Typed settings from the environment, one prefix per service (HISHAMOS_<SERVICE>_...)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORTS = {"identity": 50051, "agents": 50052, "projects": 50053, "knowledge": 50054}
+DEFAULT_METRICS_PORTS = {"identity": 9464, "agents": 9465, "projects": 9466, "knowledge": 9467}
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads. Subclasses set `model_config` with their own env prefix.
+
+    Defaults fit the local stack (`make up`), which passes the database URLs it provisions.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    metrics_port: int = Field(0, description="Prometheus /metrics port; -1 disables it")
+    database_url: str = Field("", description="SQLAlchemy URL of the service's app role (no BYPASSRLS)")
+    migration_database_url: str = Field("", description="URL of the role that owns the schema and migrates")
+    app_role: str = Field("", description="Role the service connects as; migrations grant it table access")
+    db_pool_size: int = 10
+    identity_target: str = Field("127.0.0.1:50051", description="Where identity serves (JWKS, API keys)")
+    jwt_issuer: str = "hishamos-identity"
+    jwt_audience: str = "hishamos"
+    jwks_cache_seconds: float = 300.0
+    grace_seconds: float = 10.0
+    max_message_bytes: int = 16 * 1024 * 1024
+    log_level: str = "INFO"
+
+    @classmethod
+    def for_service(cls, service: str) -> ServiceSettings:
+        """Settings with the service's default ports filled in."""
+        settings = cls()
+        if settings.port == 0:
+            settings.port = DEFAULT_PORTS[service]
+        if settings.metrics_port == 0:
+            settings.metrics_port = DEFAULT_METRICS_PORTS[service]
+        return settings

@@ -1,0 +1,1 @@
+"""HishamOS identity service."""

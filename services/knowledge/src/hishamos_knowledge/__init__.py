@@ -1,0 +1,1 @@
+"""HishamOS knowledge service."""
