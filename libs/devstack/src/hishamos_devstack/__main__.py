@@ -21,7 +21,7 @@ def up(stack: Stack) -> None:
             f"""
 HishamOS is up.
   API (gRPC, gRPC-Web, JSON)  127.0.0.1:{p.envoy}     Envoy admin 127.0.0.1:{p.envoy_admin}
-  identity {p.services['identity']}  agents {p.services['agents']}  projects {p.services['projects']}  knowledge {p.services['knowledge']}  (direct gRPC)
+  identity {p.services["identity"]}  agents {p.services["agents"]}  projects {p.services["projects"]}  knowledge {p.services["knowledge"]}  (direct gRPC)
   PostgreSQL 127.0.0.1:{p.postgres}  data in {stack.data_dir}  logs in {stack.log_dir}
 
 Sign up the first organization and its admin:

@@ -179,7 +179,10 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
                     "filter_chains": [
                         {
                             "filters": [
-                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": connection_manager}
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": connection_manager,
+                                }
                             ]
                         }
                     ],

@@ -48,7 +48,7 @@ class EmbeddedPostgres:
         self.port = port
         self.password = password
         self.bin = POSTGRES_VERSIONS[18]
-        self.socket_dir = data_dir / "run"
+        self.socket_dir = data_dir.parent / "postgres-run"
         self._user = _run_as()
 
     @property
@@ -73,13 +73,20 @@ class EmbeddedPostgres:
         try:
             self._pg(
                 "initdb",
-                "--pgdata", str(self.data_dir),
-                "--username", "postgres",
-                "--pwfile", str(pwfile),
-                "--auth-host", "scram-sha-256",
-                "--auth-local", "peer",
-                "--encoding", "UTF8",
-                "--locale", "C.UTF-8",
+                "--pgdata",
+                str(self.data_dir),
+                "--username",
+                "postgres",
+                "--pwfile",
+                str(pwfile),
+                "--auth-host",
+                "scram-sha-256",
+                "--auth-local",
+                "peer",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C.UTF-8",
             )
         except subprocess.CalledProcessError as exc:
             raise SystemExit(f"initdb failed in {self.data_dir}:\n{exc.stderr}") from None
@@ -96,10 +103,17 @@ class EmbeddedPostgres:
         )
         try:
             self._pg(
-                "pg_ctl", "start", "--wait", "--timeout", "60",
-                "--pgdata", str(self.data_dir),
-                "--log", str(self.data_dir / "server.log"),
-                "--options", options,
+                "pg_ctl",
+                "start",
+                "--wait",
+                "--timeout",
+                "60",
+                "--pgdata",
+                str(self.data_dir),
+                "--log",
+                str(self.data_dir / "server.log"),
+                "--options",
+                options,
             )
         except subprocess.CalledProcessError as exc:
             log = (self.data_dir / "server.log").read_text()[-2000:] if (self.data_dir / "server.log").exists() else ""

@@ -57,7 +57,9 @@ def provision(admin_dsn: str, db: ServiceDatabase, extensions: tuple[str, ...] =
         _ensure_role(cur, db.app, db.app_password)
         cur.execute("select 1 from pg_database where datname = %s", (db.database,))
         if not cur.fetchone():
-            cur.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(db.database), sql.Identifier(db.owner)))
+            cur.execute(
+                sql.SQL("create database {} owner {}").format(sql.Identifier(db.database), sql.Identifier(db.owner))
+            )
         cur.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(db.database)))
         cur.execute(
             sql.SQL("grant connect on database {} to {}").format(sql.Identifier(db.database), sql.Identifier(db.app))

@@ -91,7 +91,9 @@ class Stack:
         self.secrets = load_secrets(data_dir / "secrets.json")
         self.postgres = EmbeddedPostgres(data_dir / "postgres", self.ports.postgres, self.secrets["postgres"])
         self.databases = {
-            s: ServiceDatabase(s, "127.0.0.1", self.ports.postgres, self.secrets[f"{s}_owner"], self.secrets[f"{s}_app"])
+            s: ServiceDatabase(
+                s, "127.0.0.1", self.ports.postgres, self.secrets[f"{s}_owner"], self.secrets[f"{s}_app"]
+            )
             for s in SERVICES
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -153,7 +155,9 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
         # A session of its own: Ctrl-C reaches only us, and we stop the children in order.
-        self.processes[name] = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     def start_services(self) -> None:

@@ -71,12 +71,9 @@ class Database:
 
     @asynccontextmanager
     async def tenant(self, organization_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
-        """A transaction that row-level security confines to one organization (SET LOCAL semantics)."""
+        """A transaction that row-level security confines to one organization."""
         async with self.sessions() as session, session.begin():
-            await session.execute(
-                text("select set_config(:setting, :org, true)"),
-                {"setting": TENANT_SETTING, "org": str(organization_id)},
-            )
+            await set_local(session, TENANT_SETTING, str(organization_id))
             yield session
 
     @asynccontextmanager
@@ -87,6 +84,11 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def set_local(session: AsyncSession, setting: str, value: str) -> None:
+    """SET LOCAL with a bound value: it lasts until the transaction ends, so a pooled connection forgets it."""
+    await session.execute(text("select set_config(:setting, :value, true)"), {"setting": setting, "value": value})
 
 
 def violated_constraint(exc: IntegrityError) -> str | None:

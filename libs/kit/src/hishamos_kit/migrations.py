@@ -41,7 +41,9 @@ def grant(table: str, privileges: str = "SELECT, INSERT, UPDATE, DELETE") -> Non
     op.execute(f'GRANT {privileges} ON TABLE "{table}" TO "{app_role()}"')
 
 
-def tenant_table(table: str, column: str = "organization_id", privileges: str = "SELECT, INSERT, UPDATE, DELETE") -> None:
+def tenant_table(
+    table: str, column: str = "organization_id", privileges: str = "SELECT, INSERT, UPDATE, DELETE"
+) -> None:
     """Confine a table to the organization set per transaction, for every role including its owner.
 
     With no organization set, current_setting(..., true) is NULL and the policy admits no row.

@@ -115,7 +115,9 @@ class Chassis:
 
             await run(method, drain, context)
 
-        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        factory = (
+            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        )
         return factory(server_stream, handler.request_deserializer, handler.response_serializer)
 
 
@@ -230,7 +232,9 @@ async def run(
         await db.close()
 
 
-def main(name: str, settings: ServiceSettings, build: ServicesFactory, keys: Callable[[Database], KeySource] | None = None) -> None:
+def main(
+    name: str, settings: ServiceSettings, build: ServicesFactory, keys: Callable[[Database], KeySource] | None = None
+) -> None:
     """Entry point of `python -m hishamos_<name>`."""
     logs.configure(name, settings.log_level)
     if not settings.database_url:

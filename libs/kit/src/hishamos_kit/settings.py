@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,7 +35,7 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
 
     @classmethod
-    def for_service(cls, service: str) -> ServiceSettings:
+    def for_service(cls, service: str) -> Self:
         """Settings with the service's default ports filled in."""
         settings = cls()
         if settings.port == 0:

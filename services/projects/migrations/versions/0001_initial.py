@@ -30,7 +30,10 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
         sa.UniqueConstraint(
-            "organization_id", "method", "request_id", name=op.f("uq_idempotency_keys_organization_id_method_request_id")
+            "organization_id",
+            "method",
+            "request_id",
+            name=op.f("uq_idempotency_keys_organization_id_method_request_id"),
         ),
     )
     migrations.tenant_table("idempotency_keys")

@@ -36,11 +36,11 @@ class ProjectService(project_pb2_grpc.ProjectServiceServicer):
         return pb.UpdateProjectResponse(project=project)
 
     async def DeleteProject(self, request: pb.DeleteProjectRequest, context: Context) -> pb.DeleteProjectResponse:
-        return pb.DeleteProjectResponse(project=await self.projects.delete(current_principal(), request.name, request.etag))
+        return pb.DeleteProjectResponse(
+            project=await self.projects.delete(current_principal(), request.name, request.etag)
+        )
 
-    async def UndeleteProject(
-        self, request: pb.UndeleteProjectRequest, context: Context
-    ) -> pb.UndeleteProjectResponse:
+    async def UndeleteProject(self, request: pb.UndeleteProjectRequest, context: Context) -> pb.UndeleteProjectResponse:
         project = await self.projects.undelete(current_principal(), request.name, request.etag)
         return pb.UndeleteProjectResponse(project=project)
 

@@ -1,0 +1,176 @@
+"""Platforms: how a Platform row maps to its message, which values it accepts, and how its API key is sealed."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+from hishamos.agents.v1 import platform_pb2 as pb
+from hishamos_agents.models import Platform
+from hishamos_kit import validate
+from hishamos_kit.crypto import Sealer
+from hishamos_kit.errors import Violations
+from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_int, parse_time
+from hishamos_kit.resources import ResourcePath
+from hishamos_kit.standard import ResourceType, base_fields
+
+PREFIX = "PROVIDER_"
+# Stored provider ("openai") ↔ enum value (PROVIDER_OPENAI); UNSPECIFIED is never stored.
+PROVIDERS: dict[str, int] = {
+    name.removeprefix(PREFIX).lower(): value for name, value in pb.Platform.Provider.items() if value
+}
+PROVIDER_NAMES: dict[int, str] = {value: name for name, value in PROVIDERS.items()}
+
+PRICE_STEP = Decimal("0.000001")  # Numeric(12, 6)
+MAX_PRICE = Decimal("999999.999999")
+MAX_API_KEY = 500
+
+
+def parse_provider(value: object) -> str:
+    """A filter literal for provider: the enum name (PROVIDER_OPENAI) or the short one (openai)."""
+    if isinstance(value, str):
+        name = value.lower().removeprefix(PREFIX.lower())
+        if name in PROVIDERS:
+            return name
+    raise ValueError(f"expected one of {', '.join(PREFIX + name.upper() for name in PROVIDERS)}")
+
+
+def api_key_hint(key: str) -> str:
+    """Enough of a key to recognise it, never enough to use it: `sk-…Q2xz`."""
+    if len(key) < 12:
+        return "…" + key[-2:]
+    return f"{key[:3]}…{key[-4:]}"
+
+
+def associated_data(row: Platform) -> str:
+    """Binds a sealed key to its organization and row: a ciphertext copied elsewhere does not open."""
+    return f"{row.organization_id}/{row.id}"
+
+
+class PlatformType(ResourceType[Platform, pb.Platform]):
+    model = Platform
+    message = pb.Platform
+    field = "platform"
+    path = ResourcePath("organizations/{organization}/platforms/{platform}")
+    updatable = frozenset(
+        {
+            "display_name",
+            "provider",
+            "api_type",
+            "base_url",
+            "default_model",
+            "api_key",
+            "enabled",
+            "priority",
+            "rate_limit_per_minute",
+            "token_limit_per_minute",
+            "input_price_per_million",
+            "output_price_per_million",
+        }
+    )
+    unique = {"uq_platforms_organization_id_display_name": "platform.display_name"}
+    list_spec = ListSpec(
+        filter_fields={
+            "display_name": Field(Platform.display_name, text=True),
+            "provider": Field(Platform.provider, parse_provider),
+            "enabled": Field(Platform.enabled, parse_bool),
+            "default_model": Field(Platform.default_model),
+            "priority": Field(Platform.priority, parse_int),
+            "create_time": Field(Platform.created_at, parse_time),
+            "update_time": Field(Platform.updated_at, parse_time),
+        },
+        order_fields={
+            "display_name": Field(Platform.display_name),
+            "priority": Field(Platform.priority, parse_int),
+            "create_time": Field(Platform.created_at, parse_time),
+            "update_time": Field(Platform.updated_at, parse_time),
+        },
+        default_order="create_time desc",
+        id_column=Platform.id,
+    )
+
+    def __init__(self, sealer: Sealer) -> None:
+        self.sealer = sealer
+
+    def to_message(self, row: Platform) -> pb.Platform:
+        return pb.Platform(
+            name=self.path.format(row.organization_id, row.id),
+            display_name=row.display_name,
+            provider=PROVIDERS.get(row.provider, pb.Platform.PROVIDER_UNSPECIFIED),  # type: ignore[arg-type]
+            api_type=row.api_type,
+            base_url=row.base_url,
+            default_model=row.default_model,
+            api_key_hint=row.api_key_hint,
+            enabled=row.enabled,
+            priority=row.priority,
+            rate_limit_per_minute=row.rate_limit_per_minute,
+            token_limit_per_minute=row.token_limit_per_minute,
+            input_price_per_million=float(row.input_price_per_million),
+            output_price_per_million=float(row.output_price_per_million),
+            **base_fields(row),
+        )
+
+    def apply(self, row: Platform, message: pb.Platform, paths: list[str], violations: Violations) -> None:
+        v = violations
+        for path in paths:
+            field = f"platform.{path}"
+            if path == "display_name":
+                row.display_name = validate.text(v, field, message.display_name, required=True)
+            elif path == "provider":
+                row.provider = self.provider(v, field, message.provider)
+            elif path == "api_type":
+                row.api_type = validate.text(v, field, message.api_type, max_length=50)
+            elif path == "base_url":
+                row.base_url = validate.http_url(v, field, message.base_url)
+            elif path == "default_model":
+                row.default_model = validate.text(v, field, message.default_model, required=True)
+            elif path == "api_key":
+                self.api_key(v, field, message.api_key, row)
+            elif path == "enabled" and message.HasField("enabled"):
+                row.enabled = message.enabled
+            elif path == "priority":
+                validate.number(v, field, message.priority, low=0, high=1000)
+                row.priority = message.priority
+            elif path in ("rate_limit_per_minute", "token_limit_per_minute"):
+                limit: int = getattr(message, path)
+                validate.number(v, field, limit, low=0)
+                setattr(row, path, limit)
+            elif path in ("input_price_per_million", "output_price_per_million"):
+                setattr(row, path, self.price(v, field, getattr(message, path)))
+
+    @staticmethod
+    def provider(v: Violations, field: str, value: int) -> str:
+        if value == pb.Platform.PROVIDER_UNSPECIFIED:
+            v.add(field, "is required")
+        elif value not in PROVIDER_NAMES:
+            v.add(field, f"must be one of {', '.join(PREFIX + name.upper() for name in PROVIDERS)}")
+        return PROVIDER_NAMES.get(value, "")
+
+    @staticmethod
+    def price(v: Violations, field: str, value: float) -> Decimal:
+        """US dollars with six decimals, as stored; NaN, infinities and values the column cannot hold are refused."""
+        if not math.isfinite(value):
+            v.add(field, "must be a finite number")
+            return Decimal(0)
+        price = Decimal(repr(value)).quantize(PRICE_STEP)
+        if not Decimal(0) <= price <= MAX_PRICE:
+            v.add(field, f"must be between 0 and {MAX_PRICE}")
+        return price
+
+    def api_key(self, v: Violations, field: str, value: str, row: Platform) -> None:
+        """Seal a new key to this row, or forget the key when it is set to empty."""
+        key = value.strip()
+        if len(key) > MAX_API_KEY:
+            v.add(field, f"must be at most {MAX_API_KEY} characters")
+        elif key:
+            row.api_key_sealed = self.sealer.seal(key.encode(), associated_data(row))
+            row.api_key_hint = api_key_hint(key)
+        else:
+            row.api_key_sealed = None
+            row.api_key_hint = ""
+
+    def open_api_key(self, row: Platform) -> str:
+        """The clear API key, for the adapters that call the provider; empty when none is set."""
+        if row.api_key_sealed is None:
+            return ""
+        return self.sealer.open(row.api_key_sealed, associated_data(row)).decode()

@@ -1,0 +1,91 @@
+"""Signing keys: created when missing, sealed at rest, published as a JWKS, used to sign access tokens."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from sqlalchemy import select, text
+
+from hishamos_identity.models import SigningKey
+from hishamos_kit.crypto import Sealer
+from hishamos_kit.db import Database
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwk(kid: str, public_key: bytes) -> dict[str, str]:
+    return {"kid": kid, "kty": "OKP", "crv": "Ed25519", "x": b64url(public_key), "alg": "EdDSA", "use": "sig"}
+
+
+class KeyStore:
+    """Identity's view of its keys. Verification keys refresh from the table, so every replica
+    learns of a rotation within `refresh_seconds`, or at once when a token names an unknown kid."""
+
+    def __init__(self, db: Database, sealer: Sealer, refresh_seconds: float = 30.0) -> None:
+        self._db = db
+        self._sealer = sealer
+        self._refresh_seconds = refresh_seconds
+        self._public: dict[str, Ed25519PublicKey] = {}
+        self._jwks: list[dict[str, str]] = []
+        self._signing: tuple[str, Ed25519PrivateKey] | None = None
+        self._loaded_at = float("-inf")
+
+    async def ensure_active(self) -> None:
+        """Create the first signing key; replicas starting together agree through an advisory lock."""
+        async with self._db.unscoped() as session:
+            await session.execute(text("select pg_advisory_xact_lock(hashtext('identity.signing_keys'))"))
+            if await session.scalar(select(SigningKey.id).where(SigningKey.active)) is None:
+                session.add(self._new_key())
+        await self._load()
+
+    def _new_key(self) -> SigningKey:
+        private = Ed25519PrivateKey.generate()
+        kid = f"{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
+        raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return SigningKey(
+            kid=kid,
+            public_key=private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            private_key_sealed=self._sealer.seal(raw, kid),
+        )
+
+    async def _load(self) -> None:
+        async with self._db.unscoped() as session:
+            rows = (
+                await session.scalars(
+                    select(SigningKey).where(SigningKey.retired_at.is_(None)).order_by(SigningKey.created_at.desc())
+                )
+            ).all()
+        self._public = {r.kid: Ed25519PublicKey.from_public_bytes(r.public_key) for r in rows}
+        self._jwks = [jwk(r.kid, r.public_key) for r in rows]
+        active = next((r for r in rows if r.active), None)
+        if active is not None and (self._signing is None or self._signing[0] != active.kid):
+            raw = self._sealer.open(active.private_key_sealed, active.kid)
+            self._signing = (active.kid, Ed25519PrivateKey.from_private_bytes(raw))
+        self._loaded_at = time.monotonic()
+
+    async def _fresh(self, kid: str | None = None) -> None:
+        age = time.monotonic() - self._loaded_at
+        if age > self._refresh_seconds or (kid is not None and kid not in self._public and age > 1.0):
+            await self._load()
+
+    async def key(self, kid: str) -> Ed25519PublicKey | None:
+        await self._fresh(kid)
+        return self._public.get(kid)
+
+    async def jwks_json(self) -> str:
+        await self._fresh()
+        return json.dumps({"keys": self._jwks})
+
+    async def signing_key(self) -> tuple[str, Ed25519PrivateKey]:
+        await self._fresh()
+        if self._signing is None:
+            raise RuntimeError("no active signing key; identity start-up creates one")
+        return self._signing

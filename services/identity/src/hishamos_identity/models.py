@@ -1,0 +1,78 @@
+"""Tables of the identity database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ARRAY, DateTime, Index, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from hishamos_kit.db import Resource, TenantResource, Timestamps, new_metadata
+from hishamos_kit.resources import IdempotencyKeyColumns
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class IdempotencyKey(IdempotencyKeyColumns, Base):
+    pass
+
+
+class Organization(Resource, Base):
+    """The tenant itself: row-level security admits it by id, or by slug while signing in."""
+
+    __tablename__ = "organizations"
+
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    contact_email: Mapped[str] = mapped_column(String(254), default="", server_default="")
+    contact_phone: Mapped[str] = mapped_column(String(50), default="", server_default="")
+    website: Mapped[str] = mapped_column(String(2000), default="", server_default="")
+    max_users: Mapped[int] = mapped_column(default=50, server_default=text("50"))
+    max_projects: Mapped[int] = mapped_column(default=20, server_default=text("20"))
+    max_storage_gb: Mapped[int] = mapped_column(default=10, server_default=text("10"))
+    state: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+
+
+class User(TenantResource, Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "email"),
+        UniqueConstraint("organization_id", "username"),
+        Index("ix_users_organization_id_created_at", "organization_id", text("created_at DESC")),
+    )
+
+    email: Mapped[str] = mapped_column(String(254))
+    username: Mapped[str] = mapped_column(String(64))
+    full_name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list, server_default="{}")
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SigningKey(Timestamps, Base):
+    """Ed25519 keys that sign access tokens; the private half is sealed with the key-encryption key."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    private_key_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    active: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RefreshToken(Timestamps, Base):
+    """A refresh token, stored only as its SHA-256; rotation links a family of tokens."""
+
+    __tablename__ = "refresh_tokens"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    family_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,44 @@
+"""argon2id at OWASP parameters, off the event loop (the hash is CPU- and memory-bound by design)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from hishamos_kit.errors import Violations
+
+MIN_LENGTH = 10
+MAX_LENGTH = 128
+
+
+def check_strength(v: Violations, field: str, password: str) -> None:
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        v.add(field, f"must be {MIN_LENGTH}-{MAX_LENGTH} characters")
+    elif password.isalpha() or password.isdigit():
+        v.add(field, "must mix letters with digits or symbols")
+    elif len(set(password)) < 4:
+        v.add(field, "must not repeat so few characters")
+
+
+class Passwords:
+    def __init__(self, time_cost: int, memory_kib: int, parallelism: int) -> None:
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+        # Verified against when the user does not exist, so that case costs the same time.
+        self._decoy = self._hasher.hash("decoy password that never matches")
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        return await asyncio.to_thread(self._verify, stored, password)
+
+    def _verify(self, stored: str | None, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored or self._decoy, password) and stored is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        return self._hasher.check_needs_rehash(stored)

@@ -1,0 +1,145 @@
+"""Documents: how a Document row maps to its message and which values it accepts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
+
+from hishamos.knowledge.v1 import document_pb2 as pb
+from hishamos_kit import validate
+from hishamos_kit.errors import InvalidArgument, Violations
+from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_int, parse_time
+from hishamos_kit.resources import ResourcePath
+from hishamos_kit.standard import ResourceType, base_fields
+from hishamos_knowledge.models import Document
+
+PROJECT = ResourcePath("organizations/{organization}/projects/{project}")
+
+PREFIX = "PROCESSING_STATE_"
+# Stored state ("pending") ↔ enum value (PROCESSING_STATE_PENDING); UNSPECIFIED is never stored.
+STATES: dict[str, int] = {
+    name.removeprefix(PREFIX).lower(): value for name, value in pb.Document.ProcessingState.items() if value
+}
+
+MAX_METADATA_BYTES = 64 * 1024
+MAX_FILENAME = 255
+
+
+def parse_state(value: object) -> str:
+    """A filter literal for processing_state: the enum name (PROCESSING_STATE_PENDING) or the short one (pending)."""
+    if isinstance(value, str):
+        name = value.lower().removeprefix(PREFIX.lower())
+        if name in STATES:
+            return name
+    raise ValueError(f"expected one of {', '.join(PREFIX + name.upper() for name in STATES)}")
+
+
+class DocumentType(ResourceType[Document, pb.Document]):
+    model = Document
+    message = pb.Document
+    field = "document"
+    path = ResourcePath("organizations/{organization}/documents/{document}")
+    updatable = frozenset({"title", "filename", "metadata", "searchable", "project"})
+    list_spec = ListSpec(
+        filter_fields={
+            "title": Field(Document.title, text=True),
+            "filename": Field(Document.filename, text=True),
+            "file_type": Field(Document.file_type),
+            "processing_state": Field(Document.processing_state, parse_state),
+            "searchable": Field(Document.searchable, parse_bool),
+            "project": Field(Document.project),
+            "create_time": Field(Document.created_at, parse_time),
+            "update_time": Field(Document.updated_at, parse_time),
+        },
+        order_fields={
+            "title": Field(Document.title),
+            "filename": Field(Document.filename),
+            "size_bytes": Field(Document.size_bytes, parse_int),
+            "create_time": Field(Document.created_at, parse_time),
+            "update_time": Field(Document.updated_at, parse_time),
+        },
+        default_order="create_time desc",
+        id_column=Document.id,
+    )
+
+    def to_message(self, row: Document) -> pb.Document:
+        return pb.Document(
+            name=self.path.format(row.organization_id, row.id),
+            title=row.title,
+            filename=row.filename,
+            file_type=row.file_type,
+            size_bytes=row.size_bytes,
+            metadata=json_format.ParseDict(row.metadata_, Struct()),
+            processing_state=STATES.get(row.processing_state, pb.Document.PROCESSING_STATE_UNSPECIFIED),  # type: ignore[arg-type]
+            processing_error=row.processing_error,
+            searchable=row.searchable,
+            embedding_model=row.embedding_model,
+            project=row.project,
+            **base_fields(row),
+        )
+
+    def apply(self, row: Document, message: pb.Document, paths: list[str], violations: Violations) -> None:
+        v = violations
+        for path in paths:
+            field = f"document.{path}"
+            if path == "title":
+                row.title = validate.text(v, field, message.title, required=True, max_length=500)
+            elif path == "filename":
+                row.filename = self.filename(v, field, message.filename)
+            elif path == "metadata":
+                row.metadata_ = self.metadata(v, field, message.metadata)
+            elif path == "searchable" and message.HasField("searchable"):
+                row.searchable = message.searchable
+            elif path == "project":
+                row.project = self.project(v, field, message.project, row)
+
+    @staticmethod
+    def filename(v: Violations, field: str, value: str) -> str:
+        """A bare file name: no directories, so it can never be used to reach another path."""
+        value = validate.text(v, field, value, required=True, max_length=MAX_FILENAME)
+        if value and (any(c in value for c in "/\\\0") or value in (".", "..")):
+            v.add(field, 'must be a file name without "/", "\\" or NUL, and not "." or ".."')
+        return value
+
+    @staticmethod
+    def metadata(v: Violations, field: str, value: Struct) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json_format.MessageToDict(value)
+            encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        except ValueError:  # NaN or infinity: JSON has neither
+            v.add(field, "numbers must be finite")
+            return {}
+        if len(encoded) > MAX_METADATA_BYTES:
+            v.add(field, f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        elif _has_nul(data):
+            v.add(field, "keys and strings must not contain NUL")
+        return data
+
+    @staticmethod
+    def project(v: Violations, field: str, value: str, row: Document) -> str:
+        """A project of the caller's organization, stored in canonical form so filters match it."""
+        if not value:
+            return ""
+        ids: tuple[uuid.UUID, ...] = ()
+        with contextlib.suppress(InvalidArgument):
+            ids = PROJECT.parse(value, field)
+        if not ids or ids[0] != row.organization_id:
+            v.add(field, "must name a project of this organization, `organizations/{organization}/projects/{project}`")
+            return value
+        return PROJECT.format(*ids)
+
+
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL's jsonb cannot store U+0000, in keys or in strings."""
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any("\0" in key or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
