@@ -11,7 +11,9 @@ PROJECTS = Case(
     field="project",
     plural="projects",
     valid=lambda i: project_pb2.Project(display_name=f"Apollo {i}", slug=f"apollo-{i}", description="to the moon"),
-    invalid=lambda: project_pb2.Project(display_name="", slug="Not A Slug", manager="users/1", description="x" * 10_001),
+    invalid=lambda: project_pb2.Project(
+        display_name="", slug="Not A Slug", manager="users/1", description="x" * 10_001
+    ),
     invalid_fields={"project.display_name", "project.slug", "project.manager", "project.description"},
     update=("display_name", "Artemis"),
     unique_field="slug",

@@ -10,6 +10,7 @@ from hishamos_kit import api
 SERVICES = ("identity", "agents", "projects", "knowledge")
 BACKEND_HEADER = "x-hishamos-backend"  # picks the backend for health and reflection, which every service serves
 LOGIN_PATH = "/hishamos.identity.v1.AuthService/Login"
+TYPES = "type.googleapis.com/envoy.extensions"
 
 
 @dataclass
@@ -41,7 +42,7 @@ def _cluster(name: str, host: str, port: int, dns: bool) -> dict[str, Any]:
         "lb_policy": "ROUND_ROBIN",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "@type": f"{TYPES}.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 1000}},
             }
         },
@@ -84,7 +85,7 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
     login["match"] = {"path": LOGIN_PATH, "grpc": {}}
     login["typed_per_filter_config"] = {
         "envoy.filters.http.local_ratelimit": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "@type": f"{TYPES}.filters.http.local_ratelimit.v3.LocalRateLimit",
             "stat_prefix": "login_rate_limit",
             "token_bucket": {
                 "max_tokens": cfg.login_per_second * 2,
@@ -111,7 +112,7 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
     access_log = {
         "name": "envoy.access_loggers.stdout",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "@type": f"{TYPES}.access_loggers.stream.v3.StdoutAccessLog",
             "log_format": {
                 "json_format": {
                     "time": "%START_TIME%",
@@ -129,7 +130,7 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
         },
     }
     connection_manager = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": f"{TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "api",
         "codec_type": "AUTO",
         "generate_request_id": True,
@@ -143,12 +144,12 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
         "http_filters": [
             {
                 "name": "envoy.filters.http.grpc_web",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"},
+                "typed_config": {"@type": f"{TYPES}.filters.http.grpc_web.v3.GrpcWeb"},
             },
             {
                 "name": "envoy.filters.http.grpc_json_transcoder",
                 "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+                    "@type": f"{TYPES}.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
                     "proto_descriptor": cfg.descriptor_path,
                     "services": [s.full_name for s in api.services()],
                     "print_options": {"add_whitespace": False, "always_print_primitive_fields": True},
@@ -159,13 +160,13 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
             {
                 "name": "envoy.filters.http.local_ratelimit",
                 "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                    "@type": f"{TYPES}.filters.http.local_ratelimit.v3.LocalRateLimit",
                     "stat_prefix": "local_rate_limit",
                 },
             },
             {
                 "name": "envoy.filters.http.router",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                "typed_config": {"@type": f"{TYPES}.filters.http.router.v3.Router"},
             },
         ],
     }

@@ -6,9 +6,8 @@ import os
 import pwd
 import shutil
 import subprocess
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR, which we do not use
@@ -55,10 +54,9 @@ class EmbeddedPostgres:
     def admin_url(self) -> str:
         return f"postgresql+psycopg://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
-    def _pg(self, tool: str, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.bin / tool), *args], check=True, text=True, capture_output=True, **self._user, **kwargs
-        )  # type: ignore[call-overload]
+    def _pg(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(self.bin / tool), *args]
+        return subprocess.run(command, check=True, text=True, capture_output=True, **self._user)  # type: ignore[call-overload,no-any-return]
 
     def init(self) -> bool:
         """Create the cluster if missing; True when it was created now."""

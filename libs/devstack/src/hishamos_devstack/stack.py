@@ -184,6 +184,7 @@ class Stack:
     def wait_healthy(self, timeout: float = 90.0) -> None:
         """Each service on its own port, then each through Envoy, must report SERVING."""
         deadline = time.monotonic() + timeout
+        checks: list[tuple[str, str, tuple[tuple[str, str], ...]]]
         checks = [(s, f"127.0.0.1:{self.ports.services[s]}", ()) for s in SERVICES]
         checks += [("envoy", f"127.0.0.1:{self.ports.envoy}", ((envoy.BACKEND_HEADER, s),)) for s in SERVICES]
         for process, target, headers in checks:

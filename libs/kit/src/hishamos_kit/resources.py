@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import UniqueConstraint, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr
 
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Resource, Timestamps

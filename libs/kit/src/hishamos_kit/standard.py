@@ -8,8 +8,8 @@ etags, soft delete, uniqueness errors and paging.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -95,7 +95,8 @@ class StandardMethods(Generic[Row, Msg]):
     async def create(self, principal: Principal, parent: str, message: Msg, request_id: str) -> Msg:
         organization_id = resources.own_parent(principal, parent)
         resources.check_request_id(request_id)
-        row = self.kind.model(id=uuid.uuid4(), organization_id=organization_id)
+        row = self.kind.model()
+        row.id, row.organization_id = uuid.uuid4(), organization_id
         violations = Violations()
         self.kind.apply(row, message, sorted(self.kind.updatable), violations)
         violations.raise_if_any()
@@ -141,7 +142,8 @@ class StandardMethods(Generic[Row, Msg]):
         return [self.kind.to_message(row) for row in page.rows], page.next_page_token
 
     async def update(self, principal: Principal, message: Msg, mask: FieldMask) -> Msg:
-        name: str = getattr(message, "name")
+        given: Any = message  # every resource message has name and etag
+        name: str = given.name
         field = self.kind.field
         resources.own_name(principal, self.kind.path, name, f"{field}.name")
         paths = resources.update_paths(mask, message, self.kind.updatable, field)
@@ -149,7 +151,7 @@ class StandardMethods(Generic[Row, Msg]):
             row = await self._load(session, principal, name, f"{field}.name")
             if row.is_deleted:
                 raise NotFound(name)
-            resources.check_etag(row, getattr(message, "etag"), name)
+            resources.check_etag(row, given.etag, name)
             violations = Violations()
             self.kind.apply(row, message, paths, violations)
             violations.raise_if_any()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
+import uuid
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
-from hishamos_kit.errors import Violations
+from hishamos_kit.errors import InvalidArgument, Violations
+from hishamos_kit.resources import ResourcePath
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 EMAIL = re.compile(
@@ -50,5 +56,47 @@ def http_url(v: Violations, field: str, value: str) -> str:
 
 
 def number(v: Violations, field: str, value: float, *, low: float = 0, high: float | None = None) -> None:
-    if value < low or (high is not None and value > high):
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
         v.add(field, f"must be between {low} and {high}" if high is not None else f"must be at least {low}")
+
+
+def reference(v: Violations, field: str, value: str, path: ResourcePath, organization_id: uuid.UUID) -> str:
+    """A name of a resource in the caller's organization (possibly another service's), in canonical form."""
+    if not value:
+        return ""
+    ids: tuple[uuid.UUID, ...] = ()
+    with contextlib.suppress(InvalidArgument):
+        ids = path.parse(value, field)
+    if not ids or ids[0] != organization_id:
+        v.add(field, f"must name a resource of this organization, `{path.pattern}`")
+        return value
+    return path.format(*ids)
+
+
+class EnumCodes:
+    """A proto enum stored as short lowercase codes: PROVIDER_OPENAI ↔ "openai"; UNSPECIFIED is never stored."""
+
+    def __init__(self, values: Iterable[tuple[str, int]], prefix: str) -> None:
+        self.prefix = prefix
+        self.codes = {name.removeprefix(prefix).lower(): value for name, value in values if value}
+        self.names = {value: code for code, value in self.codes.items()}
+
+    def allowed(self) -> str:
+        return ", ".join(self.prefix + code.upper() for code in self.codes)
+
+    def check(self, v: Violations, field: str, value: int) -> str:
+        if value not in self.names:
+            v.add(field, "is required" if value == 0 else f"must be one of {self.allowed()}")
+        return self.names.get(value, "")
+
+    def value(self, code: str) -> Any:
+        """The enum value of a stored code (Any: each generated enum has its own ValueType)."""
+        return self.codes.get(code, 0)
+
+    def parse(self, literal: object) -> str:
+        """A filter literal: the enum name (PROVIDER_OPENAI) or the code (openai)."""
+        if isinstance(literal, str):
+            code = literal.lower().removeprefix(self.prefix.lower())
+            if code in self.codes:
+                return code
+        raise ValueError(f"expected one of {self.allowed()}")

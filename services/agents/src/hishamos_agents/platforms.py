@@ -14,25 +14,11 @@ from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_int, parse_t
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ResourceType, base_fields
 
-PREFIX = "PROVIDER_"
-# Stored provider ("openai") ↔ enum value (PROVIDER_OPENAI); UNSPECIFIED is never stored.
-PROVIDERS: dict[str, int] = {
-    name.removeprefix(PREFIX).lower(): value for name, value in pb.Platform.Provider.items() if value
-}
-PROVIDER_NAMES: dict[int, str] = {value: name for name, value in PROVIDERS.items()}
+PROVIDERS = validate.EnumCodes(pb.Platform.Provider.items(), "PROVIDER_")
 
 PRICE_STEP = Decimal("0.000001")  # Numeric(12, 6)
 MAX_PRICE = Decimal("999999.999999")
 MAX_API_KEY = 500
-
-
-def parse_provider(value: object) -> str:
-    """A filter literal for provider: the enum name (PROVIDER_OPENAI) or the short one (openai)."""
-    if isinstance(value, str):
-        name = value.lower().removeprefix(PREFIX.lower())
-        if name in PROVIDERS:
-            return name
-    raise ValueError(f"expected one of {', '.join(PREFIX + name.upper() for name in PROVIDERS)}")
 
 
 def api_key_hint(key: str) -> str:
@@ -72,7 +58,7 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
     list_spec = ListSpec(
         filter_fields={
             "display_name": Field(Platform.display_name, text=True),
-            "provider": Field(Platform.provider, parse_provider),
+            "provider": Field(Platform.provider, PROVIDERS.parse),
             "enabled": Field(Platform.enabled, parse_bool),
             "default_model": Field(Platform.default_model),
             "priority": Field(Platform.priority, parse_int),
@@ -96,7 +82,7 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
         return pb.Platform(
             name=self.path.format(row.organization_id, row.id),
             display_name=row.display_name,
-            provider=PROVIDERS.get(row.provider, pb.Platform.PROVIDER_UNSPECIFIED),  # type: ignore[arg-type]
+            provider=PROVIDERS.value(row.provider),
             api_type=row.api_type,
             base_url=row.base_url,
             default_model=row.default_model,
@@ -117,7 +103,7 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
             if path == "display_name":
                 row.display_name = validate.text(v, field, message.display_name, required=True)
             elif path == "provider":
-                row.provider = self.provider(v, field, message.provider)
+                row.provider = PROVIDERS.check(v, field, message.provider)
             elif path == "api_type":
                 row.api_type = validate.text(v, field, message.api_type, max_length=50)
             elif path == "base_url":
@@ -137,14 +123,6 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
                 setattr(row, path, limit)
             elif path in ("input_price_per_million", "output_price_per_million"):
                 setattr(row, path, self.price(v, field, getattr(message, path)))
-
-    @staticmethod
-    def provider(v: Violations, field: str, value: int) -> str:
-        if value == pb.Platform.PROVIDER_UNSPECIFIED:
-            v.add(field, "is required")
-        elif value not in PROVIDER_NAMES:
-            v.add(field, f"must be one of {', '.join(PREFIX + name.upper() for name in PROVIDERS)}")
-        return PROVIDER_NAMES.get(value, "")
 
     @staticmethod
     def price(v: Violations, field: str, value: float) -> Decimal:

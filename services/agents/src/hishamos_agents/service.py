@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grpc.aio import ServicerContext
+from grpc.aio import ServicerContext as Context
 
 from hishamos.agents.v1 import platform_pb2 as pb
 from hishamos.agents.v1 import platform_pb2_grpc
@@ -14,8 +14,6 @@ from hishamos_kit.auth import current_principal
 from hishamos_kit.db import Database
 from hishamos_kit.server import Service
 from hishamos_kit.standard import StandardMethods
-
-Context = ServicerContext
 
 
 class PlatformService(platform_pb2_grpc.PlatformServiceServicer):
@@ -52,7 +50,7 @@ class PlatformService(platform_pb2_grpc.PlatformServiceServicer):
 
 async def build(db: Database, settings: AgentsSettings | None = None) -> list[Service]:
     """The agents services. Without a valid credentials key the process stops here, naming the setting."""
-    settings = settings or AgentsSettings()
+    settings = settings or AgentsSettings.for_service("agents")
     key = crypto.load_key(settings.credentials_key, "HISHAMOS_AGENTS_CREDENTIALS_KEY")
     return [
         Service(

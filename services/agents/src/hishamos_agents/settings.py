@@ -8,5 +8,5 @@ class AgentsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="HISHAMOS_AGENTS_", extra="ignore")
 
     credentials_key: str = Field(
-        "", description="Base64 of 32 random bytes that seal platform API keys at rest; `make up` sets it"
+        default="", description="Base64 of 32 random bytes that seal platform API keys at rest; `make up` sets it"
     )

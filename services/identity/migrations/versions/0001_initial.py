@@ -76,7 +76,8 @@ def upgrade() -> None:
     op.execute("ALTER TABLE organizations ENABLE ROW LEVEL SECURITY")
     op.execute("ALTER TABLE organizations FORCE ROW LEVEL SECURITY")
     op.execute(
-        f"CREATE POLICY tenant_isolation ON organizations USING (id = {TENANT} OR slug = {SLUG}) WITH CHECK (id = {TENANT})"
+        f"CREATE POLICY tenant_isolation ON organizations USING (id = {TENANT} OR slug = {SLUG}) "
+        f"WITH CHECK (id = {TENANT})"
     )
     migrations.grant("organizations")
 

@@ -24,7 +24,7 @@ UPDATABLE = frozenset(
         "max_storage_gb",
     }
 )
-STATES = {"active": pb.Organization.STATE_ACTIVE, "suspended": pb.Organization.STATE_SUSPENDED}
+STATES = validate.EnumCodes(pb.Organization.State.items(), "STATE_")
 
 
 def to_message(org: Organization) -> pb.Organization:
@@ -39,7 +39,7 @@ def to_message(org: Organization) -> pb.Organization:
         max_users=org.max_users,
         max_projects=org.max_projects,
         max_storage_gb=org.max_storage_gb,
-        state=STATES.get(org.state, pb.Organization.STATE_UNSPECIFIED),
+        state=STATES.value(org.state),
         create_time=resources.timestamp(org.created_at),
         update_time=resources.timestamp(org.updated_at),
         etag=resources.etag(org),

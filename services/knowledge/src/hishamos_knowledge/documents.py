@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import uuid
 from typing import Any
 
 from google.protobuf import json_format
@@ -12,7 +10,7 @@ from google.protobuf.struct_pb2 import Struct
 
 from hishamos.knowledge.v1 import document_pb2 as pb
 from hishamos_kit import validate
-from hishamos_kit.errors import InvalidArgument, Violations
+from hishamos_kit.errors import Violations
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_int, parse_time
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ResourceType, base_fields
@@ -20,23 +18,10 @@ from hishamos_knowledge.models import Document
 
 PROJECT = ResourcePath("organizations/{organization}/projects/{project}")
 
-PREFIX = "PROCESSING_STATE_"
-# Stored state ("pending") ↔ enum value (PROCESSING_STATE_PENDING); UNSPECIFIED is never stored.
-STATES: dict[str, int] = {
-    name.removeprefix(PREFIX).lower(): value for name, value in pb.Document.ProcessingState.items() if value
-}
+STATES = validate.EnumCodes(pb.Document.ProcessingState.items(), "PROCESSING_STATE_")
 
 MAX_METADATA_BYTES = 64 * 1024
 MAX_FILENAME = 255
-
-
-def parse_state(value: object) -> str:
-    """A filter literal for processing_state: the enum name (PROCESSING_STATE_PENDING) or the short one (pending)."""
-    if isinstance(value, str):
-        name = value.lower().removeprefix(PREFIX.lower())
-        if name in STATES:
-            return name
-    raise ValueError(f"expected one of {', '.join(PREFIX + name.upper() for name in STATES)}")
 
 
 class DocumentType(ResourceType[Document, pb.Document]):
@@ -50,7 +35,7 @@ class DocumentType(ResourceType[Document, pb.Document]):
             "title": Field(Document.title, text=True),
             "filename": Field(Document.filename, text=True),
             "file_type": Field(Document.file_type),
-            "processing_state": Field(Document.processing_state, parse_state),
+            "processing_state": Field(Document.processing_state, STATES.parse),
             "searchable": Field(Document.searchable, parse_bool),
             "project": Field(Document.project),
             "create_time": Field(Document.created_at, parse_time),
@@ -75,7 +60,7 @@ class DocumentType(ResourceType[Document, pb.Document]):
             file_type=row.file_type,
             size_bytes=row.size_bytes,
             metadata=json_format.ParseDict(row.metadata_, Struct()),
-            processing_state=STATES.get(row.processing_state, pb.Document.PROCESSING_STATE_UNSPECIFIED),  # type: ignore[arg-type]
+            processing_state=STATES.value(row.processing_state),
             processing_error=row.processing_error,
             searchable=row.searchable,
             embedding_model=row.embedding_model,
@@ -96,7 +81,7 @@ class DocumentType(ResourceType[Document, pb.Document]):
             elif path == "searchable" and message.HasField("searchable"):
                 row.searchable = message.searchable
             elif path == "project":
-                row.project = self.project(v, field, message.project, row)
+                row.project = validate.reference(v, field, message.project, PROJECT, row.organization_id)
 
     @staticmethod
     def filename(v: Violations, field: str, value: str) -> str:
@@ -119,19 +104,6 @@ class DocumentType(ResourceType[Document, pb.Document]):
         elif _has_nul(data):
             v.add(field, "keys and strings must not contain NUL")
         return data
-
-    @staticmethod
-    def project(v: Violations, field: str, value: str, row: Document) -> str:
-        """A project of the caller's organization, stored in canonical form so filters match it."""
-        if not value:
-            return ""
-        ids: tuple[uuid.UUID, ...] = ()
-        with contextlib.suppress(InvalidArgument):
-            ids = PROJECT.parse(value, field)
-        if not ids or ids[0] != row.organization_id:
-            v.add(field, "must name a project of this organization, `organizations/{organization}/projects/{project}`")
-            return value
-        return PROJECT.format(*ids)
 
 
 def _has_nul(value: Any) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grpc.aio import ServicerContext
+from grpc.aio import ServicerContext as Context
 
 from hishamos.knowledge.v1 import document_pb2 as pb
 from hishamos.knowledge.v1 import document_pb2_grpc
@@ -12,8 +12,6 @@ from hishamos_kit.server import Service
 from hishamos_kit.standard import StandardMethods
 from hishamos_knowledge.documents import DocumentType
 from hishamos_knowledge.models import IdempotencyKey
-
-Context = ServicerContext
 
 
 class DocumentService(document_pb2_grpc.DocumentServiceServicer):

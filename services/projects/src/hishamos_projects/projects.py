@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hishamos.projects.v1 import project_pb2 as pb
 from hishamos_kit import validate
-from hishamos_kit.errors import InvalidArgument, Violations
+from hishamos_kit.errors import Violations
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_time
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ResourceType, base_fields
@@ -62,17 +62,6 @@ class ProjectType(ResourceType[Project, pb.Project]):
             elif path == "description":
                 row.description = validate.text(v, field, message.description, max_length=10_000)
             elif path == "manager":
-                row.manager = self.manager(v, field, message.manager, row)
+                row.manager = validate.reference(v, field, message.manager, USER, row.organization_id)
             elif path == "is_active" and message.HasField("is_active"):
                 row.is_active = message.is_active
-
-    @staticmethod
-    def manager(v: Violations, field: str, value: str, row: Project) -> str:
-        if value:
-            try:
-                organization_id, _ = USER.parse(value, field)
-            except InvalidArgument:
-                organization_id = None
-            if organization_id != row.organization_id:
-                v.add(field, "must name a user of this organization, `organizations/{organization}/users/{user}`")
-        return value

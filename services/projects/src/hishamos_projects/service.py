@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grpc.aio import ServicerContext
+from grpc.aio import ServicerContext as Context
 
 from hishamos.projects.v1 import project_pb2 as pb
 from hishamos.projects.v1 import project_pb2_grpc
@@ -12,8 +12,6 @@ from hishamos_kit.server import Service
 from hishamos_kit.standard import StandardMethods
 from hishamos_projects.models import IdempotencyKey
 from hishamos_projects.projects import ProjectType
-
-Context = ServicerContext
 
 
 class ProjectService(project_pb2_grpc.ProjectServiceServicer):

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from hishamos.agents.v1 import platform_pb2 as pb
+from hishamos.agents.v1 import platform_pb2_grpc
+from hishamos_devstack.stack import Stack
+from tests.conftest import Channels, Tenant
+from tests.db import superuser
+from tests.errors import failure
+from tests.standard import Case, StandardMethodsContract
+
+SECRET = "sk-live-abcdefghijklmnopqrstuvwxyz0123"
+
+PLATFORMS = Case(
+    service="agents",
+    pb=pb,
+    stub=platform_pb2_grpc.PlatformServiceStub,
+    kind="Platform",
+    field="platform",
+    plural="platforms",
+    valid=lambda i: pb.Platform(
+        display_name=f"OpenAI {i}",
+        provider=pb.Platform.PROVIDER_OPENAI,
+        default_model="gpt-4o-mini",
+        base_url="https://api.openai.test/v1",
+        api_key=SECRET,
+        priority=i,
+        input_price_per_million=0.15,
+        output_price_per_million=0.6,
+    ),
+    invalid=lambda: pb.Platform(
+        display_name="",
+        default_model="",
+        base_url="file:///etc/passwd",
+        priority=5000,
+        rate_limit_per_minute=-1,
+        input_price_per_million=float("nan"),
+    ),
+    invalid_fields={
+        "platform.display_name",
+        "platform.provider",
+        "platform.default_model",
+        "platform.base_url",
+        "platform.priority",
+        "platform.rate_limit_per_minute",
+        "platform.input_price_per_million",
+    },
+    update=("default_model", "gpt-4.1"),
+    unique_field="display_name",
+    filter_true=lambda p: f"priority = {p.priority} AND provider = PROVIDER_OPENAI",
+)
+
+
+class TestPlatformStandardMethods(StandardMethodsContract):
+    case = PLATFORMS
+
+
+def test_api_key_is_sealed_and_only_its_hint_returned(stack: Stack, channels: Channels, tenant: Tenant) -> None:
+    api = platform_pb2_grpc.PlatformServiceStub(channels.direct("agents"))
+    created = api.CreatePlatform(
+        pb.CreatePlatformRequest(parent=tenant.organization, platform=PLATFORMS.valid(0)),
+        metadata=tenant.metadata,
+        timeout=10,
+    ).platform
+    assert created.api_key == "" and created.api_key_hint == "sk-…0123"
+    assert created.enabled, "a platform is enabled unless the request says otherwise"
+    with superuser(stack, "agents") as conn:
+        rows = conn.execute("select * from platforms").fetchall()
+    assert rows and SECRET not in str(rows) and SECRET.encode() not in b"".join(
+        bytes(v) for row in rows for v in row if isinstance(v, bytes | memoryview)
+    )
+    rotated = pb.Platform(name=created.name, api_key="sk-new-key-0000000009")
+    updated = api.UpdatePlatform(
+        pb.UpdatePlatformRequest(platform=rotated, update_mask=FieldMask(paths=["api_key"])),
+        metadata=tenant.metadata,
+        timeout=10,
+    ).platform
+    assert updated.api_key_hint == "sk-…0009" and updated.display_name == created.display_name
+
+
+def test_unknown_provider_value_is_rejected(channels: Channels, tenant: Tenant) -> None:
+    api = platform_pb2_grpc.PlatformServiceStub(channels.direct("agents"))
+    platform = PLATFORMS.valid(0)
+    platform.provider = 99  # type: ignore[assignment]
+    request = pb.CreatePlatformRequest(parent=tenant.organization, platform=platform)
+    f = failure(lambda: api.CreatePlatform(request, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"platform.provider"}

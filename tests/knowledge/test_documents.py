@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import uuid
+
+from google.protobuf.struct_pb2 import Struct
+
+from hishamos.knowledge.v1 import document_pb2 as pb
+from hishamos.knowledge.v1 import document_pb2_grpc
+from tests.conftest import Channels, Tenant
+from tests.standard import Case, StandardMethodsContract
+
+
+def metadata(**values: object) -> Struct:
+    struct = Struct()
+    struct.update(values)
+    return struct
+
+
+DOCUMENTS = Case(
+    service="knowledge",
+    pb=pb,
+    stub=document_pb2_grpc.DocumentServiceStub,
+    kind="Document",
+    field="document",
+    plural="documents",
+    valid=lambda i: pb.Document(title=f"Runbook {i}", filename=f"runbook-{i}.md", metadata=metadata(team="ops", n=i)),
+    invalid=lambda: pb.Document(
+        title="",
+        filename="../../etc/passwd",
+        project="organizations/x/projects/y",
+        metadata=metadata(blob="x" * 70_000),
+    ),
+    invalid_fields={"document.title", "document.filename", "document.project", "document.metadata"},
+    update=("title", "Runbook, revised"),
+    filter_true=lambda d: f'filename = "{d.filename}" AND processing_state = PROCESSING_STATE_PENDING',
+)
+
+
+class TestDocumentStandardMethods(StandardMethodsContract):
+    case = DOCUMENTS
+
+
+def test_new_document_waits_for_content_in_its_own_project(channels: Channels, tenant: Tenant) -> None:
+    api = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
+    project = f"{tenant.organization}/projects/{uuid.uuid4()}"
+    document = DOCUMENTS.valid(0)
+    document.project = project
+    created = api.CreateDocument(
+        pb.CreateDocumentRequest(parent=tenant.organization, document=document), metadata=tenant.metadata, timeout=10
+    ).document
+    assert created.processing_state == pb.Document.PROCESSING_STATE_PENDING
+    assert created.searchable and created.size_bytes == 0 and created.project == project
+    assert dict(created.metadata) == {"team": "ops", "n": 0}
+    listed = api.ListDocuments(
+        pb.ListDocumentsRequest(parent=tenant.organization, filter=f'project = "{project}"'),
+        metadata=tenant.metadata,
+        timeout=10,
+    ).documents
+    assert [d.name for d in listed] == [created.name]
