@@ -68,8 +68,10 @@ def test_api_key_is_sealed_and_only_its_hint_returned(stack: Stack, channels: Ch
     assert created.enabled, "a platform is enabled unless the request says otherwise"
     with superuser(stack, "agents") as conn:
         rows = conn.execute("select * from platforms").fetchall()
-    assert rows and SECRET not in str(rows) and SECRET.encode() not in b"".join(
-        bytes(v) for row in rows for v in row if isinstance(v, bytes | memoryview)
+    assert (
+        rows
+        and SECRET not in str(rows)
+        and SECRET.encode() not in b"".join(bytes(v) for row in rows for v in row if isinstance(v, bytes | memoryview))
     )
     rotated = pb.Platform(name=created.name, api_key="sk-new-key-0000000009")
     updated = api.UpdatePlatform(

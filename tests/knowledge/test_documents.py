@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from google.protobuf.struct_pb2 import Struct
 
@@ -10,7 +11,7 @@ from tests.conftest import Channels, Tenant
 from tests.standard import Case, StandardMethodsContract
 
 
-def metadata(**values: object) -> Struct:
+def metadata(**values: Any) -> Struct:
     struct = Struct()
     struct.update(values)
     return struct

@@ -110,9 +110,11 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
         routes.append(_route(f"/hishamos.{service}.", service))
 
     access_log = {
-        "name": "envoy.access_loggers.stdout",
+        # The file logger buffers and writes from Envoy's flush thread, off the request path.
+        "name": "envoy.access_loggers.file",
         "typed_config": {
-            "@type": f"{TYPES}.access_loggers.stream.v3.StdoutAccessLog",
+            "@type": f"{TYPES}.access_loggers.file.v3.FileAccessLog",
+            "path": "/dev/stdout",
             "log_format": {
                 "json_format": {
                     "time": "%START_TIME%",

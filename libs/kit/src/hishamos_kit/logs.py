@@ -31,9 +31,11 @@ class JsonFormatter(logging.Formatter):
         }
         if request_id := request_id_var.get():
             entry["request_id"] = request_id
-        for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+        fields = getattr(record, "fields", None)
+        if fields is not None:  # the access log's fast path: one dict, no scan of the record
+            entry.update(fields)
+        else:
+            entry.update((k, v) for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_"))
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
         return json.dumps(entry, default=str)

@@ -22,6 +22,7 @@ from hishamos_kit.db import Resource, Timestamps
 from hishamos_kit.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 
 M = TypeVar("M", bound=Message)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ def own_name(principal: Principal, path: ResourcePath, name: str, field: str = "
 def timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
-    ts = Timestamp()
-    ts.FromDatetime(value.astimezone(UTC))
-    return ts
+    # Direct arithmetic: Timestamp.FromDatetime goes through a UTC time tuple and is several times slower.
+    delta = value - EPOCH
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def etag(row: Resource) -> str:

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import psycopg
+import sqlalchemy.exc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
@@ -19,7 +22,7 @@ from grpc_status import rpc_status
 from hishamos_kit import api, logs
 from hishamos_kit.auth import JwksClient, KeySource, TokenVerifier, bearer_token, principal_var
 from hishamos_kit.db import Database
-from hishamos_kit.errors import ApiError, internal_status
+from hishamos_kit.errors import ApiError, Unavailable, internal_status
 from hishamos_kit.logs import request_id_var
 from hishamos_kit.metrics import RpcMetrics, serve_metrics
 from hishamos_kit.settings import ServiceSettings
@@ -51,6 +54,7 @@ class Chassis:
     domain: str
     verifier: TokenVerifier
     public_methods: frozenset[str]
+    slow_seconds: float = 0.25
     metrics: RpcMetrics = field(default_factory=RpcMetrics)
 
     async def run(self, method: str, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext) -> Any:
@@ -63,15 +67,19 @@ class Chassis:
         try:
             if method not in self.public_methods:
                 principal_var.set(await self.verifier.verify(bearer_token(metadata)))
-            result = await call()
-            context.set_trailing_metadata((("x-request-id", request_id),))
-            return result
+            return await call()
         except ApiError as exc:
             status = exc.to_status(self.domain, request_id)
             code = exc.code.name
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
+        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError):
+            log.warning("database unavailable in %s", method)
+            status = Unavailable("the database is unavailable; retry shortly", "DATABASE_UNAVAILABLE").to_status(
+                self.domain, request_id
+            )
+            code = "UNAVAILABLE"
         except Exception as exc:  # noqa: BLE001 - the last line: the client gets INTERNAL and a request id
             frame = _innermost_frame(exc)
             log.error("unhandled error in %s at %s", method, frame, extra={"error_type": type(exc).__name__})
@@ -80,9 +88,12 @@ class Chassis:
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.observe(method, code, elapsed)
-            access_log.info(
-                "rpc", extra={"method": method, "code": code, "ms": round(elapsed * 1000, 3), "peer": context.peer()}
-            )
+            # Every failed or slow call is logged; the rest only at DEBUG (metrics count them all,
+            # and Envoy logs every call through the gateway).
+            level = logging.INFO if code != "OK" or elapsed > self.slow_seconds else logging.DEBUG
+            if access_log.isEnabledFor(level):
+                fields = {"method": method, "code": code, "ms": round(elapsed * 1000, 3), "peer": context.peer()}
+                access_log.log(level, "rpc", extra={"fields": fields})
         await _abort(context, status, request_id)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -173,6 +184,7 @@ async def serve(
         domain=f"{name}.hishamos.dev",
         verifier=verifier,
         public_methods=frozenset(m for s in services for m in s.public_methods),
+        slow_seconds=settings.slow_call_ms / 1000,
     )
     server = grpc.aio.server(
         interceptors=[ChassisInterceptor(chassis)],
@@ -239,4 +251,4 @@ def main(
     logs.configure(name, settings.log_level)
     if not settings.database_url:
         raise SystemExit(f"HISHAMOS_{name.upper()}_DATABASE_URL is not set; `make up` sets it for the local stack")
-    asyncio.run(run(name, settings, build, keys))
+    uvloop.run(run(name, settings, build, keys))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -66,6 +67,14 @@ class StandardMethods(Generic[Row, Msg]):
         self.db = db
         self.kind = kind
         self.keys = keys
+
+    @cached_property
+    def _select_by_id(self) -> tuple[str, list[str]]:
+        """SELECT of every column by id, and the model attribute of each, for `Database.read_one`."""
+        attributes = inspect(self.kind.model).column_attrs
+        columns = ", ".join(f'"{a.columns[0].name}"' for a in attributes)
+        query = f'SELECT {columns} FROM "{inspect(self.kind.model).local_table.name}" WHERE id = {{}}'
+        return query, [a.key for a in attributes]
 
     def name(self, row: Row) -> str:
         return self.kind.path.format(row.organization_id, row.id)
@@ -119,8 +128,12 @@ class StandardMethods(Generic[Row, Msg]):
             )
 
     async def get(self, principal: Principal, name: str) -> Msg:
-        async with self.db.tenant(principal.organization_id) as session:
-            return self.kind.to_message(await self._load(session, principal, name))
+        row_id = resources.own_name(principal, self.kind.path, name)
+        query, names = self._select_by_id
+        row = await self.db.read_one(principal.organization_id, query, names, row_id)
+        if row is None:
+            raise NotFound(name)
+        return self.kind.to_message(row)  # type: ignore[arg-type]  # the row has the model's attributes
 
     async def list(self, principal: Principal, request: ListRequest) -> tuple[list[Msg], str]:
         organization_id = resources.own_parent(principal, request.parent)

@@ -1,0 +1,117 @@
+"""`make bench`: each figure beside its ceiling, measured in one run on this machine.
+
+Targets are ratios, not absolute times, so they hold on any machine: a figure is compared with
+the same load against its ceiling (a bare grpc.aio echo server; direct calls for Envoy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from bench.echo import METHOD as ECHO
+from bench.load import Figure, measure
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+from hishamos_devstack.stack import Ports, Stack, free_port
+from tests.conftest import sign_up
+
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+TARGETS = {"get_project_vs_echo_qps": 0.40, "envoy_vs_direct_qps": 0.85}
+GET_PROJECT = "/hishamos.projects.v1.ProjectService/GetProject"
+ROUNDS = 3
+
+
+def start_echo(payload_size: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.echo", str(port), str(payload_size)])
+    target = f"127.0.0.1:{port}"
+    grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=30)
+    return process, target
+
+
+def interleaved(runs: dict[str, Callable[[], Figure]]) -> dict[str, Figure]:
+    """Each figure measured ROUNDS times, alternating, so a noisy neighbour hurts all alike; median by QPS."""
+    samples: dict[str, list[Figure]] = {name: [] for name in runs}
+    for _ in range(ROUNDS):
+        for name, run in runs.items():
+            samples[name].append(run())
+    return {name: sorted(found, key=lambda f: f.qps)[len(found) // 2] for name, found in samples.items()}
+
+
+def main() -> None:
+    figures: dict[str, Figure] = {}
+    with tempfile.TemporaryDirectory() as data, Stack(Path(data), Ports.free(), progress=print) as stack:
+        identity = grpc.insecure_channel(f"127.0.0.1:{stack.ports.services['identity']}")
+        tenant = sign_up(identity)
+        direct = f"127.0.0.1:{stack.ports.services['projects']}"
+        envoy = f"127.0.0.1:{stack.ports.envoy}"
+        with grpc.insecure_channel(direct) as channel:
+            project = (
+                project_pb2_grpc.ProjectServiceStub(channel)
+                .CreateProject(
+                    project_pb2.CreateProjectRequest(
+                        parent=tenant.organization,
+                        project=project_pb2.Project(display_name="Bench", slug="bench", description="d" * 200),
+                    ),
+                    metadata=tenant.metadata,
+                )
+                .project
+            )
+        request = project_pb2.GetProjectRequest(name=project.name).SerializeToString()
+        reply_size = project_pb2.GetProjectResponse(project=project).ByteSize()
+        echo, echo_target = start_echo(reply_size)
+        try:
+            print(f"==> measuring: 16 concurrent callers, {ROUNDS} rounds of 4 s each, the median kept")
+            # The ceiling gets the same bytes and metadata, so the client does the same work for each.
+            runs = {
+                "echo": lambda: measure(echo_target, ECHO, request, tenant.metadata, seconds=4),
+                "get_project_direct": lambda: measure(direct, GET_PROJECT, request, tenant.metadata, seconds=4),
+                "get_project_envoy": lambda: measure(envoy, GET_PROJECT, request, tenant.metadata, seconds=4),
+            }
+            figures.update(interleaved(runs))
+        finally:
+            echo.terminate()
+            echo.wait()
+    ratios = {
+        "get_project_vs_echo_qps": figures["get_project_direct"].qps / figures["echo"].qps,
+        "envoy_vs_direct_qps": figures["get_project_envoy"].qps / figures["get_project_direct"].qps,
+    }
+    report(figures, ratios)
+
+
+def report(figures: dict[str, Figure], ratios: dict[str, float]) -> None:
+    print(f"\n{'figure':<28}{'qps':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for name, f in figures.items():
+        print(f"{name:<28}{f.qps:>10.0f}{f.p50_ms:>10.2f}{f.p99_ms:>10.2f}{f.errors:>8}")
+    print(f"\n{'ratio':<28}{'value':>10}{'target':>10}  met")
+    for name, value in ratios.items():
+        target = TARGETS[name]
+        print(f"{name:<28}{value:>10.2f}{target:>10.2f}  {'yes' if value >= target else 'NO'}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": {"cpus": os.cpu_count()},
+                "figures": {name: f.as_dict() for name, f in figures.items()},
+                "ratios": {
+                    name: {"value": round(v, 3), "target": TARGETS[name], "met": v >= TARGETS[name]}
+                    for name, v in ratios.items()
+                },
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
