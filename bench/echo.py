@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import grpc
+import uvloop
 
 METHOD = "/bench.Echo/Echo"
 
@@ -25,4 +25,4 @@ async def serve(port: int, payload_size: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]), int(sys.argv[2])))
+    uvloop.run(serve(int(sys.argv[1]), int(sys.argv[2])))
