@@ -6,6 +6,7 @@ import argparse
 import signal
 import threading
 
+from hishamos_devstack import envoy
 from hishamos_devstack.stack import ROOT, Stack
 
 DATA = ROOT / ".data"
@@ -40,8 +41,11 @@ The README walks on from there. Ctrl-C stops everything.""",
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="hishamos-devstack")
-    parser.add_argument("command", choices=["up", "migrate"])
+    parser.add_argument("command", choices=["up", "migrate", "envoy-config"])
     opts = parser.parse_args()
+    if opts.command == "envoy-config":
+        (ROOT / "deploy" / "envoy" / "envoy.yaml").write_text(envoy.to_yaml(envoy.render(envoy.deployment())))
+        return
     stack = Stack(DATA)
     if opts.command == "up":
         up(stack)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import yaml
 from alembic import command
 from alembic.config import Config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -176,7 +175,7 @@ class Stack:
 
     def start_envoy(self, concurrency: int = 1) -> None:
         config = self.data_dir / "envoy.yaml"
-        config.write_text(yaml.safe_dump(self.envoy_config(), sort_keys=False))
+        config.write_text(envoy.to_yaml(self.envoy_config()))
         binary = Path(sys.executable).parent / "envoy"
         args = [str(binary), "-c", str(config), "--log-level", "warn", "--concurrency", str(concurrency)]
         self._spawn("envoy", [*args, "--base-id", str(self.ports.envoy)], dict(os.environ))

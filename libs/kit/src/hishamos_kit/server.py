@@ -30,7 +30,7 @@ from hishamos_kit.settings import ServiceSettings
 log = logging.getLogger("hishamos.server")
 access_log = logging.getLogger("hishamos.access")
 
-Register = Callable[[Any, grpc.aio.Server], None]
+Register = Callable[[Any, Any], None]  # a generated add_*Servicer_to_server
 
 
 @dataclass
@@ -147,28 +147,22 @@ def _innermost_frame(exc: BaseException) -> str:
     return f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
 
 
-class ChassisInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Applies the chassis to every method of our services; health and reflection pass through."""
+class ChassisRegistrar:
+    """Stands in for the server while generated `add_*Servicer_to_server` functions run, so each
+    method handler is wrapped by the chassis once, at registration. (An interceptor would do
+    the same work plus a dispatch coroutine on every call.) Health and reflection stay bare."""
 
-    def __init__(self, chassis: Chassis) -> None:
+    def __init__(self, server: grpc.aio.Server, chassis: Chassis) -> None:
+        self._server = server
         self._chassis = chassis
-        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if method.startswith("/grpc."):
-            return await continuation(handler_call_details)
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:
-                return handler
-            wrapped = self._wrapped[method] = self._chassis.wrap(method, handler)
-        return wrapped
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        """Ignored: the same methods arrive through add_registered_method_handlers."""
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        wrapped = {name: self._chassis.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
+        self._server.add_registered_method_handlers(service, wrapped)
 
 
 async def serve(
@@ -187,15 +181,15 @@ async def serve(
         slow_seconds=settings.slow_call_ms / 1000,
     )
     server = grpc.aio.server(
-        interceptors=[ChassisInterceptor(chassis)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 1),
         ],
     )
+    registrar = ChassisRegistrar(server, chassis)
     for service in services:
-        service.register(service.servicer, server)
+        service.register(service.servicer, registrar)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflected = [s.full_name for s in api.services()]
