@@ -14,7 +14,9 @@ from hishamos_devstack.stack import ROOT
 
 def test_committed_envoy_config_is_the_generated_one() -> None:
     committed = (ROOT / "deploy" / "envoy" / "envoy.yaml").read_text()
-    assert committed == envoy.to_yaml(envoy.render(envoy.deployment())), "run `python -m hishamos_devstack envoy-config`"
+    assert committed == envoy.to_yaml(envoy.render(envoy.deployment())), (
+        "run `python -m hishamos_devstack envoy-config`"
+    )
 
 
 def test_envoy_accepts_the_deployment_config(tmp_path: Path) -> None:

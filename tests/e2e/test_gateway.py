@@ -48,6 +48,10 @@ def test_reflection_through_envoy_lists_and_describes_the_whole_api(stack: Stack
     for service in API:
         described = grpcurl(stack, "describe", service)
         assert f"service {service.rsplit('.', 1)[1]} {{" in described
+    method = grpcurl(stack, "describe", "hishamos.projects.v1.ProjectService.GetProject")
+    assert "rpc GetProject ( .hishamos.projects.v1.GetProjectRequest )" in method
+    message = grpcurl(stack, "describe", "hishamos.identity.v1.Organization")
+    assert "message Organization {" in message
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -34,7 +34,7 @@ def deployment() -> EnvoyConfig:
     return EnvoyConfig(
         backends={name: (name, port) for name, port in DEFAULT_PORTS.items()},
         descriptor_path="/etc/envoy/hishamos.pb",
-        listen_host="0.0.0.0",  # noqa: S104 - the gateway is the public entry point
+        listen_host="0.0.0.0",
         dns=True,
     )
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
 import hishamos
 
@@ -20,3 +22,20 @@ def services() -> tuple[ServiceDescriptor, ...]:
             module = ".".join(("hishamos", *path.relative_to(root).with_suffix("").parts))
             found.extend(importlib.import_module(module).DESCRIPTOR.services_by_name.values())
     return tuple(sorted(found, key=lambda s: s.full_name))
+
+
+class ReflectionPool:
+    """The default descriptor pool, also finding the file of a method name (`Service.Method`),
+    which the pure-upb pool does not, so that `grpcurl describe pkg.Service.Method` works."""
+
+    def __init__(self) -> None:
+        self._pool = descriptor_pool.Default()
+
+    def FindFileContainingSymbol(self, symbol: str) -> FileDescriptor:
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            return self._pool.FindMethodByName(symbol).containing_service.file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)

@@ -193,7 +193,8 @@ async def serve(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflected = [s.full_name for s in api.services()]
-    reflection.enable_server_reflection([*reflected, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    names = [*reflected, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server, pool=api.ReflectionPool())
     address = f"{settings.host}:{settings.port}"
     if server.add_insecure_port(address) == 0:
         raise SystemExit(f"cannot listen on {address}: is another process using the port?")
