@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy import MetaData, create_engine, pool
 
@@ -56,3 +59,58 @@ def tenant_table(
         f"WITH CHECK ({column} = nullif(current_setting('{TENANT_SETTING}', true), '')::uuid)"
     )
     grant(table, privileges)
+
+
+# Table builders for the columns every table shares (hishamos_kit.db). They are part of the schema's
+# history: change them only together with a new migration, never to reshape tables already created.
+
+
+def base_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+    ]
+
+
+def resource_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("is_deleted", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False),
+        *base_columns(),
+    ]
+
+
+def create_tenant_resource_table(name: str, *items: sa.SchemaItem) -> None:
+    """A TenantResource table: its own columns, the base ones, the standard indexes, and RLS."""
+    op.create_table(
+        name,
+        *items,
+        sa.Column("organization_id", sa.Uuid(), nullable=False),
+        *resource_columns(),
+        sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{name}")),
+    )
+    op.create_index(op.f(f"ix_{name}_organization_id"), name, ["organization_id"])
+    op.create_index(f"ix_{name}_organization_id_created_at", name, ["organization_id", sa.text("created_at DESC")])
+    tenant_table(name)
+
+
+def create_idempotency_keys() -> None:
+    """The request-id ledger of hishamos_kit.resources.IdempotencyKeyColumns."""
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("organization_id", sa.Uuid(), nullable=False),
+        sa.Column("method", sa.String(), nullable=False),
+        sa.Column("request_id", sa.String(), nullable=False),
+        sa.Column("response", sa.LargeBinary(), nullable=True),
+        *base_columns(),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
+        sa.UniqueConstraint(
+            "organization_id",
+            "method",
+            "request_id",
+            name=op.f("uq_idempotency_keys_organization_id_method_request_id"),
+        ),
+    )
+    tenant_table("idempotency_keys")

@@ -19,25 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "idempotency_keys",
-        sa.Column("organization_id", sa.Uuid(), nullable=False),
-        sa.Column("method", sa.String(), nullable=False),
-        sa.Column("request_id", sa.String(), nullable=False),
-        sa.Column("response", sa.LargeBinary(), nullable=True),
-        sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
-        sa.UniqueConstraint(
-            "organization_id",
-            "method",
-            "request_id",
-            name=op.f("uq_idempotency_keys_organization_id_method_request_id"),
-        ),
-    )
-    migrations.tenant_table("idempotency_keys")
-    op.create_table(
+    migrations.create_idempotency_keys()
+    migrations.create_tenant_resource_table(
         "platforms",
         sa.Column("display_name", sa.String(length=200), nullable=False),
         sa.Column("provider", sa.String(length=20), nullable=False),
@@ -62,21 +45,8 @@ def upgrade() -> None:
             server_default=sa.text("0"),
             nullable=False,
         ),
-        sa.Column("organization_id", sa.Uuid(), nullable=False),
-        sa.Column("is_deleted", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False),
-        sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_platforms")),
         sa.UniqueConstraint("organization_id", "display_name", name=op.f("uq_platforms_organization_id_display_name")),
     )
-    op.create_index(op.f("ix_platforms_organization_id"), "platforms", ["organization_id"])
-    op.create_index(
-        "ix_platforms_organization_id_created_at", "platforms", ["organization_id", sa.text("created_at DESC")]
-    )
-    migrations.tenant_table("platforms")
 
 
 def downgrade() -> None:

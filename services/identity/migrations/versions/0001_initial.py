@@ -21,40 +21,8 @@ TENANT = "nullif(current_setting('app.organization_id', true), '')::uuid"
 SLUG = "nullif(current_setting('app.organization_slug', true), '')"
 
 
-def timestamps() -> list[sa.Column[object]]:
-    return [
-        sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-    ]
-
-
-def resource() -> list[sa.Column[object]]:
-    return [
-        sa.Column("is_deleted", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False),
-        *timestamps(),
-    ]
-
-
 def upgrade() -> None:
-    op.create_table(
-        "idempotency_keys",
-        sa.Column("organization_id", sa.Uuid(), nullable=False),
-        sa.Column("method", sa.String(), nullable=False),
-        sa.Column("request_id", sa.String(), nullable=False),
-        sa.Column("response", sa.LargeBinary(), nullable=True),
-        *timestamps(),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
-        sa.UniqueConstraint(
-            "organization_id",
-            "method",
-            "request_id",
-            name=op.f("uq_idempotency_keys_organization_id_method_request_id"),
-        ),
-    )
-    migrations.tenant_table("idempotency_keys")
+    migrations.create_idempotency_keys()
 
     op.create_table(
         "organizations",
@@ -68,7 +36,7 @@ def upgrade() -> None:
         sa.Column("max_projects", sa.Integer(), server_default=sa.text("20"), nullable=False),
         sa.Column("max_storage_gb", sa.Integer(), server_default=sa.text("10"), nullable=False),
         sa.Column("state", sa.String(length=20), server_default="active", nullable=False),
-        *resource(),
+        *migrations.resource_columns(),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_organizations")),
         sa.UniqueConstraint("slug", name=op.f("uq_organizations_slug")),
     )
@@ -81,7 +49,7 @@ def upgrade() -> None:
     )
     migrations.grant("organizations")
 
-    op.create_table(
+    migrations.create_tenant_resource_table(
         "users",
         sa.Column("email", sa.String(length=254), nullable=False),
         sa.Column("username", sa.String(length=64), nullable=False),
@@ -89,15 +57,9 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(length=200), nullable=False),
         sa.Column("roles", sa.ARRAY(sa.String(length=64)), server_default="{}", nullable=False),
         sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("organization_id", sa.Uuid(), nullable=False),
-        *resource(),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("organization_id", "email", name=op.f("uq_users_organization_id_email")),
         sa.UniqueConstraint("organization_id", "username", name=op.f("uq_users_organization_id_username")),
     )
-    op.create_index(op.f("ix_users_organization_id"), "users", ["organization_id"])
-    op.create_index("ix_users_organization_id_created_at", "users", ["organization_id", sa.text("created_at DESC")])
-    migrations.tenant_table("users")
 
     op.create_table(
         "signing_keys",
@@ -106,7 +68,7 @@ def upgrade() -> None:
         sa.Column("private_key_sealed", sa.LargeBinary(), nullable=False),
         sa.Column("active", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
-        *timestamps(),
+        *migrations.base_columns(),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_signing_keys")),
         sa.UniqueConstraint("kid", name=op.f("uq_signing_keys_kid")),
     )
@@ -120,7 +82,7 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
-        *timestamps(),
+        *migrations.base_columns(),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_refresh_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_refresh_tokens_token_hash")),
     )
