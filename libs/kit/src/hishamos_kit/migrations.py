@@ -82,7 +82,7 @@ def resource_columns() -> list[sa.Column[Any]]:
     ]
 
 
-def create_tenant_resource_table(name: str, *items: sa.SchemaItem) -> None:
+def create_tenant_resource_table(name: str, *items: Any) -> None:
     """A TenantResource table: its own columns, the base ones, the standard indexes, and RLS."""
     op.create_table(
         name,
