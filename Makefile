@@ -31,16 +31,16 @@ proto: $(STAMP)
 up: $(PROTO_STAMP)
 	@$(BIN)/python -m hishamos_devstack up
 
-## test: the whole test suite against real PostgreSQL, real servers and real Envoy
-test: $(PROTO_STAMP)
+## test: lint, then the whole test suite against real PostgreSQL, real servers and real Envoy
+test: lint
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## lint: ruff (lint + format check), mypy, buf lint
 lint: $(PROTO_STAMP)
-	@$(BIN)/ruff check .
-	@$(BIN)/ruff format --check .
-	@$(BIN)/mypy
-	@$(BIN)/python tools/protogen.py --lint-only
+	@echo "==> ruff, mypy"
+	@$(BIN)/ruff check --quiet .
+	@$(BIN)/ruff format --check --quiet .
+	@$(BIN)/mypy --no-error-summary
 
 fmt: $(STAMP)
 	@$(BIN)/ruff format .

@@ -11,6 +11,7 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
 import hishamos
+from hishamos.api.v1 import authorization_pb2
 
 
 @cache
@@ -39,3 +40,27 @@ class ReflectionPool:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
+
+
+def authorization(method: str) -> authorization_pb2.Authorization:
+    """How `/pkg.Service/Method` is authorized, from its `(hishamos.api.v1.authorization)` option.
+
+    An RPC without the option cannot be served: the server refuses to start rather than guess.
+    """
+    services()  # every descriptor loaded
+    name = method.strip("/").replace("/", ".")
+    options = descriptor_pool.Default().FindMethodByName(name).GetOptions()
+    declared: authorization_pb2.Authorization = options.Extensions[authorization_pb2.authorization]
+    if not declared.public and not declared.permission:
+        raise SystemExit(f"{method} declares no (hishamos.api.v1.authorization) option")
+    return declared
+
+
+def permissions() -> list[str]:
+    """The permission catalog: every permission some RPC of the API requires."""
+    found = {
+        authorization(f"/{service.full_name}/{method.name}").permission
+        for service in services()
+        for method in service.methods
+    }
+    return sorted(found - {""})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -35,12 +36,11 @@ Register = Callable[[Any, Any], None]  # a generated add_*Servicer_to_server
 
 @dataclass
 class Service:
-    """One gRPC service a process serves: its servicer and which of its methods need no credentials."""
+    """One gRPC service a process serves: its name, servicer and generated registration function."""
 
     full_name: str
     servicer: Any
     register: Register
-    public_methods: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -53,11 +53,12 @@ class Chassis:
 
     domain: str
     verifier: TokenVerifier
-    public_methods: frozenset[str]
     slow_seconds: float = 0.25
     metrics: RpcMetrics = field(default_factory=RpcMetrics)
 
-    async def run(self, method: str, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext) -> Any:
+    async def run(
+        self, method: str, public: bool, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext
+    ) -> Any:
         metadata: Mapping[str, str] = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         request_id = metadata.get("x-request-id") or uuid.uuid4().hex
         request_id_var.set(request_id)
@@ -65,7 +66,7 @@ class Chassis:
         status = None
         code = "OK"
         try:
-            if method not in self.public_methods:
+            if not public:
                 principal_var.set(await self.verifier.verify(bearer_token(metadata)))
             return await call()
         except ApiError as exc:
@@ -97,12 +98,12 @@ class Chassis:
         await _abort(context, status, request_id)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        run = self.run
+        run = functools.partial(self.run, method, api.authorization(method).public)
         if handler.unary_unary:
             unary = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                return await run(method, lambda: unary(request, context), context)
+                return await run(lambda: unary(request, context), context)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, handler.request_deserializer, handler.response_serializer
@@ -111,7 +112,7 @@ class Chassis:
             client_stream = handler.stream_unary
 
             async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                return await run(method, lambda: client_stream(requests, context), context)
+                return await run(lambda: client_stream(requests, context), context)
 
             return grpc.stream_unary_rpc_method_handler(
                 stream_unary, handler.request_deserializer, handler.response_serializer
@@ -124,7 +125,7 @@ class Chassis:
                 async for response in streaming(request, context):
                     await context.write(response)
 
-            await run(method, drain, context)
+            await run(drain, context)
 
         factory = (
             grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
@@ -177,7 +178,6 @@ async def serve(
     chassis = Chassis(
         domain=f"{name}.hishamos.dev",
         verifier=verifier,
-        public_methods=frozenset(m for s in services for m in s.public_methods),
         slow_seconds=settings.slow_call_ms / 1000,
     )
     server = grpc.aio.server(

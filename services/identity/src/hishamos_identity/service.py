@@ -79,7 +79,6 @@ class Identity:
                 AUTH,
                 AuthService(accounts, self.key_store),
                 auth_pb2_grpc.add_AuthServiceServicer_to_server,
-                public_methods=frozenset(f"/{AUTH}/{m}" for m in ("SignUp", "Login", "GetJwks")),
             ),
             Service(
                 "hishamos.identity.v1.OrganizationService",
