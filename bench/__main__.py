@@ -16,16 +16,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import psycopg
 
 from bench.echo import METHOD as ECHO
 from bench.load import Figure, measure
-from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc, story_pb2, story_pb2_grpc
 from hishamos_devstack.stack import Ports, Stack, free_port
 from tests.conftest import sign_up
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
-TARGETS = {"get_project_vs_echo_qps": 0.40, "envoy_vs_direct_qps": 0.85}
+TARGETS = {
+    "get_project_vs_echo_qps": 0.40,
+    "envoy_vs_direct_qps": 0.85,
+    "list_stories_vs_echo_qps": 0.30,
+    "create_story_vs_echo_qps": 0.25,
+}
 GET_PROJECT = "/hishamos.projects.v1.ProjectService/GetProject"
+LIST_STORIES = "/hishamos.projects.v1.StoryService/ListStories"
+CREATE_STORY = "/hishamos.projects.v1.StoryService/CreateStory"
+BACKLOG = 10_000  # stories in the project that ListStories pages through
 ROUNDS = 5
 SECONDS = 3.0
 
@@ -36,6 +45,26 @@ def start_echo(payload_size: int) -> tuple[subprocess.Popen[bytes], str]:
     target = f"127.0.0.1:{port}"
     grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=30)
     return process, target
+
+
+def seed_stories(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...], project: str, count: int) -> None:
+    """`count` stories in `project`, 500 per BatchCreateStories call."""
+    stories = story_pb2_grpc.StoryServiceStub(channel)
+    for start in range(0, count, 500):
+        requests = [
+            story_pb2.CreateStoryRequest(story=story_pb2.Story(title=f"Story {i}", story_points=i % 8, labels=["seed"]))
+            for i in range(start, min(start + 500, count))
+        ]
+        batch = story_pb2.BatchCreateStoriesRequest(parent=project, requests=requests)
+        stories.BatchCreateStories(batch, metadata=metadata, timeout=120)
+
+
+def analyze(stack: Stack) -> None:
+    """Refresh the planner's statistics, as autovacuum does within a minute of a bulk load: measured
+    straight after the seeding, PostgreSQL still believes the project empty and sorts all its stories."""
+    _, owner_url, _ = stack.database_urls("projects")
+    with psycopg.connect(owner_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute("ANALYZE")
 
 
 def rounds(runs: dict[str, Callable[[], Figure]]) -> list[dict[str, Figure]]:
@@ -66,7 +95,16 @@ def main() -> None:
                 )
                 .project
             )
+            seed_stories(channel, tenant.metadata, project.name, BACKLOG)
+        analyze(stack)
         request = project_pb2.GetProjectRequest(name=project.name).SerializeToString()
+        list_request = story_pb2.ListStoriesRequest(
+            parent=project.name, page_size=50, order_by="rank"
+        ).SerializeToString()
+        create_request = story_pb2.CreateStoryRequest(
+            parent=project.name,
+            story=story_pb2.Story(title="Bench story", description="d" * 200, story_points=3, labels=["bench"]),
+        ).SerializeToString()
         reply_size = project_pb2.GetProjectResponse(project=project).ByteSize()
         echo, echo_target = start_echo(reply_size)
         try:
@@ -79,6 +117,12 @@ def main() -> None:
                         direct, GET_PROJECT, request, tenant.metadata, seconds=SECONDS
                     ),
                     "get_project_envoy": lambda: measure(envoy, GET_PROJECT, request, tenant.metadata, seconds=SECONDS),
+                    "list_stories_envoy": lambda: measure(
+                        envoy, LIST_STORIES, list_request, tenant.metadata, seconds=SECONDS
+                    ),
+                    "create_story_envoy": lambda: measure(
+                        envoy, CREATE_STORY, create_request, tenant.metadata, seconds=SECONDS
+                    ),
                 }
             )
         finally:
@@ -87,6 +131,8 @@ def main() -> None:
     pairs = {
         "get_project_vs_echo_qps": ("get_project_direct", "echo"),
         "envoy_vs_direct_qps": ("get_project_envoy", "get_project_direct"),
+        "list_stories_vs_echo_qps": ("list_stories_envoy", "echo"),
+        "create_story_vs_echo_qps": ("create_story_envoy", "echo"),
     }
     ratios = {name: median([r[a].qps / r[b].qps for r in measured]) for name, (a, b) in pairs.items()}
     figures = {name: sorted((r[name] for r in measured), key=lambda f: f.qps)[ROUNDS // 2] for name in measured[0]}

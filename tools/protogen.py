@@ -25,9 +25,9 @@ BIN = Path(sys.executable).parent
 
 
 def vendor_googleapis() -> None:
-    """Copy the google/api and google/rpc .proto files shipped in googleapis-common-protos."""
+    """Copy the google/api, google/rpc and google/type .proto files shipped in googleapis-common-protos."""
     google_root = Path(next(iter(google.api.__path__))).parent
-    for sub in ("api", "rpc"):
+    for sub in ("api", "rpc", "type"):
         target = DEPS / "google" / sub
         target.mkdir(parents=True, exist_ok=True)
         for proto in (google_root / sub).glob("*.proto"):

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
-from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+import grpc
+from google.type.date_pb2 import Date
+
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc, sprint_pb2, sprint_pb2_grpc, story_pb2, story_pb2_grpc
+from tests.conftest import Channels, Tenant
+from tests.errors import failure
+from tests.projects.support import create_project
 from tests.standard import Case, StandardMethodsContract
 
 PROJECTS = Case(
@@ -23,3 +29,37 @@ PROJECTS = Case(
 
 class TestProjectStandardMethods(StandardMethodsContract):
     case = PROJECTS
+
+
+def test_deleting_a_project_with_live_work_needs_force_and_undelete_restores_it_all(
+    channels: Channels, tenant: Tenant
+) -> None:
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    sprints = sprint_pb2_grpc.SprintServiceStub(channels.direct("projects"))
+    stories = story_pb2_grpc.StoryServiceStub(channels.direct("projects"))
+    m = tenant.metadata
+    empty = create_project(channels, tenant)
+    assert projects.DeleteProject(project_pb2.DeleteProjectRequest(name=empty.name), metadata=m).project.delete_time
+
+    project = create_project(channels, tenant)
+    dates = {"start_date": Date(year=2026, month=7, day=1), "end_date": Date(year=2026, month=7, day=14)}
+    sprint = sprints.CreateSprint(
+        sprint_pb2.CreateSprintRequest(parent=project.name, sprint=sprint_pb2.Sprint(display_name="S", **dates)),
+        metadata=m,
+    ).sprint
+    story = stories.CreateStory(
+        story_pb2.CreateStoryRequest(parent=project.name, story=story_pb2.Story(title="s", sprint=sprint.name)),
+        metadata=m,
+    ).story
+    refused = failure(lambda: projects.DeleteProject(project_pb2.DeleteProjectRequest(name=project.name), metadata=m))
+    assert refused.code == grpc.StatusCode.FAILED_PRECONDITION and refused.reason == "PROJECT_NOT_EMPTY"
+    assert refused.metadata == {"sprints": "1", "epics": "0", "stories": "1"}
+    assert projects.GetProject(project_pb2.GetProjectRequest(name=project.name), metadata=m).project == project
+
+    forced = projects.DeleteProject(project_pb2.DeleteProjectRequest(name=project.name, force=True), metadata=m)
+    assert forced.project.delete_time.seconds > 0
+    gone = failure(lambda: stories.GetStory(story_pb2.GetStoryRequest(name=story.name), metadata=m))
+    assert gone.code == grpc.StatusCode.NOT_FOUND
+    projects.UndeleteProject(project_pb2.UndeleteProjectRequest(name=project.name), metadata=m)
+    assert stories.GetStory(story_pb2.GetStoryRequest(name=story.name), metadata=m).story == story
+    assert sprints.GetSprint(sprint_pb2.GetSprintRequest(name=sprint.name), metadata=m).sprint == sprint

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from hishamos.projects.v1 import project_pb2 as pb
-from hishamos_kit import validate
-from hishamos_kit.errors import Violations
-from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_time
-from hishamos_kit.resources import ResourcePath
-from hishamos_kit.standard import ResourceType, base_fields
-from hishamos_projects.models import Project
+from typing import Any
 
-USER = ResourcePath("organizations/{organization}/users/{user}")
+from google.protobuf import json_format, struct_pb2
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from sqlalchemy import func, select
+
+from hishamos.projects.v1 import project_pb2 as pb
+from hishamos_kit import resources, validate
+from hishamos_kit.auth import Principal
+from hishamos_kit.errors import FailedPrecondition, NotFound, Violations
+from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_time
+from hishamos_kit.standard import ResourceType, StandardMethods, base_fields
+from hishamos_projects.common import USER, Path
+from hishamos_projects.models import Epic, Project, Sprint, Story
 
 
 class ProjectType(ResourceType[Project, pb.Project]):
     model = Project
     message = pb.Project
     field = "project"
-    path = ResourcePath("organizations/{organization}/projects/{project}")
-    updatable = frozenset({"display_name", "slug", "description", "manager", "is_active"})
+    path = Path("organizations/{organization}/projects/{project}")
+    updatable = frozenset({"display_name", "slug", "description", "manager", "is_active", "story_custom_fields_schema"})
     unique = {"uq_projects_organization_id_slug": "project.slug"}
     list_spec = ListSpec(
         filter_fields={
@@ -48,6 +54,9 @@ class ProjectType(ResourceType[Project, pb.Project]):
             manager=row.manager,
             is_active=row.is_active,
             member_count=row.member_count,
+            story_custom_fields_schema=struct(row.story_custom_fields_schema)
+            if row.story_custom_fields_schema
+            else None,
             **base_fields(row),
         )
 
@@ -65,3 +74,56 @@ class ProjectType(ResourceType[Project, pb.Project]):
                 row.manager = validate.reference(v, field, message.manager, USER, row.organization_id)
             elif path == "is_active" and message.HasField("is_active"):
                 row.is_active = message.is_active
+            elif path == "story_custom_fields_schema":
+                row.story_custom_fields_schema = json_schema(v, field, message.story_custom_fields_schema)
+
+
+def struct(value: dict[str, Any]) -> struct_pb2.Struct | None:
+    """A JSON object as a Struct; empty is unset."""
+    if not value:
+        return None
+    message = struct_pb2.Struct()
+    message.update(value)
+    return message
+
+
+def json_schema(v: Violations, field: str, value: struct_pb2.Struct) -> dict[str, Any]:
+    """A valid JSON Schema (draft 2020-12), checked now so that no story create fails on a broken schema."""
+    schema = json_format.MessageToDict(value)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        v.add(field, f"is not a valid JSON Schema: {exc.message}")
+    return schema
+
+
+class ProjectMethods(StandardMethods[Project, pb.Project]):
+    async def delete_project(self, principal: Principal, name: str, etag: str, *, force: bool) -> pb.Project:
+        """Soft delete; without `force`, only a project with no live sprints, epics or stories.
+
+        The project row is locked FOR UPDATE: a child create (which locks it FOR SHARE) cannot slip in
+        between the count and the delete.
+        """
+        project_id = resources.own_name(principal, self.kind.path, name)
+        async with self.db.tenant(principal.organization_id) as session:
+            row = await session.get(Project, project_id, with_for_update=True)
+            if row is None:
+                raise NotFound(name)
+            resources.check_etag(row, etag, name)
+            resources.soft_delete(row, name)
+            if not force:
+                live = {
+                    model.__tablename__: await session.scalar(
+                        select(func.count()).where(model.project_id == project_id, model.is_deleted.is_(False))
+                    )
+                    or 0
+                    for model in (Sprint, Epic, Story)
+                }
+                if any(live.values()):
+                    raise FailedPrecondition(
+                        f"{name} still has live sprints, epics or stories; delete it with force=true",
+                        "PROJECT_NOT_EMPTY",
+                        {table: str(count) for table, count in live.items()},
+                    )
+            await self._flush(session, name)
+            return self.kind.to_message(row)

@@ -1,22 +1,39 @@
-"""The projects gRPC API: thin handlers over the standard methods."""
+"""The projects gRPC API: thin handlers over the standard methods and the domain functions."""
 
 from __future__ import annotations
 
 from grpc.aio import ServicerContext as Context
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from hishamos.projects.v1 import (
+    epic_pb2,
+    epic_pb2_grpc,
+    project_pb2_grpc,
+    sprint_pb2,
+    sprint_pb2_grpc,
+    story_pb2,
+    story_pb2_grpc,
+    task_pb2,
+    task_pb2_grpc,
+)
 from hishamos.projects.v1 import project_pb2 as pb
-from hishamos.projects.v1 import project_pb2_grpc
+from hishamos_kit import validate
 from hishamos_kit.auth import current_principal
 from hishamos_kit.db import Database
+from hishamos_kit.errors import InvalidArgument, Violations
 from hishamos_kit.server import Service
-from hishamos_kit.standard import StandardMethods
-from hishamos_projects.models import IdempotencyKey
-from hishamos_projects.projects import ProjectType
+from hishamos_projects import boards, sprints, stories
+from hishamos_projects.children import PROJECT, ChildMethods, live_project, own_parent
+from hishamos_projects.epics import EpicType
+from hishamos_projects.handlers import standard_handlers
+from hishamos_projects.models import IdempotencyKey, Sprint, Story
+from hishamos_projects.projects import ProjectMethods, ProjectType
+from hishamos_projects.tasks import TaskType, WorkLogType
 
 
 class ProjectService(project_pb2_grpc.ProjectServiceServicer):
     def __init__(self, db: Database) -> None:
-        self.projects = StandardMethods(db, ProjectType(), IdempotencyKey)
+        self.projects = ProjectMethods(db, ProjectType(), IdempotencyKey)
 
     async def CreateProject(self, request: pb.CreateProjectRequest, context: Context) -> pb.CreateProjectResponse:
         project = await self.projects.create(current_principal(), request.parent, request.project, request.request_id)
@@ -34,20 +51,150 @@ class ProjectService(project_pb2_grpc.ProjectServiceServicer):
         return pb.UpdateProjectResponse(project=project)
 
     async def DeleteProject(self, request: pb.DeleteProjectRequest, context: Context) -> pb.DeleteProjectResponse:
-        return pb.DeleteProjectResponse(
-            project=await self.projects.delete(current_principal(), request.name, request.etag)
+        project = await self.projects.delete_project(
+            current_principal(), request.name, request.etag, force=request.force
         )
+        return pb.DeleteProjectResponse(project=project)
 
     async def UndeleteProject(self, request: pb.UndeleteProjectRequest, context: Context) -> pb.UndeleteProjectResponse:
         project = await self.projects.undelete(current_principal(), request.name, request.etag)
         return pb.UndeleteProjectResponse(project=project)
 
 
+@standard_handlers(sprint_pb2, "Sprint", "sprint", "sprints")
+class SprintService(sprint_pb2_grpc.SprintServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.methods = ChildMethods(db, sprints.SprintType(), IdempotencyKey)
+        self.stories = ChildMethods(db, stories.StoryType(), IdempotencyKey)
+
+    async def GetSprintBoard(
+        self, request: sprint_pb2.GetSprintBoardRequest, context: Context
+    ) -> sprint_pb2.GetSprintBoardResponse:
+        sprint = request.name.removesuffix("/board")
+        if sprint == request.name:
+            raise InvalidArgument({"name": "must be a board name like `organizations/…/sprints/…/board`"})
+
+        async def compute(session: AsyncSession, row: Sprint) -> sprint_pb2.SprintBoard:
+            return await boards.board(session, row, self.stories.present)
+
+        board = await self.methods.read(current_principal(), sprint, compute)
+        return sprint_pb2.GetSprintBoardResponse(sprint_board=board)
+
+    async def ComputeSprintBurndown(
+        self, request: sprint_pb2.ComputeSprintBurndownRequest, context: Context
+    ) -> sprint_pb2.ComputeSprintBurndownResponse:
+        return await self.methods.read(current_principal(), request.name, boards.burndown)
+
+    async def ComputeSprintVelocity(
+        self, request: sprint_pb2.ComputeSprintVelocityRequest, context: Context
+    ) -> sprint_pb2.ComputeSprintVelocityResponse:
+        principal = current_principal()
+        (project_id,) = own_parent(principal, PROJECT, request.parent)
+        v = Violations()
+        validate.number(v, "sprint_count", request.sprint_count, high=100)
+        v.raise_if_any()
+        async with self.db.tenant(principal.organization_id) as session:
+            await live_project(session, project_id, request.parent)
+            return await boards.velocity(session, project_id, request.sprint_count or 10)
+
+    async def StartSprint(
+        self, request: sprint_pb2.StartSprintRequest, context: Context
+    ) -> sprint_pb2.StartSprintResponse:
+        sprint = await self.methods.act(current_principal(), request.name, request.etag, sprints.start, lock="update")
+        return sprint_pb2.StartSprintResponse(sprint=sprint)
+
+    async def CompleteSprint(
+        self, request: sprint_pb2.CompleteSprintRequest, context: Context
+    ) -> sprint_pb2.CompleteSprintResponse:
+        moved: list[str] = []
+
+        async def change(session: AsyncSession, row: Sprint) -> None:
+            await sprints.complete(session, row)
+            moved.extend(await stories.release_unfinished(session, row, request.next_sprint))
+
+        sprint = await self.methods.act(current_principal(), request.name, request.etag, change, lock="update")
+        return sprint_pb2.CompleteSprintResponse(sprint=sprint, moved_stories=moved)
+
+
+@standard_handlers(epic_pb2, "Epic", "epic", "epics")
+class EpicService(epic_pb2_grpc.EpicServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.methods = ChildMethods(db, EpicType(), IdempotencyKey)
+
+
+@standard_handlers(story_pb2, "Story", "story", "stories")
+class StoryService(story_pb2_grpc.StoryServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.methods = ChildMethods(db, stories.StoryType(), IdempotencyKey)
+
+    async def BatchCreateStories(
+        self, request: story_pb2.BatchCreateStoriesRequest, context: Context
+    ) -> story_pb2.BatchCreateStoriesResponse:
+        check_batch(request.parent, [r.parent for r in request.requests], most=500)
+        return await self.methods.create_many(
+            current_principal(),
+            request.parent,
+            [r.story for r in request.requests],
+            request.request_id,
+            story_pb2.BatchCreateStoriesResponse,
+            lambda made: story_pb2.BatchCreateStoriesResponse(stories=made),
+        )
+
+    async def MoveStory(self, request: story_pb2.MoveStoryRequest, context: Context) -> story_pb2.MoveStoryResponse:
+        after = request.WhichOneof("position") == "after"
+        target = request.after if after else request.before
+
+        async def change(session: AsyncSession, row: Story) -> None:
+            await stories.move(session, row, target, after=after)
+
+        story = await self.methods.act(current_principal(), request.name, request.etag, change, lock="update")
+        return story_pb2.MoveStoryResponse(story=story)
+
+
+def check_batch(parent: str, parents: list[str], most: int) -> None:
+    """AIP-233: 1..most requests, each with no parent or the batch's."""
+    v = Violations()
+    v.check(0 < len(parents) <= most, "requests", f"must hold 1-{most} requests")
+    for i, given in enumerate(parents):
+        v.check(given in ("", parent), f"requests[{i}].parent", "must be empty or equal the batch's parent")
+    v.raise_if_any()
+
+
+@standard_handlers(task_pb2, "Task", "task", "tasks")
+class TaskService(task_pb2_grpc.TaskServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.methods = ChildMethods(db, TaskType(), IdempotencyKey)
+
+
+@standard_handlers(task_pb2, "WorkLog", "work_log", "work_logs")
+class WorkLogService(task_pb2_grpc.WorkLogServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.methods = ChildMethods(db, WorkLogType(), IdempotencyKey)
+
+
 async def build(db: Database) -> list[Service]:
+    # mypy sees the generated servicers' methods as abstract; @standard_handlers adds them at import.
+    sprint_service = SprintService(db)  # type: ignore[abstract]
+    epic_service = EpicService(db)  # type: ignore[abstract]
+    story_service = StoryService(db)  # type: ignore[abstract]
+    task_service = TaskService(db)  # type: ignore[abstract]
+    work_log_service = WorkLogService(db)  # type: ignore[abstract]
     return [
         Service(
             "hishamos.projects.v1.ProjectService",
             ProjectService(db),
             project_pb2_grpc.add_ProjectServiceServicer_to_server,
-        )
+        ),
+        Service(
+            "hishamos.projects.v1.SprintService",
+            sprint_service,
+            sprint_pb2_grpc.add_SprintServiceServicer_to_server,
+        ),
+        Service("hishamos.projects.v1.EpicService", epic_service, epic_pb2_grpc.add_EpicServiceServicer_to_server),
+        Service("hishamos.projects.v1.StoryService", story_service, story_pb2_grpc.add_StoryServiceServicer_to_server),
+        Service("hishamos.projects.v1.TaskService", task_service, task_pb2_grpc.add_TaskServiceServicer_to_server),
+        Service(
+            "hishamos.projects.v1.WorkLogService", work_log_service, task_pb2_grpc.add_WorkLogServiceServicer_to_server
+        ),
     ]

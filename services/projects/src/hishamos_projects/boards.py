@@ -1,0 +1,101 @@
+"""What a team looks at to run a sprint: its board, its burndown, and the project's velocity.
+
+Computed from the stories as they are now: a story counts for the sprint it is in, and as done
+from the moment it last became done (done_at), so reopening a story takes it off the burndown.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from hishamos.projects.v1 import sprint_pb2 as pb
+from hishamos.projects.v1 import story_pb2
+from hishamos_kit import resources
+from hishamos_projects import dates, stories
+from hishamos_projects.models import Sprint, Story
+from hishamos_projects.sprints import SprintType
+
+Present = Callable[[AsyncSession, list[Story]], Awaitable[list[story_pb2.Story]]]
+
+
+def _live_stories(sprint_id: uuid.UUID) -> list[ColumnElement[bool]]:
+    return [Story.sprint_id == sprint_id, Story.is_deleted.is_(False)]
+
+
+async def board(session: AsyncSession, sprint: Sprint, present: Present) -> pb.SprintBoard:
+    query = select(Story).where(*_live_stories(sprint.id)).order_by(Story.rank, Story.id)
+    rows = list((await session.scalars(query)).all())
+    messages = await present(session, rows)
+    columns = []
+    for state in stories.WORKFLOW:
+        in_column = [m for row, m in zip(rows, messages, strict=True) if row.state == state]
+        columns.append(
+            pb.SprintBoard.Column(
+                state=stories.STATES.value(state),
+                stories=in_column,
+                story_count=len(in_column),
+                story_points=sum(m.story_points for m in in_column),
+            )
+        )
+    return pb.SprintBoard(
+        name=SprintType.path.format(sprint.organization_id, sprint.project_id, sprint.id) + "/board",
+        columns=columns,
+        total_story_points=sum(row.story_points for row in rows),
+        done_story_points=sum(row.story_points for row in rows if row.state == "done"),
+    )
+
+
+async def burndown(
+    session: AsyncSession, sprint: Sprint, today: date | None = None
+) -> pb.ComputeSprintBurndownResponse:
+    query = select(Story.story_points, Story.done_at, Story.state).where(*_live_stories(sprint.id))
+    rows = (await session.execute(query)).all()
+    total = sum(points for points, _, _ in rows)
+    done_on = [
+        (done_at.astimezone(UTC).date(), points) for points, done_at, state in rows if state == "done" and done_at
+    ]
+    last = min(sprint.end_date, today or datetime.now(UTC).date())
+    days = []
+    day = sprint.start_date
+    while day <= last:
+        remaining = total - sum(points for finished, points in done_on if finished <= day)
+        days.append(pb.BurndownDay(date=dates.to_message(day), remaining_story_points=remaining))
+        day += timedelta(days=1)
+    return pb.ComputeSprintBurndownResponse(total_story_points=total, days=days)
+
+
+async def velocity(session: AsyncSession, project_id: uuid.UUID, count: int) -> pb.ComputeSprintVelocityResponse:
+    latest = (
+        await session.scalars(
+            select(Sprint)
+            .where(Sprint.project_id == project_id, Sprint.state == "completed", Sprint.is_deleted.is_(False))
+            .order_by(Sprint.completed_at.desc(), Sprint.id)
+            .limit(count)
+        )
+    ).all()
+    done = dict(
+        (
+            await session.execute(
+                select(Story.sprint_id, func.sum(Story.story_points))
+                .where(Story.sprint_id.in_([s.id for s in latest]), Story.state == "done", Story.is_deleted.is_(False))
+                .group_by(Story.sprint_id)
+            )
+        ).all()
+    )
+    sprints = [
+        pb.SprintVelocity(
+            sprint=SprintType.path.format(s.organization_id, s.project_id, s.id),
+            display_name=s.display_name,
+            complete_time=resources.timestamp(s.completed_at),
+            done_story_points=int(done.get(s.id, 0)),
+        )
+        for s in reversed(latest)
+    ]
+    average = sum(s.done_story_points for s in sprints) / len(sprints) if sprints else 0.0
+    return pb.ComputeSprintVelocityResponse(sprints=sprints, average_story_points=average)

@@ -1,0 +1,330 @@
+"""The AIP standard methods for resources that live in a project, directly or below another resource.
+
+The kit's StandardMethods serves resources whose parent is the organization. A project's sprints,
+epics, stories, tasks and work logs differ in three ways, handled here: the parent is a project (or
+a story, or a task) whose ids are in every name and on every row; a deleted parent hides its
+children (they keep their own flags, so an undelete of the parent restores exactly what its delete
+hid); and some rules need the database (references to siblings, one active sprint) or forbid a delete.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from functools import cached_property
+from typing import Any, Literal, TypeVar
+
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import Message
+from sqlalchemy import inspect, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hishamos_kit import resources
+from hishamos_kit.auth import Principal
+from hishamos_kit.errors import InvalidArgument, NotFound, Violations
+from hishamos_kit.listing import list_page
+from hishamos_kit.resources import ResourcePath
+from hishamos_kit.standard import ListRequest, ResourceType, StandardMethods
+from hishamos_projects import fastlist
+from hishamos_projects.common import Path
+from hishamos_projects.models import Project, ProjectChild
+
+PROJECT = Path("organizations/{organization}/projects/{project}")
+
+Child = TypeVar("Child", bound=ProjectChild)
+Msg = TypeVar("Msg", bound=Message)
+Reply = TypeVar("Reply", bound=Message)
+R = TypeVar("R")
+Lock = Literal["share", "update"]
+
+
+class ChildType(ResourceType[Child, Msg]):
+    """A ResourceType whose path is `organizations/{organization}/projects/{project}/[…/]<collection>/{id}`."""
+
+    parent_path: ResourcePath = PROJECT
+    scope: tuple[str, ...] = ("project_id",)  # the columns holding the name's ids between organization and own
+    ancestors: tuple[type[ProjectChild], ...] = ()  # the resources between the project and this one
+
+    rolls_up = False  # whether `rollup` adds figures computed from other tables
+    # The same figures as correlated subqueries, so that a List reads them with its page (fastlist).
+    extra_columns: Mapping[str, Any] = {}
+
+    def finish(self, row: Any, message: Msg) -> None:
+        """Copy `extra_columns` values of a row read by fastlist onto its message."""
+
+    async def rollup(self, session: AsyncSession, rows: list[Child], messages: list[Msg]) -> None:
+        """Fill output-only figures derived from other rows (e.g. an epic's progress), one query per page."""
+
+    async def check(
+        self, session: AsyncSession, row: Child, message: Msg, paths: list[str], violations: Violations
+    ) -> None:
+        """Rules that need the database, after `apply` (e.g. a referenced sibling exists)."""
+
+    def before_delete(self, row: Child, name: str) -> None:
+        """Raise when the domain forbids deleting `row`."""
+
+
+async def live_project(session: AsyncSession, project_id: uuid.UUID, name: str, lock: Lock | None = None) -> Project:
+    """The live project, locked when asked; NOT_FOUND (naming `name`) when it is missing or deleted.
+
+    Child writes lock it FOR KEY SHARE (the lock their foreign key takes anyway; a stronger shared
+    lock on one hot row makes every concurrent write queue on its multixact) and a project delete
+    FOR UPDATE, so a child cannot appear in a project while the project's delete checks that it has none.
+    """
+    query = select(Project).where(Project.id == project_id, Project.is_deleted.is_(False))
+    if lock:
+        query = query.with_for_update(read=lock == "share", key_share=lock == "share")
+    project = (await session.scalars(query)).one_or_none()
+    if project is None:
+        raise NotFound(name)
+    return project
+
+
+def own_parent(principal: Principal, path: ResourcePath, parent: str, field: str = "parent") -> tuple[uuid.UUID, ...]:
+    """The ids after the organization of a `parent` in the caller's organization; another's is NOT_FOUND."""
+    organization_id, *ids = path.parse(parent, field)
+    if organization_id != principal.organization_id:
+        raise NotFound(parent)
+    return tuple(ids)
+
+
+async def live_parents(
+    session: AsyncSession, kind: ChildType[Any, Any], ids: tuple[uuid.UUID, ...], name: str, lock: Lock | None
+) -> None:
+    """NOT_FOUND (naming `name`) unless the project and every ancestor in `ids` are live and nested as named."""
+    await live_project(session, ids[0], name, lock)
+    for depth, model in enumerate(kind.ancestors, start=1):
+        row = await session.get(model, ids[depth])
+        if row is None or row.is_deleted or any(getattr(row, c) != ids[i] for i, c in enumerate(kind.scope[:depth])):
+            raise NotFound(name)
+
+
+class ChildMethods(StandardMethods[Child, Msg]):
+    kind: ChildType[Child, Msg]
+
+    def name(self, row: Child) -> str:
+        return self.kind.path.format(row.organization_id, *(getattr(row, c) for c in self.kind.scope), row.id)
+
+    def ids(self, principal: Principal, name: str, field: str = "name") -> tuple[tuple[uuid.UUID, ...], uuid.UUID]:
+        """(parent ids after the organization, resource id) of a name in the caller's organization."""
+        organization_id, *parents, row_id = self.kind.path.parse(name, field)
+        if organization_id != principal.organization_id:
+            raise NotFound(name)
+        return tuple(parents), row_id
+
+    def _in_scope(self, row: Child, parents: tuple[uuid.UUID, ...]) -> bool:
+        return all(getattr(row, c) == i for c, i in zip(self.kind.scope, parents, strict=True))
+
+    @cached_property
+    def _select_by_id(self) -> tuple[str, list[str]]:
+        """By id and project, and only while the project is live, for `Database.read_one`."""
+        attributes = inspect(self.kind.model).column_attrs
+        columns = ", ".join(f'c."{a.columns[0].name}"' for a in attributes)
+        table = inspect(self.kind.model).local_table.name
+        query = (
+            f'SELECT {columns} FROM "{table}" c JOIN projects p ON p.id = c.project_id '
+            "WHERE c.id = {} AND c.project_id = {} AND NOT p.is_deleted"
+        )
+        return query, [a.key for a in attributes]
+
+    async def _load(
+        self, session: AsyncSession, principal: Principal, name: str, field: str = "name", lock: Lock | None = "share"
+    ) -> Child:
+        parents, row_id = self.ids(principal, name, field)
+        await live_parents(session, self.kind, parents, name, lock)
+        row = await session.get(self.kind.model, row_id)
+        if row is None or not self._in_scope(row, parents):
+            raise NotFound(name)
+        return row
+
+    async def _apply(self, session: AsyncSession, row: Child, message: Msg, paths: list[str]) -> None:
+        violations = Violations()
+        self.kind.apply(row, message, paths, violations)
+        await self.kind.check(session, row, message, paths, violations)
+        violations.raise_if_any()
+
+    async def _insert(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        parents: tuple[uuid.UUID, ...],
+        messages: list[Msg],
+        batch: bool,
+    ) -> list[Msg]:
+        """Validate every message (a batch reports every violation as `requests[i].<field>`), then insert all."""
+        rows: list[Child] = []
+        problems: dict[str, str] = {}
+        for i, message in enumerate(messages):
+            row = self.kind.model()
+            row.id, row.organization_id = uuid.uuid4(), principal.organization_id
+            for column, value in zip(self.kind.scope, parents, strict=True):
+                setattr(row, column, value)
+            violations = Violations()
+            self.kind.apply(row, message, sorted(self.kind.updatable), violations)
+            await self.kind.check(session, row, message, sorted(self.kind.updatable), violations)
+            prefix = f"requests[{i}]." if batch else ""
+            problems.update({prefix + field: text for field, text in violations.items.items()})
+            self.kind.on_create(row, message)
+            rows.append(row)
+        if problems:
+            raise InvalidArgument(problems)
+        session.add_all(rows)
+        await self._flush(session, self.kind.field)
+        return [self.kind.to_message(row) for row in rows]  # nothing rolls up to a resource just made
+
+    async def _create(
+        self,
+        principal: Principal,
+        parent: str,
+        messages: list[Msg],
+        request_id: str,
+        method: str,
+        response: type[Reply],
+        reply: Callable[[list[Msg]], Reply],
+        batch: bool,
+    ) -> Reply:
+        parents = own_parent(principal, self.kind.parent_path, parent)
+        resources.check_request_id(request_id)
+        organization_id = principal.organization_id
+
+        async def insert(session: AsyncSession) -> Reply:
+            await live_parents(session, self.kind, parents, parent, "share")
+            return reply(await self._insert(session, principal, parents, messages, batch))
+
+        async with self.db.tenant(organization_id) as session:
+            return await resources.once(
+                session, self.keys, organization_id, method, request_id, response, lambda: insert(session)
+            )
+
+    async def create(self, principal: Principal, parent: str, message: Msg, request_id: str) -> Msg:
+        method = f"Create{type(message).__name__}"
+        return await self._create(
+            principal, parent, [message], request_id, method, self.kind.message, lambda made: made[0], batch=False
+        )
+
+    async def create_many(
+        self,
+        principal: Principal,
+        parent: str,
+        messages: list[Msg],
+        request_id: str,
+        response: type[Reply],
+        reply: Callable[[list[Msg]], Reply],
+    ) -> Reply:
+        """AIP-233: all or nothing, in one transaction; `reply` wraps the created resources."""
+        return await self._create(
+            principal,
+            parent,
+            messages,
+            request_id,
+            f"BatchCreate{self.kind.message.__name__}",
+            response,
+            reply,
+            batch=True,
+        )
+
+    async def present(self, session: AsyncSession, rows: list[Child]) -> list[Msg]:
+        """The messages of `rows`, with their rolled-up figures."""
+        messages = [self.kind.to_message(row) for row in rows]
+        if self.kind.rolls_up and rows:
+            await self.kind.rollup(session, rows, messages)
+        return messages
+
+    async def get(self, principal: Principal, name: str) -> Msg:
+        if self.kind.rolls_up or self.kind.ancestors:
+            async with self.db.tenant(principal.organization_id) as session:
+                return (await self.present(session, [await self._load(session, principal, name)]))[0]
+        (project_id,), row_id = self.ids(principal, name)
+        query, names = self._select_by_id
+        row = await self.db.read_one(principal.organization_id, query, names, row_id, project_id)
+        if row is None:
+            raise NotFound(name)
+        return self.kind.to_message(row)  # type: ignore[arg-type]  # the row has the model's attributes
+
+    async def list(self, principal: Principal, request: ListRequest) -> tuple[list[Msg], str]:
+        parents = own_parent(principal, self.kind.parent_path, request.parent)
+        if not self.kind.ancestors and (self.kind.extra_columns or not self.kind.rolls_up):
+            rows, token = await fastlist.list_children(
+                self.db, self.kind, principal.organization_id, parents[0], request
+            )
+            messages = []
+            for row in rows:
+                message = self.kind.to_message(row)  # type: ignore[arg-type]  # the row has the model's attributes
+                self.kind.finish(row, message)
+                messages.append(message)
+            return messages, token
+        model = self.kind.model
+        query = select(model).where(
+            model.organization_id == principal.organization_id,
+            *(getattr(model, c) == i for c, i in zip(self.kind.scope, parents, strict=True)),
+        )
+        if not request.show_deleted:
+            query = query.where(model.is_deleted.is_(False))
+        async with self.db.tenant(principal.organization_id) as session:
+            await live_parents(session, self.kind, parents, request.parent, None)
+            page = await list_page(
+                session,
+                self.kind.list_spec,
+                query,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                filter=request.filter,
+                order_by=request.order_by,
+                scope=(request.parent, request.show_deleted),
+            )
+            return await self.present(session, page.rows), page.next_page_token
+
+    async def update(self, principal: Principal, message: Msg, mask: FieldMask) -> Msg:
+        given: Any = message  # every resource message has name and etag
+        field = self.kind.field
+        self.ids(principal, given.name, f"{field}.name")
+        paths = resources.update_paths(mask, message, self.kind.updatable, field)
+
+        async def change(session: AsyncSession, row: Child) -> None:
+            await self._apply(session, row, message, paths)
+
+        return await self.act(principal, given.name, given.etag, change, field=f"{field}.name")
+
+    async def read(self, principal: Principal, name: str, compute: Callable[[AsyncSession, Child], Awaitable[R]]) -> R:
+        """A read-only view computed from a live resource (boards, burndown), in one transaction."""
+        async with self.db.tenant(principal.organization_id) as session:
+            row = await self._load(session, principal, name, lock=None)
+            if row.is_deleted:
+                raise NotFound(name)
+            return await compute(session, row)
+
+    async def act(
+        self,
+        principal: Principal,
+        name: str,
+        etag: str,
+        change: Callable[[AsyncSession, Child], Awaitable[None]],
+        *,
+        field: str = "name",
+        lock: Lock = "share",
+    ) -> Msg:
+        """Change a live resource in one transaction: the shape of Update and of custom methods (AIP-136).
+
+        `lock="update"` serialises the change with every other one in the project (rank moves,
+        starting a sprint) by locking the project row.
+        """
+        async with self.db.tenant(principal.organization_id) as session:
+            row = await self._load(session, principal, name, field, lock)
+            if row.is_deleted:
+                raise NotFound(name)
+            resources.check_etag(row, etag, name)
+            await change(session, row)
+            await self._flush(session, name)
+            return (await self.present(session, [row]))[0]
+
+    async def _set_deleted(self, principal: Principal, name: str, etag: str, *, deleted: bool) -> Msg:
+        async with self.db.tenant(principal.organization_id) as session:
+            row = await self._load(session, principal, name)
+            resources.check_etag(row, etag, name)
+            if deleted:
+                resources.soft_delete(row, name)
+                self.kind.before_delete(row, name)
+            else:
+                resources.undelete(row, name)
+            await self._flush(session, name)
+            return (await self.present(session, [row]))[0]

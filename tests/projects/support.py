@@ -1,0 +1,24 @@
+"""Helpers for resources that live in a project."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+from tests.conftest import Channels, Tenant
+
+
+def create_project(channels: Channels, tenant: Tenant) -> project_pb2.Project:
+    api = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    slug = f"p-{uuid.uuid4().hex[:10]}"
+    project = project_pb2.Project(display_name=f"Project {slug}", slug=slug)
+    request = project_pb2.CreateProjectRequest(parent=tenant.organization, project=project)
+    return api.CreateProject(request, metadata=tenant.metadata, timeout=10).project
+
+
+def in_project(channels: Channels, tenant: Tenant) -> Tenant:
+    """The tenant with a fresh project standing in as its `organization`, the parent the standard
+    contract (tests/standard.py) creates and lists under: the contract then checks a project's
+    child resource exactly as it checks an organization's."""
+    return dataclasses.replace(tenant, organization=create_project(channels, tenant).name)

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.type.date_pb2 import Date
+
+from hishamos.projects.v1 import sprint_pb2, sprint_pb2_grpc, story_pb2, story_pb2_grpc
+from tests.conftest import Channels, Tenant
+from tests.errors import failure
+from tests.projects.support import in_project
+
+Story = story_pb2.Story
+
+
+@pytest.fixture
+def team(channels: Channels, tenant: Tenant) -> Tenant:
+    return in_project(channels, tenant)
+
+
+def sprints(channels: Channels) -> sprint_pb2_grpc.SprintServiceStub:
+    return sprint_pb2_grpc.SprintServiceStub(channels.direct("projects"))
+
+
+def stories(channels: Channels) -> story_pb2_grpc.StoryServiceStub:
+    return story_pb2_grpc.StoryServiceStub(channels.direct("projects"))
+
+
+def day(offset: int) -> Date:
+    d = datetime.now(UTC).date() + timedelta(days=offset)
+    return Date(year=d.year, month=d.month, day=d.day)
+
+
+def sprint(channels: Channels, team: Tenant, name: str, start: int = -2, end: int = 5) -> sprint_pb2.Sprint:
+    s = sprint_pb2.Sprint(display_name=name, start_date=day(start), end_date=day(end))
+    return (
+        sprints(channels)
+        .CreateSprint(sprint_pb2.CreateSprintRequest(parent=team.organization, sprint=s), metadata=team.metadata)
+        .sprint
+    )
+
+
+def story(channels: Channels, team: Tenant, title: str, points: int, sprint_name: str, state: int = 0) -> Story:
+    s = Story(title=title, story_points=points, sprint=sprint_name, state=state)  # type: ignore[arg-type]
+    return (
+        stories(channels)
+        .CreateStory(story_pb2.CreateStoryRequest(parent=team.organization, story=s), metadata=team.metadata)
+        .story
+    )
+
+
+def test_board_groups_the_sprints_stories_by_state_in_rank_order_with_totals(channels: Channels, team: Tenant) -> None:
+    s = sprint(channels, team, "Board")
+    todo_a = story(channels, team, "todo a", 3, s.name, Story.STATE_TODO)
+    todo_b = story(channels, team, "todo b", 5, s.name, Story.STATE_TODO)
+    done = story(channels, team, "done", 8, s.name, Story.STATE_DONE)
+    story(channels, team, "not in the sprint", 13, "", Story.STATE_TODO)
+    gone = story(channels, team, "deleted", 1, s.name, Story.STATE_TODO)
+    stories(channels).DeleteStory(story_pb2.DeleteStoryRequest(name=gone.name), metadata=team.metadata)
+    stories(channels).MoveStory(
+        story_pb2.MoveStoryRequest(name=todo_b.name, before=todo_a.name), metadata=team.metadata
+    )
+
+    board = (
+        sprints(channels)
+        .GetSprintBoard(sprint_pb2.GetSprintBoardRequest(name=f"{s.name}/board"), metadata=team.metadata)
+        .sprint_board
+    )
+    assert board.name == f"{s.name}/board"
+    assert [c.state for c in board.columns] == [
+        Story.STATE_BACKLOG,
+        Story.STATE_TODO,
+        Story.STATE_IN_PROGRESS,
+        Story.STATE_REVIEW,
+        Story.STATE_DONE,
+    ]
+    columns = {c.state: c for c in board.columns}
+    assert [x.name for x in columns[Story.STATE_TODO].stories] == [todo_b.name, todo_a.name]
+    assert (columns[Story.STATE_TODO].story_count, columns[Story.STATE_TODO].story_points) == (2, 8)
+    assert [x.name for x in columns[Story.STATE_DONE].stories] == [done.name]
+    assert columns[Story.STATE_REVIEW].story_count == 0
+    assert (board.total_story_points, board.done_story_points) == (16, 8)
+    f = failure(
+        lambda: sprints(channels).GetSprintBoard(sprint_pb2.GetSprintBoardRequest(name=s.name), metadata=team.metadata)
+    )
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_burndown_has_one_day_per_sprint_day_so_far_with_points_still_open(channels: Channels, team: Tenant) -> None:
+    s = sprint(channels, team, "Burn", start=-2, end=5)
+    story(channels, team, "done", 5, s.name, Story.STATE_DONE)
+    story(channels, team, "open", 3, s.name)
+    reply = sprints(channels).ComputeSprintBurndown(
+        sprint_pb2.ComputeSprintBurndownRequest(name=s.name), metadata=team.metadata
+    )
+    assert reply.total_story_points == 8
+    assert [(d.date, d.remaining_story_points) for d in reply.days] == [(day(-2), 8), (day(-1), 8), (day(0), 3)]
+
+
+def test_velocity_is_done_points_per_completed_sprint(channels: Channels, team: Tenant) -> None:
+    first, second, planned = (
+        sprint(channels, team, "One"),
+        sprint(channels, team, "Two"),
+        sprint(channels, team, "Three"),
+    )
+    story(channels, team, "a", 5, first.name, Story.STATE_DONE)
+    story(channels, team, "b", 3, first.name)
+    story(channels, team, "c", 2, second.name, Story.STATE_DONE)
+    story(channels, team, "d", 40, planned.name, Story.STATE_DONE)
+    for s in (first, second):
+        sprints(channels).StartSprint(sprint_pb2.StartSprintRequest(name=s.name), metadata=team.metadata)
+        sprints(channels).CompleteSprint(sprint_pb2.CompleteSprintRequest(name=s.name), metadata=team.metadata)
+    reply = sprints(channels).ComputeSprintVelocity(
+        sprint_pb2.ComputeSprintVelocityRequest(parent=team.organization), metadata=team.metadata
+    )
+    assert [(v.sprint, v.done_story_points) for v in reply.sprints] == [(first.name, 5), (second.name, 2)]
+    assert reply.average_story_points == 3.5
+    latest = sprints(channels).ComputeSprintVelocity(
+        sprint_pb2.ComputeSprintVelocityRequest(parent=team.organization, sprint_count=1), metadata=team.metadata
+    )
+    assert [v.sprint for v in latest.sprints] == [second.name]

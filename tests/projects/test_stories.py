@@ -1,0 +1,376 @@
+from __future__ import annotations
+
+import random
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.struct_pb2 import Struct
+from google.type.date_pb2 import Date
+
+from hishamos.projects.v1 import (
+    epic_pb2,
+    epic_pb2_grpc,
+    project_pb2,
+    project_pb2_grpc,
+    sprint_pb2,
+    sprint_pb2_grpc,
+    story_pb2,
+    story_pb2_grpc,
+)
+from tests.conftest import Channels, Tenant
+from tests.errors import failure
+from tests.projects.support import in_project
+from tests.standard import Case, StandardMethodsContract
+
+Story = story_pb2.Story
+
+STORIES = Case(
+    service="projects",
+    pb=story_pb2,
+    stub=story_pb2_grpc.StoryServiceStub,
+    kind="Story",
+    field="story",
+    plural="stories",
+    valid=lambda i: Story(title=f"Sign in {i}", story_points=3, labels=["auth"], acceptance_criteria=["works"]),
+    invalid=lambda: Story(
+        title="",
+        story_points=2000,
+        assignee="users/1",
+        labels=[""],
+        acceptance_criteria=["x" * 1001],
+        epic="epics/1",
+    ),
+    invalid_fields={
+        "story.title",
+        "story.story_points",
+        "story.assignee",
+        "story.labels[0]",
+        "story.acceptance_criteria[0]",
+        "story.epic",
+    },
+    update=("title", "Sign in with a passkey"),
+    filter_true=lambda s: f'title = "{s.title}"',
+)
+
+
+class TestStoryStandardMethods(StandardMethodsContract):
+    case = STORIES
+
+    @pytest.fixture
+    def tenant(self, channels: Channels, tenant: Tenant) -> Tenant:
+        return in_project(channels, tenant)
+
+    @pytest.fixture
+    def other_tenant(self, channels: Channels, other_tenant: Tenant) -> Tenant:
+        return in_project(channels, other_tenant)
+
+
+@pytest.fixture
+def team(channels: Channels, tenant: Tenant) -> Tenant:
+    return in_project(channels, tenant)
+
+
+def api(channels: Channels) -> story_pb2_grpc.StoryServiceStub:
+    return story_pb2_grpc.StoryServiceStub(channels.direct("projects"))
+
+
+def create(channels: Channels, team: Tenant, story: Story) -> Story:
+    request = story_pb2.CreateStoryRequest(parent=team.organization, story=story)
+    return api(channels).CreateStory(request, metadata=team.metadata, timeout=10).story
+
+
+def update(channels: Channels, team: Tenant, story: Story, *paths: str) -> Story:
+    request = story_pb2.UpdateStoryRequest(story=story, update_mask=FieldMask(paths=list(paths)))
+    return api(channels).UpdateStory(request, metadata=team.metadata, timeout=10).story
+
+
+def listed(channels: Channels, team: Tenant, **fields: Any) -> list[Story]:
+    request = story_pb2.ListStoriesRequest(parent=team.organization, page_size=1000, **fields)
+    return list(api(channels).ListStories(request, metadata=team.metadata, timeout=10).stories)
+
+
+def move(channels: Channels, team: Tenant, name: str, **position: str) -> Story:
+    request = story_pb2.MoveStoryRequest(name=name, **position)
+    return api(channels).MoveStory(request, metadata=team.metadata, timeout=30).story
+
+
+def in_rank_order(channels: Channels, team: Tenant) -> list[str]:
+    return [s.name for s in listed(channels, team, order_by="rank")]
+
+
+def set_state(channels: Channels, team: Tenant, name: str, state: Any) -> Story:
+    return update(channels, team, Story(name=name, state=state), "state")
+
+
+def test_stories_follow_the_workflow_one_step_at_a_time_or_back_to_the_backlog(
+    channels: Channels, team: Tenant
+) -> None:
+    story = create(channels, team, Story(title="Export"))
+    assert story.state == Story.STATE_BACKLOG
+    skip = failure(lambda: set_state(channels, team, story.name, Story.STATE_IN_PROGRESS))
+    assert skip.code == grpc.StatusCode.FAILED_PRECONDITION and skip.reason == "INVALID_STATE_TRANSITION"
+    assert skip.metadata == {"from": "STATE_BACKLOG", "to": "STATE_IN_PROGRESS"}
+    for state in (Story.STATE_TODO, Story.STATE_IN_PROGRESS, Story.STATE_REVIEW, Story.STATE_DONE):
+        assert set_state(channels, team, story.name, state).state == state
+    assert set_state(channels, team, story.name, Story.STATE_REVIEW).state == Story.STATE_REVIEW  # back one step
+    assert failure(lambda: set_state(channels, team, story.name, Story.STATE_TODO)).reason == "INVALID_STATE_TRANSITION"
+    assert set_state(channels, team, story.name, Story.STATE_BACKLOG).state == Story.STATE_BACKLOG
+
+
+def make_sprint(channels: Channels, team: Tenant, i: int = 0) -> sprint_pb2.Sprint:
+    sprint = sprint_pb2.Sprint(
+        display_name=f"Sprint {i}",
+        start_date=Date(year=2026, month=4, day=1),
+        end_date=Date(year=2026, month=4, day=14),
+    )
+    request = sprint_pb2.CreateSprintRequest(parent=team.organization, sprint=sprint)
+    return (
+        sprint_pb2_grpc.SprintServiceStub(channels.direct("projects"))
+        .CreateSprint(request, metadata=team.metadata)
+        .sprint
+    )
+
+
+def make_epic(channels: Channels, team: Tenant) -> epic_pb2.Epic:
+    request = epic_pb2.CreateEpicRequest(parent=team.organization, epic=epic_pb2.Epic(title="Billing"))
+    return epic_pb2_grpc.EpicServiceStub(channels.direct("projects")).CreateEpic(request, metadata=team.metadata).epic
+
+
+def test_epic_and_sprint_must_be_live_ones_of_the_same_project(
+    channels: Channels, tenant: Tenant, team: Tenant
+) -> None:
+    elsewhere = in_project(channels, tenant)
+    foreign_epic, foreign_sprint = make_epic(channels, elsewhere), make_sprint(channels, elsewhere)
+    f = failure(lambda: create(channels, team, Story(title="x", epic=foreign_epic.name, sprint=foreign_sprint.name)))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"story.epic", "story.sprint"}
+
+    epic, sprint = make_epic(channels, team), make_sprint(channels, team)
+    story = create(channels, team, Story(title="Invoice", epic=epic.name, sprint=sprint.name, state=Story.STATE_DONE))
+    assert (story.epic, story.sprint) == (epic.name, sprint.name)
+    sprints = sprint_pb2_grpc.SprintServiceStub(channels.direct("projects"))
+    sprints.StartSprint(sprint_pb2.StartSprintRequest(name=sprint.name), metadata=team.metadata)
+    sprints.CompleteSprint(sprint_pb2.CompleteSprintRequest(name=sprint.name), metadata=team.metadata)
+    f = failure(lambda: create(channels, team, Story(title="Late", sprint=sprint.name)))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"story.sprint"}
+    # A done story stays in its completed sprint and can still be edited (no mask: every field it carries).
+    renamed = Story(name=story.name, title="Invoice PDF", epic=epic.name, sprint=sprint.name)
+    edited = api(channels).UpdateStory(story_pb2.UpdateStoryRequest(story=renamed), metadata=team.metadata).story
+    assert (edited.title, edited.sprint) == ("Invoice PDF", sprint.name)
+
+
+def test_list_filters_by_sprint_epic_label_assignee_state_and_text(
+    channels: Channels, tenant: Tenant, team: Tenant
+) -> None:
+    epic, sprint = make_epic(channels, team), make_sprint(channels, team)
+    planned = create(
+        channels, team, Story(title="Login page", sprint=sprint.name, labels=["ui", "auth"], assignee=tenant.user)
+    )
+    epic_story = create(
+        channels, team, Story(title="Refunds", description="money back", epic=epic.name, labels=["api"])
+    )
+    loose = create(channels, team, Story(title="Refactor", state=Story.STATE_TODO))
+
+    def names(text: str) -> set[str]:
+        return {s.name for s in listed(channels, team, filter=text)}
+
+    assert names(f'sprint = "{sprint.name}"') == {planned.name}
+    assert names('sprint = ""') == {epic_story.name, loose.name}
+    assert names(f'epic = "{epic.name}"') == {epic_story.name}
+    assert names('label = "auth"') == {planned.name}
+    assert names('label = "api"') == {epic_story.name}  # same query shape, new value: no stale parameters
+    assert names('label != "auth"') == {epic_story.name, loose.name}
+    assert names(f'assignee = "{tenant.user}"') == {planned.name}
+    assert names("state = STATE_TODO") == {loose.name}
+    assert names('text: "MONEY"') == {epic_story.name}
+    assert names('text: "re" AND NOT label = "api"') == {loose.name}
+    f = failure(lambda: listed(channels, team, filter='label > "a"'))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "filter" in f.violations
+
+
+def test_new_stories_rank_last_and_move_before_or_after_another(channels: Channels, team: Tenant) -> None:
+    a, b, c, d = (create(channels, team, Story(title=t)).name for t in "abcd")
+    assert in_rank_order(channels, team) == [a, b, c, d]
+    move(channels, team, d, before=a)
+    assert in_rank_order(channels, team) == [d, a, b, c]
+    move(channels, team, d, after=b)
+    assert in_rank_order(channels, team) == [a, b, d, c]
+    move(channels, team, a, after=c)
+    assert in_rank_order(channels, team) == [b, d, c, a]
+    same = failure(lambda: move(channels, team, a, before=a))
+    assert same.code == grpc.StatusCode.INVALID_ARGUMENT
+    missing = failure(lambda: move(channels, team, a, before=a.rsplit("/", 1)[0] + f"/{uuid.uuid4()}"))
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+    assert in_rank_order(channels, team) == [b, d, c, a]
+
+
+def test_inserting_again_and_again_at_one_spot_renumbers_without_losing_order(channels: Channels, team: Tenant) -> None:
+    first, last = create(channels, team, Story(title="first")).name, create(channels, team, Story(title="last")).name
+    inserted = []
+    for i in range(20):  # each insert halves the gap right after `first`; 16 halvings exhaust it
+        story = create(channels, team, Story(title=f"n{i}")).name
+        move(channels, team, story, after=first)
+        inserted.append(story)
+    assert in_rank_order(channels, team) == [first, *reversed(inserted), last]
+    newest = create(channels, team, Story(title="newest")).name
+    assert in_rank_order(channels, team)[-2:] == [last, newest]
+
+
+def test_concurrent_moves_keep_one_consistent_order(channels: Channels, team: Tenant) -> None:
+    names = [create(channels, team, Story(title=f"s{i}")).name for i in range(12)]
+    anchor, movers = names[0], names[6:]
+
+    def to_front(name: str) -> None:
+        move(channels, team, name, before=anchor)
+
+    with ThreadPoolExecutor(len(movers)) as pool:
+        list(pool.map(to_front, movers))
+    order = in_rank_order(channels, team)
+    # Every move landed right before the anchor: none was lost or overwritten by another.
+    assert sorted(order) == sorted(names)
+    assert set(order[: len(movers)]) == set(movers) and order[len(movers)] == anchor
+    assert order[len(movers) :] == [anchor, *names[1:6]]
+
+    rng = random.Random(7)
+    jobs = [(rng.choice(names), rng.choice(names), rng.random() < 0.5) for _ in range(40)]
+
+    def shuffle(job: tuple[str, str, bool]) -> None:
+        name, target, after = job
+        if name != target:
+            move(channels, team, name, **{"after" if after else "before": target})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(shuffle, jobs))
+    ranked = in_rank_order(channels, team)
+    assert sorted(ranked) == sorted(names)
+    # The order is one consistent sequence: paging through it by rank sees each story once.
+    paged: list[str] = []
+    token = ""
+    while True:
+        request = story_pb2.ListStoriesRequest(parent=team.organization, order_by="rank", page_size=5, page_token=token)
+        reply = api(channels).ListStories(request, metadata=team.metadata)
+        paged += [s.name for s in reply.stories]
+        token = reply.next_page_token
+        if not token:
+            break
+    assert paged == ranked
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"risk": {"enum": ["low", "high"]}, "days": {"type": "integer", "minimum": 1}},
+    "required": ["risk"],
+    "additionalProperties": False,
+}
+
+
+def struct(value: dict[str, Any]) -> Struct:
+    message = Struct()
+    message.update(value)
+    return message
+
+
+def test_custom_fields_must_match_the_projects_schema(channels: Channels, team: Tenant) -> None:
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    broken = project_pb2.Project(name=team.organization, story_custom_fields_schema=struct({"type": "nonsense"}))
+    f = failure(
+        lambda: projects.UpdateProject(
+            project_pb2.UpdateProjectRequest(
+                project=broken, update_mask=FieldMask(paths=["story_custom_fields_schema"])
+            ),
+            metadata=team.metadata,
+        )
+    )
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"project.story_custom_fields_schema"}
+    anything = create(channels, team, Story(title="before", custom_fields=struct({"whatever": 1})))
+    assert anything.custom_fields == struct({"whatever": 1})
+
+    schema = project_pb2.Project(name=team.organization, story_custom_fields_schema=struct(SCHEMA))
+    projects.UpdateProject(
+        project_pb2.UpdateProjectRequest(project=schema, update_mask=FieldMask(paths=["story_custom_fields_schema"])),
+        metadata=team.metadata,
+    )
+    f = failure(lambda: create(channels, team, Story(title="x", custom_fields=struct({"risk": "mid", "days": 0}))))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(f.violations) == {"story.custom_fields.risk", "story.custom_fields.days"}
+    f = failure(lambda: create(channels, team, Story(title="x")))
+    assert set(f.violations) == {"story.custom_fields"} and "risk" in f.violations["story.custom_fields"]
+    ok = create(channels, team, Story(title="x", custom_fields=struct({"risk": "high", "days": 3})))
+    assert ok.custom_fields["risk"] == "high" and ok.custom_fields["days"] == 3
+    f = failure(
+        lambda: update(
+            channels, team, Story(name=ok.name, custom_fields=struct({"risk": "high", "x": 1})), "custom_fields"
+        )
+    )
+    assert set(f.violations) == {"story.custom_fields"}
+
+
+def batch(channels: Channels, team: Tenant, stories: list[Story], **fields: Any) -> list[Story]:
+    request = story_pb2.BatchCreateStoriesRequest(
+        parent=team.organization, requests=[story_pb2.CreateStoryRequest(story=s) for s in stories], **fields
+    )
+    return list(api(channels).BatchCreateStories(request, metadata=team.metadata, timeout=30).stories)
+
+
+def test_batch_create_is_all_or_nothing_and_ranks_in_request_order(channels: Channels, team: Tenant) -> None:
+    first = create(channels, team, Story(title="already there"))
+    f = failure(lambda: batch(channels, team, [Story(title="ok"), Story(title=""), Story(title="ok", story_points=-1)]))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(f.violations) == {"requests[1].story.title", "requests[2].story.story_points"}
+    assert [s.name for s in listed(channels, team)] == [first.name]
+
+    request_id = str(uuid.uuid4())
+    made = batch(channels, team, [Story(title=f"b{i}") for i in range(5)], request_id=request_id)
+    assert [s.title for s in made] == [f"b{i}" for i in range(5)]
+    assert batch(channels, team, [Story(title=f"b{i}") for i in range(5)], request_id=request_id) == made
+    assert in_rank_order(channels, team) == [first.name, *(s.name for s in made)]
+
+    too_many = failure(lambda: batch(channels, team, [Story(title="x")] * 501))
+    assert too_many.code == grpc.StatusCode.INVALID_ARGUMENT and "requests" in too_many.violations
+    assert len(listed(channels, team)) == 6
+
+
+def test_completing_a_sprint_moves_unfinished_stories_to_the_next_sprint_or_the_backlog(
+    channels: Channels, tenant: Tenant, team: Tenant
+) -> None:
+    sprints = sprint_pb2_grpc.SprintServiceStub(channels.direct("projects"))
+    current, following = make_sprint(channels, team, 1), make_sprint(channels, team, 2)
+    done = create(channels, team, Story(title="done", sprint=current.name, state=Story.STATE_DONE))
+    open_ = [create(channels, team, Story(title=f"open {i}", sprint=current.name)).name for i in range(2)]
+    sprints.StartSprint(sprint_pb2.StartSprintRequest(name=current.name), metadata=team.metadata)
+
+    for bad in (current.name, make_sprint(channels, in_project(channels, tenant)).name):
+        f = failure(
+            lambda b=bad: sprints.CompleteSprint(
+                sprint_pb2.CompleteSprintRequest(name=current.name, next_sprint=b), metadata=team.metadata
+            )
+        )
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "next_sprint" in f.violations
+    reply = sprints.CompleteSprint(
+        sprint_pb2.CompleteSprintRequest(name=current.name, next_sprint=following.name), metadata=team.metadata
+    )
+    assert reply.sprint.state == sprint_pb2.Sprint.STATE_COMPLETED and sorted(reply.moved_stories) == sorted(open_)
+    assert {s.name for s in listed(channels, team, filter=f'sprint = "{following.name}"')} == set(open_)
+    assert [s.name for s in listed(channels, team, filter=f'sprint = "{current.name}"')] == [done.name]
+
+    sprints.StartSprint(sprint_pb2.StartSprintRequest(name=following.name), metadata=team.metadata)
+    reply = sprints.CompleteSprint(sprint_pb2.CompleteSprintRequest(name=following.name), metadata=team.metadata)
+    assert sorted(reply.moved_stories) == sorted(open_)
+    assert {s.name for s in listed(channels, team, filter='sprint = ""')} == set(open_)
+
+
+def test_epic_progress_is_done_points_over_total_points_of_its_live_stories(channels: Channels, team: Tenant) -> None:
+    epics = epic_pb2_grpc.EpicServiceStub(channels.direct("projects"))
+    epic = make_epic(channels, team)
+    assert (epic.progress, epic.total_story_points) == (0, 0)
+    create(channels, team, Story(title="a", epic=epic.name, story_points=5, state=Story.STATE_DONE))
+    pending = create(channels, team, Story(title="b", epic=epic.name, story_points=15))
+    create(channels, team, Story(title="elsewhere", story_points=8, state=Story.STATE_DONE))
+    got = epics.GetEpic(epic_pb2.GetEpicRequest(name=epic.name), metadata=team.metadata).epic
+    assert (got.total_story_points, got.done_story_points, got.progress) == (20, 5, 0.25)
+    api(channels).DeleteStory(story_pb2.DeleteStoryRequest(name=pending.name), metadata=team.metadata)
+    (only,) = epics.ListEpics(epic_pb2.ListEpicsRequest(parent=team.organization), metadata=team.metadata).epics
+    assert (only.total_story_points, only.done_story_points, only.progress) == (5, 5, 1.0)
