@@ -32,6 +32,7 @@ class Principal:
     organization_id: uuid.UUID
     roles: tuple[str, ...]
     expires_at: float
+    permissions: frozenset[str] = frozenset()
 
     @property
     def organization_name(self) -> str:
@@ -149,6 +150,7 @@ class TokenVerifier:
                 organization_id=uuid.UUID(str(claims["org"])),
                 roles=tuple(str(r) for r in claims.get("roles", ())),
                 expires_at=float(claims["exp"]),
+                permissions=frozenset(str(p) for p in claims.get("perms", ())),
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("access token expired; log in or refresh", "TOKEN_EXPIRED") from exc

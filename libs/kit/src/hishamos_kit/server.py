@@ -23,7 +23,7 @@ from grpc_status import rpc_status
 from hishamos_kit import api, logs
 from hishamos_kit.auth import JwksClient, KeySource, TokenVerifier, bearer_token, principal_var
 from hishamos_kit.db import Database
-from hishamos_kit.errors import ApiError, Unavailable, internal_status
+from hishamos_kit.errors import ApiError, PermissionDenied, Unavailable, internal_status
 from hishamos_kit.logs import request_id_var
 from hishamos_kit.metrics import RpcMetrics, serve_metrics
 from hishamos_kit.settings import ServiceSettings
@@ -57,8 +57,9 @@ class Chassis:
     metrics: RpcMetrics = field(default_factory=RpcMetrics)
 
     async def run(
-        self, method: str, public: bool, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext
+        self, method: str, permission: str, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext
     ) -> Any:
+        """`permission` is what the method requires; empty for a public method."""
         metadata: Mapping[str, str] = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         request_id = metadata.get("x-request-id") or uuid.uuid4().hex
         request_id_var.set(request_id)
@@ -66,8 +67,14 @@ class Chassis:
         status = None
         code = "OK"
         try:
-            if not public:
-                principal_var.set(await self.verifier.verify(bearer_token(metadata)))
+            if permission:
+                principal = await self.verifier.verify(bearer_token(metadata))
+                # Checked before the handler runs, so a caller without it learns nothing of existence.
+                if permission not in principal.permissions:
+                    raise PermissionDenied(
+                        f"this call needs the permission {permission}", "PERMISSION_DENIED", {"permission": permission}
+                    )
+                principal_var.set(principal)
             return await call()
         except ApiError as exc:
             status = exc.to_status(self.domain, request_id)
@@ -98,7 +105,7 @@ class Chassis:
         await _abort(context, status, request_id)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        run = functools.partial(self.run, method, api.authorization(method).public)
+        run = functools.partial(self.run, method, api.authorization(method).permission)
         if handler.unary_unary:
             unary = handler.unary_unary
 

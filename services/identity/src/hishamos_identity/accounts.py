@@ -6,12 +6,12 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import auth_pb2 as pb
-from hishamos_identity import organizations, users
+from hishamos_identity import audit, organizations, users
 from hishamos_identity.models import IdempotencyKey, Organization, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_identity.tokens import TokenIssuer
@@ -29,6 +29,7 @@ UNIQUE_FIELDS = {
     "uq_users_organization_id_username": "username",
 }
 BAD_CREDENTIALS = "wrong organization, login or password"
+MAX_FAILURES = 5
 
 
 def _check_signup(request: pb.SignUpRequest) -> Violations:
@@ -77,6 +78,7 @@ class Accounts:
             await self._flush(session)
             session.add(user)
             await self._flush(session)
+            audit.record(session, organization_id, "organization.created", users.user_name(user), users.user_name(user))
             return pb.SignUpResponse(
                 organization=organizations.to_message(org),
                 user=users.to_message(user),
@@ -118,21 +120,63 @@ class Accounts:
         v.check(bool(request.password), "password", "is required")
         v.raise_if_any()
         org, user = await self._find(request.organization_slug, request.login.strip())
-        # The hash is checked outside any transaction: it takes tens of milliseconds by design.
-        stored_hash = user.password_hash if user is not None else None
-        if not await self.passwords.verify(stored_hash, request.password) or user is None or org is None:
+        attempt = await self._reserve_attempt(user) if user is not None else None
+        # The hash is checked outside any transaction (it takes tens of milliseconds by design), and
+        # checked even when there is no user or no attempt left, so every failure takes as long.
+        verified = await self.passwords.verify(user.password_hash if user and attempt else None, request.password)
+        if org is None or user is None:
+            raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
+        if not verified:
+            await self._failed(user, attempt)
             raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
         if org.state != "active":
             raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
-        values: dict[str, object] = {"last_login_at": func.now()}
+        if user.state != "active":
+            raise PermissionDenied("this user is deactivated; ask an admin", "USER_DEACTIVATED")
+        values: dict[str, object] = {
+            "last_login_at": func.now(),
+            "failed_logins": 0,
+            "lockouts": 0,
+            "locked_until": None,
+        }
         if self.passwords.needs_rehash(user.password_hash):
             values["password_hash"] = await self.passwords.hash(request.password)
         async with self.db.tenant(org.id) as session:
             # A Core UPDATE: signing in is not an edit, so it leaves the user's etag alone.
             await session.execute(update(User).where(User.id == user.id).values(**values))
             user.last_login_at = datetime.now(UTC)
+            audit.record(session, org.id, "login.succeeded", users.user_name(user), users.user_name(user))
             tokens = await self.issuer.pair(session, user)
         return pb.LoginResponse(user=users.to_message(user), tokens=tokens)
+
+    async def _reserve_attempt(self, user: User) -> int | None:
+        """Take one of the user's MAX_FAILURES attempts before checking the password, atomically, so
+        parallel guesses cannot check more passwords than the limit. None: the account is locked."""
+        expired = or_(User.locked_until.is_(None), User.locked_until <= func.now())
+        async with self.db.tenant(user.organization_id) as session:
+            return await session.scalar(
+                update(User)
+                .where(User.id == user.id, or_(User.failed_logins < MAX_FAILURES, User.locked_until <= func.now()))
+                .where(expired)
+                .values(
+                    failed_logins=case((User.locked_until <= func.now(), 1), else_=User.failed_logins + 1),
+                    locked_until=None,
+                )
+                .returning(User.failed_logins)
+            )
+
+    async def _failed(self, user: User, attempt: int | None) -> None:
+        name = users.user_name(user)
+        async with self.db.tenant(user.organization_id) as session:
+            audit.record(session, user.organization_id, "login.failed", target=name, locked=attempt is None)
+            if attempt == MAX_FAILURES:
+                # Locked for 1, 2, 4 … minutes, at most an hour, doubling with each lockout in a row.
+                minutes = func.least(60, func.power(2, User.lockouts))
+                until = func.now() + minutes * literal_column("interval '1 minute'")
+                await session.execute(
+                    update(User).where(User.id == user.id).values(locked_until=until, lockouts=User.lockouts + 1)
+                )
+                audit.record(session, user.organization_id, "user.locked", target=name)
 
     async def _find(self, slug: str, login: str) -> tuple[Organization | None, User | None]:
         async with self.db.unscoped() as session:

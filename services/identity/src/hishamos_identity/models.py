@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ARRAY, DateTime, Index, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from hishamos_kit.db import Resource, TenantResource, Timestamps, new_metadata
@@ -51,6 +53,45 @@ class User(TenantResource, Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list, server_default="{}")
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    last_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    avatar_uri: Mapped[str] = mapped_column(String(2000), default="", server_default="")
+    bio: Mapped[str] = mapped_column(Text, default="", server_default="")
+    time_zone: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    state: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+    # Brute-force protection: attempts are reserved atomically before a password is checked.
+    failed_logins: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    lockouts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Role(TenantResource, Base):
+    """A custom role; the predefined ones live in code (hishamos_identity.roles)."""
+
+    __tablename__ = "roles"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "role_id"),
+        Index("ix_roles_organization_id_created_at", "organization_id", text("created_at DESC")),
+    )
+
+    role_id: Mapped[str] = mapped_column(String(63))
+    display_name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    permissions: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list, server_default="{}")
+
+
+class AuditEvent(Timestamps, Base):
+    """Append-only: the app role may insert and read, never update or delete."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_organization_id_created_at", "organization_id", text("created_at DESC")),)
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    target: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    request_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
 
 
 class SigningKey(Timestamps, Base):

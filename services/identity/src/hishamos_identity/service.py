@@ -1,4 +1,4 @@
-"""The identity gRPC API: thin handlers over accounts, organizations and keys."""
+"""The identity gRPC API: thin handlers over accounts, sessions, users, roles, organizations and audit."""
 
 from __future__ import annotations
 
@@ -6,24 +6,37 @@ import json
 
 from grpc.aio import ServicerContext as Context
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2, organization_pb2_grpc
-from hishamos_identity import organizations
+from hishamos.identity.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    organization_pb2,
+    organization_pb2_grpc,
+    role_pb2,
+    role_pb2_grpc,
+    user_pb2,
+    user_pb2_grpc,
+)
+from hishamos_identity import audit, organizations
 from hishamos_identity.accounts import Accounts
 from hishamos_identity.keys import KeyStore
 from hishamos_identity.passwords import Passwords
+from hishamos_identity.roles import Roles
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.tokens import TokenIssuer
+from hishamos_identity.users import Users
+from hishamos_kit import api
 from hishamos_kit.auth import current_principal
 from hishamos_kit.crypto import Sealer, load_key
 from hishamos_kit.db import Database
 from hishamos_kit.server import Service
 
-AUTH = "hishamos.identity.v1.AuthService"
-
 
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, accounts: Accounts, keys: KeyStore) -> None:
+    def __init__(self, accounts: Accounts, issuer: TokenIssuer, keys: KeyStore) -> None:
         self.accounts = accounts
+        self.issuer = issuer
         self.keys = keys
 
     async def SignUp(self, request: auth_pb2.SignUpRequest, context: Context) -> auth_pb2.SignUpResponse:
@@ -31,6 +44,15 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
 
     async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.LoginResponse:
         return await self.accounts.login(request)
+
+    async def RefreshToken(
+        self, request: auth_pb2.RefreshTokenRequest, context: Context
+    ) -> auth_pb2.RefreshTokenResponse:
+        return auth_pb2.RefreshTokenResponse(tokens=await self.issuer.refresh(request.refresh_token))
+
+    async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
+        await self.issuer.logout(request.refresh_token)
+        return auth_pb2.LogoutResponse()
 
     async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Context) -> auth_pb2.GetJwksResponse:
         document = await self.keys.jwks_json()
@@ -56,6 +78,104 @@ class OrganizationService(organization_pb2_grpc.OrganizationServiceServicer):
         return organization_pb2.UpdateOrganizationResponse(organization=org)
 
 
+class UserService(user_pb2_grpc.UserServiceServicer):
+    def __init__(self, users: Users) -> None:
+        self.users = users
+
+    async def CreateUser(self, request: user_pb2.CreateUserRequest, context: Context) -> user_pb2.CreateUserResponse:
+        return user_pb2.CreateUserResponse(user=await self.users.create_user(current_principal(), request))
+
+    async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.GetUserResponse:
+        return user_pb2.GetUserResponse(user=await self.users.get(current_principal(), request.name))
+
+    async def ListUsers(self, request: user_pb2.ListUsersRequest, context: Context) -> user_pb2.ListUsersResponse:
+        found, token = await self.users.list(current_principal(), request)
+        return user_pb2.ListUsersResponse(users=found, next_page_token=token)
+
+    async def UpdateUser(self, request: user_pb2.UpdateUserRequest, context: Context) -> user_pb2.UpdateUserResponse:
+        return user_pb2.UpdateUserResponse(
+            user=await self.users.update(current_principal(), request.user, request.update_mask)
+        )
+
+    async def DeleteUser(self, request: user_pb2.DeleteUserRequest, context: Context) -> user_pb2.DeleteUserResponse:
+        return user_pb2.DeleteUserResponse(
+            user=await self.users.delete(current_principal(), request.name, request.etag)
+        )
+
+    async def UndeleteUser(
+        self, request: user_pb2.UndeleteUserRequest, context: Context
+    ) -> user_pb2.UndeleteUserResponse:
+        user = await self.users.undelete(current_principal(), request.name, request.etag)
+        return user_pb2.UndeleteUserResponse(user=user)
+
+    async def DeactivateUser(
+        self, request: user_pb2.DeactivateUserRequest, context: Context
+    ) -> user_pb2.DeactivateUserResponse:
+        user = await self.users.set_state(current_principal(), request.name, request.etag, "deactivated")
+        return user_pb2.DeactivateUserResponse(user=user)
+
+    async def ActivateUser(
+        self, request: user_pb2.ActivateUserRequest, context: Context
+    ) -> user_pb2.ActivateUserResponse:
+        user = await self.users.set_state(current_principal(), request.name, request.etag, "active")
+        return user_pb2.ActivateUserResponse(user=user)
+
+    async def ChangePassword(
+        self, request: user_pb2.ChangePasswordRequest, context: Context
+    ) -> user_pb2.ChangePasswordResponse:
+        await self.users.change_password(current_principal(), request)
+        return user_pb2.ChangePasswordResponse()
+
+
+class RoleService(role_pb2_grpc.RoleServiceServicer):
+    def __init__(self, roles: Roles) -> None:
+        self.roles = roles
+
+    async def ListPermissions(
+        self, request: role_pb2.ListPermissionsRequest, context: Context
+    ) -> role_pb2.ListPermissionsResponse:
+        return role_pb2.ListPermissionsResponse(permissions=api.permissions())
+
+    async def GetRole(self, request: role_pb2.GetRoleRequest, context: Context) -> role_pb2.GetRoleResponse:
+        return role_pb2.GetRoleResponse(role=await self.roles.get(current_principal(), request.name))
+
+    async def ListRoles(self, request: role_pb2.ListRolesRequest, context: Context) -> role_pb2.ListRolesResponse:
+        return role_pb2.ListRolesResponse(roles=await self.roles.list(current_principal(), request.parent))
+
+    async def CreateRole(self, request: role_pb2.CreateRoleRequest, context: Context) -> role_pb2.CreateRoleResponse:
+        role = await self.roles.create(current_principal(), request.parent, request.role, request.role_id)
+        return role_pb2.CreateRoleResponse(role=role)
+
+    async def UpdateRole(self, request: role_pb2.UpdateRoleRequest, context: Context) -> role_pb2.UpdateRoleResponse:
+        return role_pb2.UpdateRoleResponse(
+            role=await self.roles.update(current_principal(), request.role, request.update_mask)
+        )
+
+    async def DeleteRole(self, request: role_pb2.DeleteRoleRequest, context: Context) -> role_pb2.DeleteRoleResponse:
+        await self.roles.delete(current_principal(), request.name)
+        return role_pb2.DeleteRoleResponse()
+
+    async def AssignRole(self, request: role_pb2.AssignRoleRequest, context: Context) -> role_pb2.AssignRoleResponse:
+        user = await self.roles.assign(current_principal(), request.user, request.role, grant=True)
+        return role_pb2.AssignRoleResponse(user=user)
+
+    async def UnassignRole(
+        self, request: role_pb2.UnassignRoleRequest, context: Context
+    ) -> role_pb2.UnassignRoleResponse:
+        user = await self.roles.assign(current_principal(), request.user, request.role, grant=False)
+        return role_pb2.UnassignRoleResponse(user=user)
+
+
+class AuditService(audit_pb2_grpc.AuditServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def ListAuditEvents(
+        self, request: audit_pb2.ListAuditEventsRequest, context: Context
+    ) -> audit_pb2.ListAuditEventsResponse:
+        return await audit.list_events(self.db, current_principal(), request)
+
+
 class Identity:
     """Builds identity's servicers and the key store its own token verification uses."""
 
@@ -73,16 +193,22 @@ class Identity:
         await self.key_store.ensure_active()
         s = self.settings
         passwords = Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
-        accounts = Accounts(db, passwords, TokenIssuer(self.key_store, s))
+        issuer = TokenIssuer(db, self.key_store, s)
+        v1 = "hishamos.identity.v1"
         return [
             Service(
-                AUTH,
-                AuthService(accounts, self.key_store),
+                f"{v1}.AuthService",
+                AuthService(Accounts(db, passwords, issuer), issuer, self.key_store),
                 auth_pb2_grpc.add_AuthServiceServicer_to_server,
             ),
             Service(
-                "hishamos.identity.v1.OrganizationService",
+                f"{v1}.OrganizationService",
                 OrganizationService(db),
                 organization_pb2_grpc.add_OrganizationServiceServicer_to_server,
             ),
+            Service(
+                f"{v1}.UserService", UserService(Users(db, passwords)), user_pb2_grpc.add_UserServiceServicer_to_server
+            ),
+            Service(f"{v1}.RoleService", RoleService(Roles(db)), role_pb2_grpc.add_RoleServiceServicer_to_server),
+            Service(f"{v1}.AuditService", AuditService(db), audit_pb2_grpc.add_AuditServiceServicer_to_server),
         ]
