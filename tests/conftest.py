@@ -89,6 +89,35 @@ def sign_up(channel: grpc.Channel, slug: str | None = None) -> Tenant:
     )
 
 
+def add_user(channels: Channels, admin: Tenant, *roles: str, username: str | None = None) -> Tenant:
+    """A new user of `admin`'s organization holding `roles`, signed in."""
+    from hishamos.identity.v1 import user_pb2, user_pb2_grpc
+
+    username = username or f"user-{uuid.uuid4().hex[:8]}"
+    created = (
+        user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+        .CreateUser(
+            user_pb2.CreateUserRequest(
+                parent=admin.organization,
+                user=user_pb2.User(email=f"{username}@{admin.slug}.test", username=username),
+                password=PASSWORD,
+                roles=list(roles),
+            ),
+            metadata=admin.metadata,
+            timeout=30,
+        )
+        .user
+    )
+    tokens = (
+        auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+        .Login(auth_pb2.LoginRequest(organization_slug=admin.slug, login=username, password=PASSWORD), timeout=30)
+        .tokens
+    )
+    return Tenant(
+        admin.organization, admin.slug, created.name, username, PASSWORD, tokens.access_token, tokens.refresh_token
+    )
+
+
 @pytest.fixture
 def tenant(channels: Channels) -> Tenant:
     return sign_up(channels.direct("identity"))

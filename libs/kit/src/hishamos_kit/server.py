@@ -91,7 +91,7 @@ class Chassis:
         except Exception as exc:  # noqa: BLE001 - the last line: the client gets INTERNAL and a request id
             frame = _innermost_frame(exc)
             log.error("unhandled error in %s at %s", method, frame, extra={"error_type": type(exc).__name__})
-            status = internal_status(request_id)
+            status = internal_status(self.domain, request_id)
             code = "INTERNAL"
         finally:
             elapsed = time.perf_counter() - started

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 
 from google.protobuf.field_mask_pb2 import FieldMask
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import any_, delete, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -175,7 +175,7 @@ class Roles:
         # Lock every admin row, so two demotions at once cannot both see "another admin left".
         admins = await session.scalars(
             select(User.id)
-            .where(User.roles.contains(["admin"]), User.is_deleted.is_(False), User.state == "active")
+            .where(literal("admin") == any_(User.roles), User.is_deleted.is_(False), User.state == "active")
             .with_for_update()
         )
         return any(admin != user_id for admin in admins)

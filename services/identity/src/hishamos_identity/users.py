@@ -160,7 +160,7 @@ class Users(StandardMethods[User, pb.User]):
         resources.check_request_id(request.request_id)
         row = User(id=uuid.uuid4(), organization_id=organization_id, state="active")
         v = Violations()
-        self.kind.apply(row, request.user, ["email", "username", "full_name", "first_name", "last_name"], v)
+        self.kind.apply(row, request.user, sorted(self.kind.updatable), v)
         check_strength(v, "password", request.password)
         v.raise_if_any()
         row.password_hash = await self.passwords.hash(request.password)
