@@ -16,8 +16,8 @@ import grpc
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc
-from hishamos_kit.errors import Unauthenticated
+from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, auth_pb2, auth_pb2_grpc
+from hishamos_kit.errors import ResourceExhausted, Unauthenticated
 
 ALGORITHM = "EdDSA"
 # Header parameters that would let a token choose its own verification key (RFC 7515 §4.1).
@@ -163,5 +163,84 @@ def bearer_token(metadata: Mapping[str, str]) -> str:
     value = metadata.get("authorization", "")
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("send `authorization: Bearer <access token>`", "CREDENTIALS_MISSING")
+        raise Unauthenticated("send `authorization: Bearer <access token or API key>`", "CREDENTIALS_MISSING")
     return token.strip()
+
+
+API_KEY_PREFIX = "hos_"
+
+
+class ApiKeys:
+    """API keys verified by identity's AuthenticateApiKey, cached for `ttl_seconds`, and rate-limited
+    here with a token bucket per key (the limit holds per service process)."""
+
+    def __init__(self, target: str, ttl_seconds: float = 10.0) -> None:
+        self._target = target
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, last refill)
+        self._limits: dict[str, int] = {}
+        self._channel: grpc.aio.Channel | None = None
+
+    async def verify(self, key: str) -> Principal:
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is None or cached[1] <= now:
+            principal = await self._authenticate(key)
+            self._cache[key] = cached = (principal, now + self._ttl)
+        self._spend(key)
+        return cached[0]
+
+    async def _authenticate(self, key: str) -> Principal:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._target)
+        stub = api_key_pb2_grpc.ApiKeyServiceStub(self._channel)
+        try:
+            reply = await stub.AuthenticateApiKey(api_key_pb2.AuthenticateApiKeyRequest(key=key), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                self._cache.pop(key, None)
+                raise Unauthenticated("the API key is not valid", "API_KEY_INVALID") from None
+            raise Unauthenticated("cannot verify API keys now: identity is unreachable", "API_KEY_UNVERIFIED") from exc
+        self._limits[key] = reply.rate_limit_per_minute
+        return Principal(
+            subject=reply.owner,
+            organization_id=uuid.UUID(reply.organization.rsplit("/", 1)[1]),
+            roles=(),
+            expires_at=time.time() + self._ttl,
+            permissions=frozenset(reply.permissions),
+        )
+
+    def _spend(self, key: str) -> None:
+        limit = self._limits.get(key, 0) or 600
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(limit), now))
+        tokens = min(float(limit), tokens + (now - last) * limit / 60.0)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            raise ResourceExhausted(
+                f"this API key allows {limit} calls a minute; slow down", "RATE_LIMITED", {"limit": str(limit)}
+            )
+        self._buckets[key] = (tokens - 1.0, now)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+
+class Authenticator:
+    """The caller from the request metadata: an access token, or an API key (`x-api-key`, or a
+    bearer credential that starts with `hos_`)."""
+
+    def __init__(self, tokens: TokenVerifier, api_keys: ApiKeys) -> None:
+        self.tokens = tokens
+        self.api_keys = api_keys
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+        key = metadata.get("x-api-key")
+        if key:
+            return await self.api_keys.verify(key.strip())
+        token = bearer_token(metadata)
+        if token.startswith(API_KEY_PREFIX):
+            return await self.api_keys.verify(token)
+        return await self.tokens.verify(token)

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from hishamos_kit import api, logs
-from hishamos_kit.auth import JwksClient, KeySource, TokenVerifier, bearer_token, principal_var
+from hishamos_kit.auth import ApiKeys, Authenticator, JwksClient, KeySource, TokenVerifier, principal_var
 from hishamos_kit.db import Database
 from hishamos_kit.errors import ApiError, PermissionDenied, Unavailable, internal_status
 from hishamos_kit.logs import request_id_var
@@ -52,7 +52,7 @@ class Chassis:
     """
 
     domain: str
-    verifier: TokenVerifier
+    authenticator: Authenticator
     slow_seconds: float = 0.25
     metrics: RpcMetrics = field(default_factory=RpcMetrics)
 
@@ -68,7 +68,7 @@ class Chassis:
         code = "OK"
         try:
             if permission:
-                principal = await self.verifier.verify(bearer_token(metadata))
+                principal = await self.authenticator.authenticate(metadata)
                 # Checked before the handler runs, so a caller without it learns nothing of existence.
                 if permission not in principal.permissions:
                     raise PermissionDenied(
@@ -177,14 +177,14 @@ async def serve(
     name: str,
     settings: ServiceSettings,
     services: Iterable[Service],
-    verifier: TokenVerifier,
+    authenticator: Authenticator,
     on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING first, then finish calls within the grace."""
     services = list(services)
     chassis = Chassis(
         domain=f"{name}.hishamos.dev",
-        verifier=verifier,
+        authenticator=authenticator,
         slow_seconds=settings.slow_call_ms / 1000,
     )
     server = grpc.aio.server(
@@ -238,9 +238,11 @@ async def run(
     jwks = None if keys else JwksClient(settings.identity_target, settings.jwks_cache_seconds)
     key_source: KeySource = keys(db) if keys else jwks  # type: ignore[assignment]
     verifier = TokenVerifier(key_source, settings.jwt_issuer, settings.jwt_audience)
+    api_keys = ApiKeys(settings.identity_target)
     try:
-        await serve(name, settings, await build(db), verifier)
+        await serve(name, settings, await build(db), Authenticator(verifier, api_keys))
     finally:
+        await api_keys.close()
         if jwks is not None:
             await jwks.close()
         await db.close()

@@ -26,8 +26,8 @@ def _viewer(p: str) -> bool:
 
 
 def _developer(p: str) -> bool:
-    context, _, verb = _parts(p)
-    return _viewer(p) or (context in WORK and verb != "delete")
+    context, resource, verb = _parts(p)
+    return _viewer(p) or (context in WORK and verb != "delete") or resource == "api_keys"
 
 
 def _manager(p: str) -> bool:

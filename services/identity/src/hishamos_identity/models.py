@@ -117,3 +117,21 @@ class RefreshToken(Timestamps, Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Timestamps, Base):
+    """An API key, stored only as the SHA-256 of its secret and a visible prefix."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_organization_id_created_at", "organization_id", text("created_at DESC")),)
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list, server_default="{}")
+    rate_limit_per_minute: Mapped[int] = mapped_column(default=600, server_default=text("600"))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

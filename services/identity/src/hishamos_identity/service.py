@@ -7,6 +7,8 @@ import json
 from grpc.aio import ServicerContext as Context
 
 from hishamos.identity.v1 import (
+    api_key_pb2,
+    api_key_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
     auth_pb2,
@@ -20,6 +22,7 @@ from hishamos.identity.v1 import (
 )
 from hishamos_identity import audit, organizations
 from hishamos_identity.accounts import Accounts
+from hishamos_identity.api_keys import ApiKeys
 from hishamos_identity.keys import KeyStore
 from hishamos_identity.passwords import Passwords
 from hishamos_identity.roles import Roles
@@ -176,6 +179,34 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         return await audit.list_events(self.db, current_principal(), request)
 
 
+class ApiKeyService(api_key_pb2_grpc.ApiKeyServiceServicer):
+    def __init__(self, keys: ApiKeys) -> None:
+        self.keys = keys
+
+    async def CreateApiKey(
+        self, request: api_key_pb2.CreateApiKeyRequest, context: Context
+    ) -> api_key_pb2.CreateApiKeyResponse:
+        return await self.keys.create(current_principal(), request.parent, request.api_key)
+
+    async def GetApiKey(self, request: api_key_pb2.GetApiKeyRequest, context: Context) -> api_key_pb2.GetApiKeyResponse:
+        return api_key_pb2.GetApiKeyResponse(api_key=await self.keys.get(current_principal(), request.name))
+
+    async def ListApiKeys(
+        self, request: api_key_pb2.ListApiKeysRequest, context: Context
+    ) -> api_key_pb2.ListApiKeysResponse:
+        return await self.keys.list(current_principal(), request)
+
+    async def RevokeApiKey(
+        self, request: api_key_pb2.RevokeApiKeyRequest, context: Context
+    ) -> api_key_pb2.RevokeApiKeyResponse:
+        return api_key_pb2.RevokeApiKeyResponse(api_key=await self.keys.revoke(current_principal(), request.name))
+
+    async def AuthenticateApiKey(
+        self, request: api_key_pb2.AuthenticateApiKeyRequest, context: Context
+    ) -> api_key_pb2.AuthenticateApiKeyResponse:
+        return await self.keys.authenticate(request.key)
+
+
 class Identity:
     """Builds identity's servicers and the key store its own token verification uses."""
 
@@ -211,4 +242,7 @@ class Identity:
             ),
             Service(f"{v1}.RoleService", RoleService(Roles(db)), role_pb2_grpc.add_RoleServiceServicer_to_server),
             Service(f"{v1}.AuditService", AuditService(db), audit_pb2_grpc.add_AuditServiceServicer_to_server),
+            Service(
+                f"{v1}.ApiKeyService", ApiKeyService(ApiKeys(db)), api_key_pb2_grpc.add_ApiKeyServiceServicer_to_server
+            ),
         ]
