@@ -119,8 +119,7 @@ class Accounts:
         v.check(bool(request.login), "login", "is required (email or username)")
         v.check(bool(request.password), "password", "is required")
         v.raise_if_any()
-        org, user = await self._find(request.organization_slug, request.login.strip())
-        attempt = await self._reserve_attempt(user) if user is not None else None
+        org, user, attempt = await self._find(request.organization_slug, request.login.strip())
         # The hash is checked outside any transaction (it takes tens of milliseconds by design), and
         # checked even when there is no user or no attempt left, so every failure takes as long.
         verified = await self.passwords.verify(user.password_hash if user and attempt else None, request.password)
@@ -143,27 +142,14 @@ class Accounts:
             values["password_hash"] = await self.passwords.hash(request.password)
         async with self.db.tenant(org.id) as session:
             # A Core UPDATE: signing in is not an edit, so it leaves the user's etag alone.
-            await session.execute(update(User).where(User.id == user.id).values(**values))
+            await session.execute(
+                update(User).where(User.id == user.id).values(**values).execution_options(synchronize_session=False)
+            )
             user.last_login_at = datetime.now(UTC)
             audit.record(session, org.id, "login.succeeded", users.user_name(user), users.user_name(user))
             tokens = await self.issuer.pair(session, user)
         return pb.LoginResponse(user=users.to_message(user), tokens=tokens)
 
-    async def _reserve_attempt(self, user: User) -> int | None:
-        """Take one of the user's MAX_FAILURES attempts before checking the password, atomically, so
-        parallel guesses cannot check more passwords than the limit. None: the account is locked."""
-        expired = or_(User.locked_until.is_(None), User.locked_until <= func.now())
-        async with self.db.tenant(user.organization_id) as session:
-            return await session.scalar(
-                update(User)
-                .where(User.id == user.id, or_(User.failed_logins < MAX_FAILURES, User.locked_until <= func.now()))
-                .where(expired)
-                .values(
-                    failed_logins=case((User.locked_until <= func.now(), 1), else_=User.failed_logins + 1),
-                    locked_until=None,
-                )
-                .returning(User.failed_logins)
-            )
 
     async def _failed(self, user: User, attempt: int | None) -> None:
         name = users.user_name(user)
@@ -178,13 +164,16 @@ class Accounts:
                 )
                 audit.record(session, user.organization_id, "user.locked", target=name)
 
-    async def _find(self, slug: str, login: str) -> tuple[Organization | None, User | None]:
+    async def _find(self, slug: str, login: str) -> tuple[Organization | None, User | None, int | None]:
+        """The organization, the user, and one of the user's MAX_FAILURES attempts, taken before the
+        password is checked and committed at once, so parallel guesses cannot check more passwords
+        than the limit. No attempt (None): the account is locked."""
         async with self.db.unscoped() as session:
             # Row-level security shows the organization whose slug was typed, and nothing else.
             await set_local(session, SLUG_SETTING, slug)
             org = await session.scalar(select(Organization).where(Organization.slug == slug))
             if org is None or org.is_deleted:
-                return None, None
+                return None, None, None
             await set_local(session, TENANT_SETTING, str(org.id))
             user = await session.scalar(
                 select(User).where(
@@ -193,4 +182,15 @@ class Accounts:
                     or_(User.email == login.lower(), User.username == login),
                 )
             )
-            return org, user
+            if user is None:
+                return org, None, None
+            lock_over = User.locked_until <= func.now()
+            attempt = await session.scalar(
+                update(User)
+                .where(User.id == user.id, or_(User.failed_logins < MAX_FAILURES, lock_over))
+                .where(or_(User.locked_until.is_(None), lock_over))
+                .values(failed_logins=case((lock_over, 1), else_=User.failed_logins + 1), locked_until=None)
+                .returning(User.failed_logins)
+                .execution_options(synchronize_session=False)
+            )
+            return org, user, attempt

@@ -4,6 +4,7 @@ lists, so a new RPC's permission reaches the right roles the day it is declared.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import cache
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,6 +44,7 @@ PREDEFINED: dict[str, tuple[str, str, Callable[[str], bool]]] = {
 }
 
 
+@cache
 def predefined_permissions(role_id: str) -> list[str]:
     allowed = PREDEFINED[role_id][2]
     return [p for p in api.permissions() if allowed(p)]
