@@ -11,11 +11,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import auth_pb2 as pb
-from hishamos_identity import audit, organizations, users
+from hishamos_identity import audit, organizations, totp, users
 from hishamos_identity.models import IdempotencyKey, Organization, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_identity.tokens import TokenIssuer
 from hishamos_kit import resources, validate
+from hishamos_kit.crypto import Sealer
 from hishamos_kit.db import TENANT_SETTING, Database, set_local, violated_constraint
 from hishamos_kit.errors import AlreadyExists, PermissionDenied, Unauthenticated, Violations
 
@@ -50,10 +51,11 @@ def _check_signup(request: pb.SignUpRequest) -> Violations:
 
 
 class Accounts:
-    def __init__(self, db: Database, passwords: Passwords, issuer: TokenIssuer) -> None:
+    def __init__(self, db: Database, passwords: Passwords, issuer: TokenIssuer, sealer: Sealer) -> None:
         self.db = db
         self.passwords = passwords
         self.issuer = issuer
+        self.sealer = sealer
 
     async def sign_up(self, request: pb.SignUpRequest) -> pb.SignUpResponse:
         _check_signup(request).raise_if_any()
@@ -132,6 +134,8 @@ class Accounts:
             raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
         if user.state != "active":
             raise PermissionDenied("this user is deactivated; ask an admin", "USER_DEACTIVATED")
+        if user.totp_enabled:
+            await self._second_factor(user, attempt, request.totp_code)
         values: dict[str, object] = {
             "last_login_at": func.now(),
             "failed_logins": 0,
@@ -150,6 +154,17 @@ class Accounts:
             tokens = await self.issuer.pair(session, user)
         return pb.LoginResponse(user=users.to_message(user), tokens=tokens)
 
+    async def _second_factor(self, user: User, attempt: int | None, code: str) -> None:
+        """The password was right; now the TOTP or recovery code, which counts against the same attempts."""
+        if not code:
+            raise Unauthenticated("this user signs in with a TOTP code too: send totp_code", "TOTP_REQUIRED")
+        assert user.totp_secret_sealed is not None
+        secret = self.sealer.open(user.totp_secret_sealed, totp.sealing_context(user.id))
+        async with self.db.tenant(user.organization_id) as session:
+            accepted = await totp.accept(session, user, secret, code)
+        if not accepted:
+            await self._failed(user, attempt)
+            raise Unauthenticated("wrong or already used code", "INVALID_TOTP")
 
     async def _failed(self, user: User, attempt: int | None) -> None:
         name = users.user_name(user)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, DateTime, Index, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy import ARRAY, BigInteger, DateTime, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -63,6 +63,11 @@ class User(TenantResource, Base):
     failed_logins: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     lockouts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Two-factor sign-in: the secret sealed with the key-encryption key; recovery codes as SHA-256.
+    totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_enabled: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    totp_last_step: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    recovery_codes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list, server_default="{}")
 
 
 class Role(TenantResource, Base):

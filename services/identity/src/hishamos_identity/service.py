@@ -123,6 +123,17 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         user = await self.users.set_state(current_principal(), request.name, request.etag, "active")
         return user_pb2.ActivateUserResponse(user=user)
 
+    async def EnrollTotp(self, request: user_pb2.EnrollTotpRequest, context: Context) -> user_pb2.EnrollTotpResponse:
+        return await self.users.enroll_totp(current_principal(), request.name)
+
+    async def ConfirmTotp(self, request: user_pb2.ConfirmTotpRequest, context: Context) -> user_pb2.ConfirmTotpResponse:
+        codes = await self.users.confirm_totp(current_principal(), request)
+        return user_pb2.ConfirmTotpResponse(recovery_codes=codes)
+
+    async def DisableTotp(self, request: user_pb2.DisableTotpRequest, context: Context) -> user_pb2.DisableTotpResponse:
+        await self.users.disable_totp(current_principal(), request)
+        return user_pb2.DisableTotpResponse()
+
     async def ChangePassword(
         self, request: user_pb2.ChangePasswordRequest, context: Context
     ) -> user_pb2.ChangePasswordResponse:
@@ -229,7 +240,7 @@ class Identity:
         return [
             Service(
                 f"{v1}.AuthService",
-                AuthService(Accounts(db, passwords, issuer), issuer, self.key_store),
+                AuthService(Accounts(db, passwords, issuer, self.sealer), issuer, self.key_store),
                 auth_pb2_grpc.add_AuthServiceServicer_to_server,
             ),
             Service(
@@ -238,7 +249,9 @@ class Identity:
                 organization_pb2_grpc.add_OrganizationServiceServicer_to_server,
             ),
             Service(
-                f"{v1}.UserService", UserService(Users(db, passwords)), user_pb2_grpc.add_UserServiceServicer_to_server
+                f"{v1}.UserService",
+                UserService(Users(db, passwords, self.sealer)),
+                user_pb2_grpc.add_UserServiceServicer_to_server,
             ),
             Service(f"{v1}.RoleService", RoleService(Roles(db)), role_pb2_grpc.add_RoleServiceServicer_to_server),
             Service(f"{v1}.AuditService", AuditService(db), audit_pb2_grpc.add_AuditServiceServicer_to_server),

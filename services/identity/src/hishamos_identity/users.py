@@ -11,15 +11,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import user_pb2 as pb
-from hishamos_identity import audit
+from hishamos_identity import audit, totp
 from hishamos_identity.grants import unknown_roles
 from hishamos_identity.models import IdempotencyKey, Organization, RefreshToken, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_kit import resources, validate
 from hishamos_kit.auth import Principal
+from hishamos_kit.crypto import Sealer
 from hishamos_kit.db import Database, violated_constraint
 from hishamos_kit.errors import (
     AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -54,6 +56,7 @@ def to_message(user: User) -> pb.User:
         time_zone=user.time_zone,
         roles=list(user.roles),
         state=STATES.value(user.state),
+        totp_enabled=user.totp_enabled,
         last_login_time=resources.timestamp(user.last_login_at),
         **base_fields(user),
     )
@@ -151,9 +154,10 @@ class UserType(ResourceType[User, pb.User]):
 class Users(StandardMethods[User, pb.User]):
     """Get, List, Update, Delete and Undelete come from the kit; creation needs a password and a quota."""
 
-    def __init__(self, db: Database, passwords: Passwords) -> None:
+    def __init__(self, db: Database, passwords: Passwords, sealer: Sealer) -> None:
         super().__init__(db, UserType(), IdempotencyKey)
         self.passwords = passwords
+        self.sealer = sealer
 
     async def create_user(self, principal: Principal, request: pb.CreateUserRequest) -> pb.User:
         organization_id = resources.own_parent(principal, request.parent)
@@ -220,10 +224,64 @@ class Users(StandardMethods[User, pb.User]):
                 )
             return to_message(user)
 
+    def _self(self, principal: Principal, name: str) -> uuid.UUID:
+        user_id = resources.own_name(principal, PATH, name)
+        if name != principal.subject:
+            raise PermissionDenied("a user changes only their own password and two-factor settings", "NOT_SELF")
+        return user_id
+
+    async def enroll_totp(self, principal: Principal, name: str) -> pb.EnrollTotpResponse:
+        user_id = self._self(principal, name)
+        secret = totp.new_secret()
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await session.get(User, user_id, with_for_update=True)
+            if user is None or user.is_deleted:
+                raise NotFound(name)
+            if user.totp_enabled:
+                raise FailedPrecondition("two-factor sign-in is on; disable it before enrolling again", "TOTP_ENABLED")
+            user.totp_secret_sealed = self.sealer.seal(secret, totp.sealing_context(user_id))
+            await session.flush()
+            return pb.EnrollTotpResponse(
+                secret=totp.base32(secret), provisioning_uri=totp.provisioning_uri(secret, user.email)
+            )
+
+    async def confirm_totp(self, principal: Principal, request: pb.ConfirmTotpRequest) -> list[str]:
+        user_id = self._self(principal, request.name)
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await session.get(User, user_id, with_for_update=True)
+            if user is None or user.is_deleted:
+                raise NotFound(request.name)
+            if user.totp_enabled or user.totp_secret_sealed is None:
+                raise FailedPrecondition("call EnrollTotp first", "TOTP_NOT_ENROLLING")
+            secret = self.sealer.open(user.totp_secret_sealed, totp.sealing_context(user_id))
+            if not await totp.accept(session, user, secret, request.code):
+                raise InvalidArgument({"code": "is not the app's current code"}, "INVALID_TOTP")
+            codes = totp.recovery_codes()
+            user.totp_enabled = True
+            user.recovery_codes = [totp.hash_code(c) for c in codes]
+            await session.flush()
+            audit.record(session, principal.organization_id, "totp.enabled", principal.subject, request.name)
+            return codes
+
+    async def disable_totp(self, principal: Principal, request: pb.DisableTotpRequest) -> None:
+        user_id = self._self(principal, request.name)
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await session.get(User, user_id)
+            if user is None or user.is_deleted:
+                raise NotFound(request.name)
+            stored = user.password_hash
+        if not await self.passwords.verify(stored, request.password):
+            raise InvalidArgument({"password": "does not match"}, "WRONG_PASSWORD")
+        async with self.db.tenant(principal.organization_id) as session:
+            await session.execute(
+                update(User)
+                .where(User.id == user_id)
+                .values(totp_enabled=False, totp_secret_sealed=None, recovery_codes=[], updated_at=func.now())
+            )
+            audit.record(session, principal.organization_id, "totp.disabled", principal.subject, request.name)
+
     async def change_password(self, principal: Principal, request: pb.ChangePasswordRequest) -> None:
-        user_id = resources.own_name(principal, PATH, request.name)
-        if request.name != principal.subject:
-            raise PermissionDenied("a user changes only their own password", "NOT_SELF")
+        user_id = self._self(principal, request.name)
         v = Violations()
         v.check(bool(request.current_password), "current_password", "is required")
         check_strength(v, "new_password", request.new_password)
