@@ -2,21 +2,62 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+from typing import Any
 
 import grpc
 import pytest
+from aiosmtpd.controller import Controller
 
 from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc
-from hishamos_devstack.stack import Ports, Stack
+from hishamos_devstack.stack import Ports, Stack, free_port
+
+
+class Mailbox:
+    """A real SMTP server on loopback (aiosmtpd) that keeps what identity sends."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content, _class=EmailMessage, policy=default))  # type: ignore[arg-type]
+        return "250 OK"
+
+    def wait_for(self, to: str, timeout: float = 10.0) -> EmailMessage:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.messages:
+                if message["To"] == to:
+                    self.messages.remove(message)
+                    return message
+            time.sleep(0.05)
+        raise AssertionError(f"no mail to {to}")
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("stack"), Ports.free(), progress=lambda _: None) as running:
-        yield running
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox(free_port())
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterator[Stack]:
+    # Identity mails through the loopback SMTP server, as it would through a real one.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HISHAMOS_IDENTITY_SMTP_HOST", "127.0.0.1")
+        env.setenv("HISHAMOS_IDENTITY_SMTP_PORT", str(mailbox.port))
+        with Stack(tmp_path_factory.mktemp("stack"), Ports.free(), progress=lambda _: None) as running:
+            yield running
 
 
 @dataclass

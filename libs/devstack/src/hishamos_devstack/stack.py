@@ -87,6 +87,7 @@ class Stack:
         self.ports = ports or Ports()
         self.progress = progress
         self.log_dir = data_dir / "logs"
+        self.outbox = data_dir / "outbox"  # mail, as .eml files, unless an SMTP server is configured
         self.secrets = load_secrets(data_dir / "secrets.json")
         self.postgres = EmbeddedPostgres(data_dir / "postgres", self.ports.postgres, self.secrets["postgres"])
         self.databases = {
@@ -148,6 +149,7 @@ class Stack:
         )
         env.setdefault("HISHAMOS_IDENTITY_KEY_ENCRYPTION_KEY", self.secrets["identity_key_encryption_key"])
         env.setdefault("HISHAMOS_AGENTS_CREDENTIALS_KEY", self.secrets["agents_credentials_key"])
+        env.setdefault("HISHAMOS_IDENTITY_MAIL_OUTBOX_DIR", str(self.outbox))
         return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:

@@ -63,6 +63,7 @@ class User(TenantResource, Base):
     failed_logins: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     lockouts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     # Two-factor sign-in: the secret sealed with the key-encryption key; recovery codes as SHA-256.
     totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_enabled: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
@@ -140,3 +141,16 @@ class ApiKey(Timestamps, Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EmailToken(Timestamps, Base):
+    """A single-use token mailed to a user (password reset, email verification), stored as SHA-256."""
+
+    __tablename__ = "email_tokens"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -24,7 +24,9 @@ from hishamos_identity import audit, organizations
 from hishamos_identity.accounts import Accounts
 from hishamos_identity.api_keys import ApiKeys
 from hishamos_identity.keys import KeyStore
+from hishamos_identity.mail import Mailer
 from hishamos_identity.passwords import Passwords
+from hishamos_identity.recovery import Recovery
 from hishamos_identity.roles import Roles
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.tokens import TokenIssuer
@@ -37,10 +39,26 @@ from hishamos_kit.server import Service
 
 
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, accounts: Accounts, issuer: TokenIssuer, keys: KeyStore) -> None:
+    def __init__(self, accounts: Accounts, issuer: TokenIssuer, keys: KeyStore, recovery: Recovery) -> None:
         self.accounts = accounts
         self.issuer = issuer
         self.keys = keys
+        self.recovery = recovery
+
+    async def RequestPasswordReset(
+        self, request: auth_pb2.RequestPasswordResetRequest, context: Context
+    ) -> auth_pb2.RequestPasswordResetResponse:
+        await self.recovery.request_reset(request)
+        return auth_pb2.RequestPasswordResetResponse()
+
+    async def ResetPassword(
+        self, request: auth_pb2.ResetPasswordRequest, context: Context
+    ) -> auth_pb2.ResetPasswordResponse:
+        await self.recovery.reset(request)
+        return auth_pb2.ResetPasswordResponse()
+
+    async def VerifyEmail(self, request: auth_pb2.VerifyEmailRequest, context: Context) -> auth_pb2.VerifyEmailResponse:
+        return auth_pb2.VerifyEmailResponse(user=await self.recovery.verify(request))
 
     async def SignUp(self, request: auth_pb2.SignUpRequest, context: Context) -> auth_pb2.SignUpResponse:
         return await self.accounts.sign_up(request)
@@ -82,8 +100,15 @@ class OrganizationService(organization_pb2_grpc.OrganizationServiceServicer):
 
 
 class UserService(user_pb2_grpc.UserServiceServicer):
-    def __init__(self, users: Users) -> None:
+    def __init__(self, users: Users, recovery: Recovery) -> None:
         self.users = users
+        self.recovery = recovery
+
+    async def SendEmailVerification(
+        self, request: user_pb2.SendEmailVerificationRequest, context: Context
+    ) -> user_pb2.SendEmailVerificationResponse:
+        await self.recovery.send_verification(current_principal(), request.name)
+        return user_pb2.SendEmailVerificationResponse()
 
     async def CreateUser(self, request: user_pb2.CreateUserRequest, context: Context) -> user_pb2.CreateUserResponse:
         return user_pb2.CreateUserResponse(user=await self.users.create_user(current_principal(), request))
@@ -236,11 +261,12 @@ class Identity:
         s = self.settings
         passwords = Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
         issuer = TokenIssuer(db, self.key_store, s)
+        recovery = Recovery(db, passwords, Mailer(s), s)
         v1 = "hishamos.identity.v1"
         return [
             Service(
                 f"{v1}.AuthService",
-                AuthService(Accounts(db, passwords, issuer, self.sealer), issuer, self.key_store),
+                AuthService(Accounts(db, passwords, issuer, self.sealer), issuer, self.key_store, recovery),
                 auth_pb2_grpc.add_AuthServiceServicer_to_server,
             ),
             Service(
@@ -250,7 +276,7 @@ class Identity:
             ),
             Service(
                 f"{v1}.UserService",
-                UserService(Users(db, passwords, self.sealer)),
+                UserService(Users(db, passwords, self.sealer), recovery),
                 user_pb2_grpc.add_UserServiceServicer_to_server,
             ),
             Service(f"{v1}.RoleService", RoleService(Roles(db)), role_pb2_grpc.add_RoleServiceServicer_to_server),

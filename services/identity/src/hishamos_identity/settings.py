@@ -13,3 +13,8 @@ class IdentitySettings(ServiceSettings):
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456
     argon2_parallelism: int = 1
+    smtp_host: str = Field("", description="SMTP server for mail; empty writes mail to mail_outbox_dir instead")
+    smtp_port: int = 25
+    mail_from: str = "HishamOS <no-reply@hishamos.invalid>"
+    mail_outbox_dir: str = Field("", description="a directory that receives each mail as an .eml file")
+    public_url: str = Field("http://localhost:8080", description="where links in mail point")

@@ -57,6 +57,7 @@ def to_message(user: User) -> pb.User:
         roles=list(user.roles),
         state=STATES.value(user.state),
         totp_enabled=user.totp_enabled,
+        email_verified=user.email_verified,
         last_login_time=resources.timestamp(user.last_login_at),
         **base_fields(user),
     )
@@ -128,7 +129,9 @@ class UserType(ResourceType[User, pb.User]):
         for path in paths:
             field = f"user.{path}"
             if path == "email":
-                row.email = validate.email(v, field, message.email, required=True)
+                email = validate.email(v, field, message.email, required=True)
+                if email != row.email:
+                    row.email, row.email_verified = email, False  # a new address is unproven
             elif path == "username":
                 row.username = check_username(v, field, message.username)
             elif path in ("full_name", "first_name", "last_name"):
