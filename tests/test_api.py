@@ -29,5 +29,15 @@ def test_only_credentials_checks_are_public() -> None:
         for m in s.methods
         if api.authorization(f"/{s.full_name}/{m.name}").public
     }
-    signing_in = {f"AuthService.{m}" for m in ("SignUp", "Login", "RefreshToken", "Logout", "GetJwks")}
+    credentials = (
+        "SignUp",
+        "Login",
+        "RefreshToken",
+        "Logout",
+        "GetJwks",
+        "RequestPasswordReset",
+        "ResetPassword",
+        "VerifyEmail",
+    )
+    signing_in = {f"AuthService.{m}" for m in credentials}
     assert public == signing_in | {"ApiKeyService.AuthenticateApiKey"}
