@@ -35,7 +35,8 @@ def test_predefined_roles_nest_from_viewer_to_admin(channels: Channels, tenant: 
     by_id = {r.name.rsplit("/", 1)[1]: set(r.permissions) for r in listed.roles if r.predefined}
     assert list(by_id) == ["admin", "manager", "developer", "viewer"]
     assert by_id["viewer"] < by_id["developer"] < by_id["manager"] < by_id["admin"] == set(catalog.permissions())
-    assert all(p.split(".")[2] in ("get", "list") or p == "identity.self.update" for p in by_id["viewer"])
+    self_service = {"identity.self.update", "identity.sessions.revoke"}
+    assert all(p.split(".")[2] in ("get", "list") or p in self_service for p in by_id["viewer"])
     assert "identity.audit.list" not in by_id["manager"] and "projects.projects.delete" not in by_id["developer"]
     admin = pb.Role(name=f"{tenant.organization}/roles/admin", display_name="Boss")
     f = failure(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc
-from tests.conftest import Channels, Tenant
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, session_pb2, session_pb2_grpc
+from tests.conftest import Channels, Tenant, add_user
 from tests.errors import failure
 
 
@@ -50,3 +50,36 @@ def test_malformed_or_unknown_refresh_tokens_are_unauthenticated(channels: Chann
         grpc.StatusCode.UNAUTHENTICATED
     )
     assert refresh(channels, tenant.refresh_token).access_token  # the real one still works
+
+
+def test_users_list_and_end_their_sessions(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    second = (
+        auth(channels)
+        .Login(
+            auth_pb2.LoginRequest(organization_slug=tenant.slug, login=member.username, password=member.password),
+            timeout=30,
+        )
+        .tokens
+    )
+    api = session_pb2_grpc.SessionServiceStub(channels.direct("identity"))
+    listed = api.ListSessions(session_pb2.ListSessionsRequest(parent=member.user), metadata=member.metadata, timeout=10)
+    assert len(listed.sessions) == 2 and all(s.name.startswith(f"{member.user}/sessions/") for s in listed.sessions)
+    newest = listed.sessions[0]
+    api.RevokeSession(session_pb2.RevokeSessionRequest(name=newest.name), metadata=member.metadata, timeout=10)
+    assert failure(lambda: refresh(channels, second.refresh_token)).code == grpc.StatusCode.UNAUTHENTICATED
+    assert refresh(channels, member.refresh_token).access_token
+    again = failure(
+        lambda: api.RevokeSession(
+            session_pb2.RevokeSessionRequest(name=newest.name), metadata=member.metadata, timeout=10
+        )
+    )
+    assert again.code == grpc.StatusCode.NOT_FOUND
+    theirs = session_pb2.ListSessionsRequest(parent=tenant.user)
+    assert failure(lambda: api.ListSessions(theirs, metadata=member.metadata, timeout=10)).code == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    managed = api.ListSessions(
+        session_pb2.ListSessionsRequest(parent=member.user), metadata=tenant.metadata, timeout=10
+    )
+    assert len(managed.sessions) == 1

@@ -14,6 +14,7 @@ from hishamos_kit import api
 
 WORK = {"agents", "projects", "knowledge"}  # contexts where the team's work lives
 READ = {"get", "list"}
+SELF_SERVICE = {"identity.self.update", "identity.sessions.revoke"}  # what everyone does for themselves
 
 
 def _parts(permission: str) -> tuple[str, str, str]:
@@ -23,7 +24,7 @@ def _parts(permission: str) -> tuple[str, str, str]:
 
 def _viewer(p: str) -> bool:
     _, resource, verb = _parts(p)
-    return (verb in READ and resource not in ("audit",)) or p == "identity.self.update"
+    return (verb in READ and resource not in ("audit",)) or p in SELF_SERVICE
 
 
 def _developer(p: str) -> bool:

@@ -17,6 +17,8 @@ from hishamos.identity.v1 import (
     organization_pb2_grpc,
     role_pb2,
     role_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
     user_pb2,
     user_pb2_grpc,
 )
@@ -28,6 +30,7 @@ from hishamos_identity.mail import Mailer
 from hishamos_identity.passwords import Passwords
 from hishamos_identity.recovery import Recovery
 from hishamos_identity.roles import Roles
+from hishamos_identity.sessions import Sessions
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.tokens import TokenIssuer
 from hishamos_identity.users import Users
@@ -205,6 +208,22 @@ class RoleService(role_pb2_grpc.RoleServiceServicer):
         return role_pb2.UnassignRoleResponse(user=user)
 
 
+class SessionService(session_pb2_grpc.SessionServiceServicer):
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+
+    async def ListSessions(
+        self, request: session_pb2.ListSessionsRequest, context: Context
+    ) -> session_pb2.ListSessionsResponse:
+        return session_pb2.ListSessionsResponse(sessions=await self.sessions.list(current_principal(), request.parent))
+
+    async def RevokeSession(
+        self, request: session_pb2.RevokeSessionRequest, context: Context
+    ) -> session_pb2.RevokeSessionResponse:
+        await self.sessions.revoke(current_principal(), request.name)
+        return session_pb2.RevokeSessionResponse()
+
+
 class AuditService(audit_pb2_grpc.AuditServiceServicer):
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -281,6 +300,11 @@ class Identity:
             ),
             Service(f"{v1}.RoleService", RoleService(Roles(db)), role_pb2_grpc.add_RoleServiceServicer_to_server),
             Service(f"{v1}.AuditService", AuditService(db), audit_pb2_grpc.add_AuditServiceServicer_to_server),
+            Service(
+                f"{v1}.SessionService",
+                SessionService(Sessions(db)),
+                session_pb2_grpc.add_SessionServiceServicer_to_server,
+            ),
             Service(
                 f"{v1}.ApiKeyService", ApiKeyService(ApiKeys(db)), api_key_pb2_grpc.add_ApiKeyServiceServicer_to_server
             ),
