@@ -56,6 +56,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterato
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HISHAMOS_IDENTITY_SMTP_HOST", "127.0.0.1")
         env.setenv("HISHAMOS_IDENTITY_SMTP_PORT", str(mailbox.port))
+        # Key rotation shows within seconds rather than the production minutes.
+        env.setenv("HISHAMOS_IDENTITY_KEYS_REFRESH_SECONDS", "1")
+        for service in ("IDENTITY", "AGENTS", "PROJECTS", "KNOWLEDGE"):
+            env.setenv(f"HISHAMOS_{service}_JWKS_CACHE_SECONDS", "2")
         with Stack(tmp_path_factory.mktemp("stack"), Ports.free(), progress=lambda _: None) as running:
             yield running
 

@@ -69,7 +69,7 @@ class JwksClient:
     def __init__(self, target: str, ttl_seconds: float = 300.0, min_refresh_seconds: float = 5.0) -> None:
         self._target = target
         self._ttl = ttl_seconds
-        self._min_refresh = min_refresh_seconds
+        self._min_refresh = min(min_refresh_seconds, ttl_seconds)
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()

@@ -78,6 +78,12 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         await self.issuer.logout(request.refresh_token)
         return auth_pb2.LogoutResponse()
 
+    async def RotateSigningKey(
+        self, request: auth_pb2.RotateSigningKeyRequest, context: Context
+    ) -> auth_pb2.RotateSigningKeyResponse:
+        active, published = await self.keys.rotate()
+        return auth_pb2.RotateSigningKeyResponse(active_kid=active, published_kids=published)
+
     async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Context) -> auth_pb2.GetJwksResponse:
         document = await self.keys.jwks_json()
         return auth_pb2.GetJwksResponse(
@@ -271,7 +277,8 @@ class Identity:
         self.key_store: KeyStore | None = None
 
     def keys(self, db: Database) -> KeyStore:
-        self.key_store = KeyStore(db, self.sealer)
+        s = self.settings
+        self.key_store = KeyStore(db, self.sealer, s.access_token_seconds + 60, s.keys_refresh_seconds)
         return self.key_store
 
     async def build(self, db: Database) -> list[Service]:
