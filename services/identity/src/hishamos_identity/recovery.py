@@ -21,7 +21,7 @@ from hishamos_identity.settings import IdentitySettings
 from hishamos_kit import resources
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import TENANT_SETTING, Database, set_local
-from hishamos_kit.errors import InvalidArgument, NotFound, Violations
+from hishamos_kit.errors import InvalidArgument, Violations
 
 TOKEN = re.compile(r"^hose_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
 RESET, VERIFY = "password_reset", "email_verification"
@@ -119,9 +119,7 @@ class Recovery:
     async def send_verification(self, principal: Principal, name: str) -> None:
         user_id = resources.own_name(principal, users.PATH, name)
         async with self.db.tenant(principal.organization_id) as session:
-            user = await session.get(User, user_id)
-            if user is None or user.is_deleted:
-                raise NotFound(name)
+            user = await users.live_user(session, user_id, name)
             token = _issue(session, user, VERIFY)
             email = user.email
         body = (

@@ -156,9 +156,7 @@ class Roles:
         async with self.db.tenant(principal.organization_id) as session:
             if role_id not in PREDEFINED:
                 await self._custom(session, role_id, role)
-            user = await session.get(User, user_id, with_for_update=True)
-            if user is None or user.is_deleted:
-                raise NotFound(user_name)
+            user = await users.live_user(session, user_id, user_name, lock=True)
             if grant and role_id not in user.roles:
                 user.roles = [*user.roles, role_id]
             elif not grant and role_id in user.roles:

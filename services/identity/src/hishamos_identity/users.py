@@ -77,6 +77,14 @@ async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
     )
 
 
+async def live_user(session: AsyncSession, user_id: uuid.UUID, name: str, *, lock: bool = False) -> User:
+    """The user, unless deleted; `lock` holds the row until the transaction ends."""
+    user = await session.get(User, user_id, with_for_update=lock)
+    if user is None or user.is_deleted:
+        raise NotFound(name)
+    return user
+
+
 async def check_quota(session: AsyncSession, organization_id: uuid.UUID) -> None:
     """max_users, checked under a per-organization lock so two creates cannot both take the last seat."""
     await session.execute(
@@ -209,9 +217,7 @@ class Users(StandardMethods[User, pb.User]):
     async def set_state(self, principal: Principal, name: str, etag: str, state: str) -> pb.User:
         user_id = resources.own_name(principal, PATH, name)
         async with self.db.tenant(principal.organization_id) as session:
-            user = await session.get(User, user_id)
-            if user is None or user.is_deleted:
-                raise NotFound(name)
+            user = await live_user(session, user_id, name)
             resources.check_etag(user, etag, name)
             if user.state != state:
                 user.state = state
@@ -237,9 +243,7 @@ class Users(StandardMethods[User, pb.User]):
         user_id = self._self(principal, name)
         secret = totp.new_secret()
         async with self.db.tenant(principal.organization_id) as session:
-            user = await session.get(User, user_id, with_for_update=True)
-            if user is None or user.is_deleted:
-                raise NotFound(name)
+            user = await live_user(session, user_id, name, lock=True)
             if user.totp_enabled:
                 raise FailedPrecondition("two-factor sign-in is on; disable it before enrolling again", "TOTP_ENABLED")
             user.totp_secret_sealed = self.sealer.seal(secret, totp.sealing_context(user_id))
@@ -251,9 +255,7 @@ class Users(StandardMethods[User, pb.User]):
     async def confirm_totp(self, principal: Principal, request: pb.ConfirmTotpRequest) -> list[str]:
         user_id = self._self(principal, request.name)
         async with self.db.tenant(principal.organization_id) as session:
-            user = await session.get(User, user_id, with_for_update=True)
-            if user is None or user.is_deleted:
-                raise NotFound(request.name)
+            user = await live_user(session, user_id, request.name, lock=True)
             if user.totp_enabled or user.totp_secret_sealed is None:
                 raise FailedPrecondition("call EnrollTotp first", "TOTP_NOT_ENROLLING")
             secret = self.sealer.open(user.totp_secret_sealed, totp.sealing_context(user_id))
@@ -269,9 +271,7 @@ class Users(StandardMethods[User, pb.User]):
     async def disable_totp(self, principal: Principal, request: pb.DisableTotpRequest) -> None:
         user_id = self._self(principal, request.name)
         async with self.db.tenant(principal.organization_id) as session:
-            user = await session.get(User, user_id)
-            if user is None or user.is_deleted:
-                raise NotFound(request.name)
+            user = await live_user(session, user_id, request.name)
             stored = user.password_hash
         if not await self.passwords.verify(stored, request.password):
             raise InvalidArgument({"password": "does not match"}, "WRONG_PASSWORD")
@@ -290,9 +290,7 @@ class Users(StandardMethods[User, pb.User]):
         check_strength(v, "new_password", request.new_password)
         v.raise_if_any()
         async with self.db.tenant(principal.organization_id) as session:
-            user = await session.get(User, user_id)
-            if user is None or user.is_deleted:
-                raise NotFound(request.name)
+            user = await live_user(session, user_id, request.name)
             stored = user.password_hash
         if not await self.passwords.verify(stored, request.current_password):
             raise InvalidArgument({"current_password": "does not match"}, "WRONG_PASSWORD")
