@@ -38,6 +38,7 @@ def test_only_credentials_checks_are_public() -> None:
         "RequestPasswordReset",
         "ResetPassword",
         "VerifyEmail",
+        "IssueServiceToken",
     )
     signing_in = {f"AuthService.{m}" for m in credentials}
     assert public == signing_in | {"ApiKeyService.AuthenticateApiKey"}

@@ -64,7 +64,12 @@ class KeySource(Protocol):
 
 
 class JwksClient:
-    """Identity's JWKS fetched over gRPC and cached; an unknown kid refreshes at most every few seconds."""
+    """Identity's JWKS fetched over gRPC and cached.
+
+    An unknown kid refreshes the set, at most once every few seconds: a token signed by a key that
+    was rotated in a moment ago waits for that refresh rather than failing, and a flood of made-up
+    kids costs identity one call per interval.
+    """
 
     def __init__(self, target: str, ttl_seconds: float = 300.0, min_refresh_seconds: float = 5.0) -> None:
         self._target = target
@@ -76,15 +81,18 @@ class JwksClient:
         self._channel: grpc.aio.Channel | None = None
 
     async def key(self, kid: str) -> Ed25519PublicKey | None:
-        age = time.monotonic() - self._fetched_at
-        if age > self._ttl or (kid not in self._keys and age > self._min_refresh):
+        if time.monotonic() - self._fetched_at > self._ttl or kid not in self._keys:
             await self._refresh()
         return self._keys.get(kid)
 
     async def _refresh(self) -> None:
+        seen = self._fetched_at
         async with self._lock:
-            if time.monotonic() - self._fetched_at < self._min_refresh:
-                return  # another caller refreshed while we waited
+            if self._fetched_at != seen:
+                return  # refreshed while we waited: one refresh answers every caller queued behind it
+            age = time.monotonic() - self._fetched_at
+            if age < self._min_refresh:
+                await asyncio.sleep(self._min_refresh - age)
             if self._channel is None:
                 self._channel = grpc.aio.insecure_channel(self._target)
             stub = auth_pb2_grpc.AuthServiceStub(self._channel)

@@ -30,6 +30,7 @@ from hishamos_identity.mail import Mailer
 from hishamos_identity.passwords import Passwords
 from hishamos_identity.recovery import Recovery
 from hishamos_identity.roles import Roles
+from hishamos_identity.service_tokens import ServiceTokens
 from hishamos_identity.sessions import Sessions
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.tokens import TokenIssuer
@@ -42,11 +43,20 @@ from hishamos_kit.server import Service
 
 
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, accounts: Accounts, issuer: TokenIssuer, keys: KeyStore, recovery: Recovery) -> None:
+    def __init__(
+        self, accounts: Accounts, issuer: TokenIssuer, keys: KeyStore, recovery: Recovery, services: ServiceTokens
+    ) -> None:
         self.accounts = accounts
         self.issuer = issuer
         self.keys = keys
         self.recovery = recovery
+        self.services = services
+
+    async def IssueServiceToken(
+        self, request: auth_pb2.IssueServiceTokenRequest, context: Context
+    ) -> auth_pb2.IssueServiceTokenResponse:
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        return await self.services.issue(request, metadata)
 
     async def RequestPasswordReset(
         self, request: auth_pb2.RequestPasswordResetRequest, context: Context
@@ -292,7 +302,13 @@ class Identity:
         return [
             Service(
                 f"{v1}.AuthService",
-                AuthService(Accounts(db, passwords, issuer, self.sealer), issuer, self.key_store, recovery),
+                AuthService(
+                    Accounts(db, passwords, issuer, self.sealer),
+                    issuer,
+                    self.key_store,
+                    recovery,
+                    ServiceTokens(db, self.key_store, s),
+                ),
                 auth_pb2_grpc.add_AuthServiceServicer_to_server,
             ),
             Service(

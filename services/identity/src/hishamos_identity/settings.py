@@ -9,6 +9,10 @@ class IdentitySettings(ServiceSettings):
 
     key_encryption_key: str = Field("", description="base64 of 32 bytes; seals signing keys at rest")
     access_token_seconds: int = 900
+    service_credentials: dict[str, str] = Field(
+        default_factory=dict, description='JSON {"service": "secret"}: who may call IssueServiceToken'
+    )
+    service_token_seconds: int = 300
     keys_refresh_seconds: float = Field(30.0, description="how often identity rereads signing keys (rotation)")
     refresh_token_days: int = 30
     argon2_time_cost: int = 2
