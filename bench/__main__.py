@@ -18,8 +18,10 @@ from pathlib import Path
 import grpc
 import psycopg
 
+from bench import argon2_rate
 from bench.echo import METHOD as ECHO
 from bench.load import Figure, measure
+from hishamos.identity.v1 import auth_pb2
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc, story_pb2, story_pb2_grpc
 from hishamos_devstack.stack import Ports, Stack, free_port
 from tests.conftest import sign_up
@@ -30,7 +32,10 @@ TARGETS = {
     "envoy_vs_direct_qps": 0.85,
     "list_stories_vs_echo_qps": 0.30,
     "create_story_vs_echo_qps": 0.25,
+    "authed_vs_unauthed_qps": 0.90,
+    "login_vs_argon2_rate": 0.90,
 }
+LOGIN = "/hishamos.identity.v1.AuthService/Login"
 GET_PROJECT = "/hishamos.projects.v1.ProjectService/GetProject"
 LIST_STORIES = "/hishamos.projects.v1.StoryService/ListStories"
 CREATE_STORY = "/hishamos.projects.v1.StoryService/CreateStory"
@@ -39,9 +44,10 @@ ROUNDS = 5
 SECONDS = 3.0
 
 
-def start_echo(payload_size: int) -> tuple[subprocess.Popen[bytes], str]:
+def start(module: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A ceiling server in a process of its own, like the services it is compared with."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "bench.echo", str(port), str(payload_size)])
+    process = subprocess.Popen([sys.executable, "-m", module, str(port), *args], env=env)
     target = f"127.0.0.1:{port}"
     grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=30)
     return process, target
@@ -79,8 +85,8 @@ def median(values: list[float]) -> float:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as data, Stack(Path(data), Ports.free(), progress=print) as stack:
-        identity = grpc.insecure_channel(f"127.0.0.1:{stack.ports.services['identity']}")
-        tenant = sign_up(identity)
+        identity = f"127.0.0.1:{stack.ports.services['identity']}"
+        tenant = sign_up(grpc.insecure_channel(identity))
         direct = f"127.0.0.1:{stack.ports.services['projects']}"
         envoy = f"127.0.0.1:{stack.ports.envoy}"
         with grpc.insecure_channel(direct) as channel:
@@ -105,14 +111,22 @@ def main() -> None:
             parent=project.name,
             story=story_pb2.Story(title="Bench story", description="d" * 200, story_points=3, labels=["bench"]),
         ).SerializeToString()
+        login = auth_pb2.LoginRequest(
+            organization_slug=tenant.slug, login=tenant.username, password=tenant.password
+        ).SerializeToString()
         reply_size = project_pb2.GetProjectResponse(project=project).ByteSize()
-        echo, echo_target = start_echo(reply_size)
+        organization_id = tenant.organization.split("/")[1]
+        ceilings = [
+            start("bench.echo", str(reply_size)),
+            start("bench.unauthed", organization_id, env=stack.service_env("projects")),
+        ]
+        (_, echo), (_, unauthed) = ceilings
         try:
             print(f"==> measuring: 16 concurrent callers, {ROUNDS} rounds of {SECONDS:.0f} s per figure")
             # The ceiling gets the same bytes and metadata, so the client does the same work for each.
             measured = rounds(
                 {
-                    "echo": lambda: measure(echo_target, ECHO, request, tenant.metadata, seconds=SECONDS),
+                    "echo": lambda: measure(echo, ECHO, request, tenant.metadata, seconds=SECONDS),
                     "get_project_direct": lambda: measure(
                         direct, GET_PROJECT, request, tenant.metadata, seconds=SECONDS
                     ),
@@ -123,16 +137,24 @@ def main() -> None:
                     "create_story_envoy": lambda: measure(
                         envoy, CREATE_STORY, create_request, tenant.metadata, seconds=SECONDS
                     ),
+                    "get_project_unauthed": lambda: measure(
+                        unauthed, GET_PROJECT, request, tenant.metadata, seconds=SECONDS
+                    ),
+                    "login": lambda: measure(identity, LOGIN, login, concurrency=4, seconds=SECONDS),
+                    "argon2id_verify": lambda: argon2_rate.measure(SECONDS),
                 }
             )
         finally:
-            echo.terminate()
-            echo.wait()
+            for process, _ in ceilings:
+                process.terminate()
+                process.wait()
     pairs = {
         "get_project_vs_echo_qps": ("get_project_direct", "echo"),
         "envoy_vs_direct_qps": ("get_project_envoy", "get_project_direct"),
         "list_stories_vs_echo_qps": ("list_stories_envoy", "echo"),
         "create_story_vs_echo_qps": ("create_story_envoy", "echo"),
+        "authed_vs_unauthed_qps": ("get_project_direct", "get_project_unauthed"),
+        "login_vs_argon2_rate": ("login", "argon2id_verify"),
     }
     ratios = {name: median([r[a].qps / r[b].qps for r in measured]) for name, (a, b) in pairs.items()}
     figures = {name: sorted((r[name] for r in measured), key=lambda f: f.qps)[ROUNDS // 2] for name in measured[0]}

@@ -2,21 +2,66 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+from typing import Any
 
 import grpc
 import pytest
+from aiosmtpd.controller import Controller
 
 from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc
-from hishamos_devstack.stack import Ports, Stack
+from hishamos_devstack.stack import Ports, Stack, free_port
+
+
+class Mailbox:
+    """A real SMTP server on loopback (aiosmtpd) that keeps what identity sends."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content, _class=EmailMessage, policy=default))  # type: ignore[arg-type]
+        return "250 OK"
+
+    def wait_for(self, to: str, timeout: float = 10.0) -> EmailMessage:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.messages:
+                if message["To"] == to:
+                    self.messages.remove(message)
+                    return message
+            time.sleep(0.05)
+        raise AssertionError(f"no mail to {to}")
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("stack"), Ports.free(), progress=lambda _: None) as running:
-        yield running
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox(free_port())
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterator[Stack]:
+    # Identity mails through the loopback SMTP server, as it would through a real one.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HISHAMOS_IDENTITY_SMTP_HOST", "127.0.0.1")
+        env.setenv("HISHAMOS_IDENTITY_SMTP_PORT", str(mailbox.port))
+        # Key rotation shows within seconds rather than the production minutes.
+        env.setenv("HISHAMOS_IDENTITY_KEYS_REFRESH_SECONDS", "1")
+        for service in ("IDENTITY", "AGENTS", "PROJECTS", "KNOWLEDGE"):
+            env.setenv(f"HISHAMOS_{service}_JWKS_CACHE_SECONDS", "2")
+        with Stack(tmp_path_factory.mktemp("stack"), Ports.free(), progress=lambda _: None) as running:
+            yield running
 
 
 @dataclass
@@ -86,6 +131,35 @@ def sign_up(channel: grpc.Channel, slug: str | None = None) -> Tenant:
         password=PASSWORD,
         access_token=reply.tokens.access_token,
         refresh_token=reply.tokens.refresh_token,
+    )
+
+
+def add_user(channels: Channels, admin: Tenant, *roles: str, username: str | None = None) -> Tenant:
+    """A new user of `admin`'s organization holding `roles`, signed in."""
+    from hishamos.identity.v1 import user_pb2, user_pb2_grpc
+
+    username = username or f"user-{uuid.uuid4().hex[:8]}"
+    created = (
+        user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+        .CreateUser(
+            user_pb2.CreateUserRequest(
+                parent=admin.organization,
+                user=user_pb2.User(email=f"{username}@{admin.slug}.test", username=username),
+                password=PASSWORD,
+                roles=list(roles),
+            ),
+            metadata=admin.metadata,
+            timeout=30,
+        )
+        .user
+    )
+    tokens = (
+        auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+        .Login(auth_pb2.LoginRequest(organization_slug=admin.slug, login=username, password=PASSWORD), timeout=30)
+        .tokens
+    )
+    return Tenant(
+        admin.organization, admin.slug, created.name, username, PASSWORD, tokens.access_token, tokens.refresh_token
     )
 
 

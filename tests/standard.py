@@ -6,6 +6,7 @@ resource: how to make a valid one, an invalid one, and a field to update.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ class Case:
     update: tuple[str, Any]  # a field path to update and its new value
     filter_true: Callable[[Any], str]  # a filter that this resource alone matches
     unique_field: str | None = None  # a field whose duplicate gives ALREADY_EXISTS
+    create_fields: dict[str, Any] = dataclasses.field(default_factory=dict)  # more fields of every Create request
+    preexisting: Callable[[Tenant], set[str]] = lambda tenant: set()  # what a new organization already has
 
 
 class StandardMethodsContract:
@@ -50,15 +53,19 @@ class StandardMethodsContract:
 
     def create(self, api: Any, tenant: Tenant, index: int = 0, **extra: Any) -> Any:
         c = self.case
-        reply = self.call(
-            api, f"Create{c.kind}", tenant, parent=tenant.organization, **{c.field: c.valid(index)}, **extra
-        )
+        fields = {"parent": tenant.organization, c.field: c.valid(index), **c.create_fields, **extra}
+        reply = self.call(api, f"Create{c.kind}", tenant, **fields)
         return getattr(reply, c.field)
 
     def list_all(self, api: Any, tenant: Tenant, **fields: Any) -> list[Any]:
         fields.setdefault("parent", tenant.organization)
         reply = self.call(api, f"List{self.case.plural.capitalize()}", tenant, **fields)
         return list(getattr(reply, self.case.plural))
+
+    def names(self, api: Any, tenant: Tenant, **fields: Any) -> list[str]:
+        """Names listed, without what the organization had before the test."""
+        before = self.case.preexisting(tenant)
+        return [r.name for r in self.list_all(api, tenant, **fields) if r.name not in before]
 
     def get(self, api: Any, tenant: Tenant, name: str) -> Any:
         return getattr(self.call(api, f"Get{self.case.kind}", tenant, name=name), self.case.field)
@@ -75,12 +82,14 @@ class StandardMethodsContract:
         api = self.api(channels)
         c = self.case
         f = failure(
-            lambda: self.call(api, f"Create{c.kind}", tenant, parent=tenant.organization, **{c.field: c.invalid()})
+            lambda: self.call(
+                api, f"Create{c.kind}", tenant, parent=tenant.organization, **{c.field: c.invalid()}, **c.create_fields
+            )
         )
         assert f.code == grpc.StatusCode.INVALID_ARGUMENT
         assert set(f.violations) == c.invalid_fields
         assert f.reason == "INVALID_ARGUMENT" and f.domain == f"{c.service}.hishamos.dev"
-        assert self.list_all(api, tenant, show_deleted=True) == []
+        assert self.names(api, tenant, show_deleted=True) == []
 
     def test_malformed_names_are_invalid_argument(self, channels: Channels, tenant: Tenant) -> None:
         api = self.api(channels)
@@ -99,7 +108,7 @@ class StandardMethodsContract:
         existing = self.create(api, tenant)
         metadata = (("authorization", credentials),) if credentials else ()
         calls = {
-            f"Create{c.kind}": {"parent": tenant.organization, c.field: c.valid(1)},
+            f"Create{c.kind}": {"parent": tenant.organization, c.field: c.valid(1), **c.create_fields},
             f"Get{c.kind}": {"name": existing.name},
             f"List{c.plural.capitalize()}": {"parent": tenant.organization},
             f"Update{c.kind}": {c.field: existing},
@@ -128,7 +137,7 @@ class StandardMethodsContract:
             f"Delete{c.kind}": {"name": theirs.name},
             f"Undelete{c.kind}": {"name": theirs.name},
             f"List{c.plural.capitalize()}": {"parent": other_tenant.organization},
-            f"Create{c.kind}": {"parent": other_tenant.organization, c.field: c.valid(2)},
+            f"Create{c.kind}": {"parent": other_tenant.organization, c.field: c.valid(2), **c.create_fields},
         }
         for method, fields in attempts.items():
             f = failure(lambda m=method, fl=fields: self.call(api, m, tenant, **fl))
@@ -137,8 +146,8 @@ class StandardMethodsContract:
         own_path = theirs.name.replace(other_tenant.organization, tenant.organization)
         assert failure(lambda: self.get(api, tenant, own_path)).code == grpc.StatusCode.NOT_FOUND
         assert self.get(api, other_tenant, theirs.name) == theirs
-        assert [r.name for r in self.list_all(api, other_tenant)] == [theirs.name]
-        assert self.list_all(api, tenant) == []
+        assert self.names(api, other_tenant) == [theirs.name]
+        assert self.names(api, tenant) == []
 
     def test_update_changes_only_masked_fields_and_rejects_stale_etag(self, channels: Channels, tenant: Tenant) -> None:
         api = self.api(channels)
@@ -186,7 +195,7 @@ class StandardMethodsContract:
         first = self.create(api, tenant, 0, request_id=request_id)
         again = self.create(api, tenant, 0, request_id=request_id)
         assert again == first
-        assert [r.name for r in self.list_all(api, tenant)] == [first.name]
+        assert self.names(api, tenant) == [first.name]
         bad = failure(lambda: self.create(api, tenant, 1, request_id="not-a-uuid"))
         assert bad.code == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in bad.violations
 
@@ -197,14 +206,14 @@ class StandardMethodsContract:
         gone = self.create(api, tenant, 1)
         deleted = getattr(self.call(api, f"Delete{c.kind}", tenant, name=gone.name, etag=gone.etag), c.field)
         assert deleted.delete_time.seconds > 0
-        assert [r.name for r in self.list_all(api, tenant)] == [kept.name]
-        assert {r.name for r in self.list_all(api, tenant, show_deleted=True)} == {kept.name, gone.name}
+        assert self.names(api, tenant) == [kept.name]
+        assert set(self.names(api, tenant, show_deleted=True)) == {kept.name, gone.name}
         assert self.get(api, tenant, gone.name).delete_time.seconds > 0
         again = failure(lambda: self.call(api, f"Delete{c.kind}", tenant, name=gone.name))
         assert again.code == grpc.StatusCode.NOT_FOUND
         restored = getattr(self.call(api, f"Undelete{c.kind}", tenant, name=gone.name), c.field)
         assert not restored.HasField("delete_time")
-        assert {r.name for r in self.list_all(api, tenant)} == {kept.name, gone.name}
+        assert set(self.names(api, tenant)) == {kept.name, gone.name}
         live = failure(lambda: self.call(api, f"Undelete{c.kind}", tenant, name=gone.name))
         assert live.code == grpc.StatusCode.ALREADY_EXISTS
 
@@ -214,12 +223,12 @@ class StandardMethodsContract:
         if self.case.unique_field is None:
             # Nothing is unique: the same content twice is two resources.
             second = self.create(api, tenant, 0)
-            assert second.name != first.name and len(self.list_all(api, tenant)) == 2
+            assert second.name != first.name and len(self.names(api, tenant)) == 2
             return
         f = failure(lambda: self.create(api, tenant, 0))
         assert f.code == grpc.StatusCode.ALREADY_EXISTS
         assert f.metadata["field"] == f"{self.case.field}.{self.case.unique_field}"
-        assert len(self.list_all(api, tenant)) == 1
+        assert len(self.names(api, tenant)) == 1
 
     @pytest.mark.parametrize("order_by", ["", "create_time", "create_time desc"])
     def test_page_tokens_walk_the_list_without_gaps_or_repeats(
@@ -280,5 +289,4 @@ class StandardMethodsContract:
         target = resources[1]
         matched = self.list_all(api, tenant, filter=self.case.filter_true(target))
         assert [r.name for r in matched] == [target.name]
-        newest_first = self.list_all(api, tenant)
-        assert [r.name for r in newest_first] == [r.name for r in reversed(resources)]
+        assert self.names(api, tenant) == [r.name for r in reversed(resources)]

@@ -22,11 +22,23 @@ def test_every_rpc_declares_a_permission_of_its_own_context_or_is_public() -> No
         assert match["context"] == service.full_name.split(".")[1], method.full_name
 
 
-def test_only_signing_in_is_public() -> None:
+def test_only_credentials_checks_are_public() -> None:
     public = {
         f"{s.name}.{m.name}"
         for s in api.services()
         for m in s.methods
         if api.authorization(f"/{s.full_name}/{m.name}").public
     }
-    assert public == {"AuthService.SignUp", "AuthService.Login", "AuthService.GetJwks"}
+    credentials = (
+        "SignUp",
+        "Login",
+        "RefreshToken",
+        "Logout",
+        "GetJwks",
+        "RequestPasswordReset",
+        "ResetPassword",
+        "VerifyEmail",
+        "IssueServiceToken",
+    )
+    signing_in = {f"AuthService.{m}" for m in credentials}
+    assert public == signing_in | {"ApiKeyService.AuthenticateApiKey"}

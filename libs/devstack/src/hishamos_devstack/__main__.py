@@ -24,6 +24,7 @@ HishamOS is up.
   API (gRPC, gRPC-Web, JSON)  127.0.0.1:{p.envoy}     Envoy admin 127.0.0.1:{p.envoy_admin}
   identity {p.services["identity"]}  agents {p.services["agents"]}  projects {p.services["projects"]}  knowledge {p.services["knowledge"]}  (direct gRPC)
   PostgreSQL 127.0.0.1:{p.postgres}  data in {stack.data_dir}  logs in {stack.log_dir}
+  Mail (password resets, email verification) lands in {stack.outbox}
 
 Sign up the first organization and its admin:
   .venv/bin/grpcurl -plaintext -d '{{"organization_slug":"acme","organization_display_name":"Acme","email":"admin@acme.test","username":"admin","password":"correct-horse-battery"}}' \\

@@ -57,18 +57,17 @@ class Ports:
 
 
 def load_secrets(path: Path) -> dict[str, str]:
-    """Random secrets for the local stack, made once and kept beside its data."""
-    if path.exists():
-        return dict(json.loads(path.read_text()))
-    values = {"postgres": secrets.token_urlsafe(24)}
-    for service in SERVICES:
-        values[f"{service}_owner"] = secrets.token_urlsafe(24)
-        values[f"{service}_app"] = secrets.token_urlsafe(24)
-    values["identity_key_encryption_key"] = base64.b64encode(secrets.token_bytes(32)).decode()
-    values["agents_credentials_key"] = base64.b64encode(secrets.token_bytes(32)).decode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values, indent=2))
-    path.chmod(0o600)
+    """Random secrets for the local stack, made once and kept beside its data (new ones added as needed)."""
+    values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    names = ["postgres", *(f"{s}_{kind}" for s in SERVICES for kind in ("owner", "app", "service"))]
+    keys = ["identity_key_encryption_key", "agents_credentials_key"]  # 32 random bytes, base64
+    missing = {name: secrets.token_urlsafe(24) for name in names if name not in values}
+    missing |= {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in keys if name not in values}
+    if missing:
+        values.update(missing)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values, indent=2))
+        path.chmod(0o600)
     return values
 
 
@@ -87,6 +86,7 @@ class Stack:
         self.ports = ports or Ports()
         self.progress = progress
         self.log_dir = data_dir / "logs"
+        self.outbox = data_dir / "outbox"  # mail, as .eml files, unless an SMTP server is configured
         self.secrets = load_secrets(data_dir / "secrets.json")
         self.postgres = EmbeddedPostgres(data_dir / "postgres", self.ports.postgres, self.secrets["postgres"])
         self.databases = {
@@ -148,6 +148,11 @@ class Stack:
         )
         env.setdefault("HISHAMOS_IDENTITY_KEY_ENCRYPTION_KEY", self.secrets["identity_key_encryption_key"])
         env.setdefault("HISHAMOS_AGENTS_CREDENTIALS_KEY", self.secrets["agents_credentials_key"])
+        env.setdefault("HISHAMOS_IDENTITY_MAIL_OUTBOX_DIR", str(self.outbox))
+        # Each service's own credential for background work (AuthService.IssueServiceToken).
+        credentials = {s: self.secrets[f"{s}_service"] for s in SERVICES}
+        env.setdefault("HISHAMOS_IDENTITY_SERVICE_CREDENTIALS", json.dumps(credentials))
+        env.setdefault(prefix + "SERVICE_CREDENTIAL", f"{service}:{credentials[service]}")
         return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:

@@ -56,6 +56,7 @@ def authorization(method: str) -> authorization_pb2.Authorization:
     return declared
 
 
+@cache
 def permissions() -> list[str]:
     """The permission catalog: every permission some RPC of the API requires."""
     found = {

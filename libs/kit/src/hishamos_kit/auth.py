@@ -16,8 +16,8 @@ import grpc
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc
-from hishamos_kit.errors import Unauthenticated
+from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, auth_pb2, auth_pb2_grpc
+from hishamos_kit.errors import ResourceExhausted, Unauthenticated
 
 ALGORITHM = "EdDSA"
 # Header parameters that would let a token choose its own verification key (RFC 7515 §4.1).
@@ -32,6 +32,7 @@ class Principal:
     organization_id: uuid.UUID
     roles: tuple[str, ...]
     expires_at: float
+    permissions: frozenset[str] = frozenset()
 
     @property
     def organization_name(self) -> str:
@@ -63,27 +64,35 @@ class KeySource(Protocol):
 
 
 class JwksClient:
-    """Identity's JWKS fetched over gRPC and cached; an unknown kid refreshes at most every few seconds."""
+    """Identity's JWKS fetched over gRPC and cached.
+
+    An unknown kid refreshes the set, at most once every few seconds: a token signed by a key that
+    was rotated in a moment ago waits for that refresh rather than failing, and a flood of made-up
+    kids costs identity one call per interval.
+    """
 
     def __init__(self, target: str, ttl_seconds: float = 300.0, min_refresh_seconds: float = 5.0) -> None:
         self._target = target
         self._ttl = ttl_seconds
-        self._min_refresh = min_refresh_seconds
+        self._min_refresh = min(min_refresh_seconds, ttl_seconds)
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
         self._channel: grpc.aio.Channel | None = None
 
     async def key(self, kid: str) -> Ed25519PublicKey | None:
-        age = time.monotonic() - self._fetched_at
-        if age > self._ttl or (kid not in self._keys and age > self._min_refresh):
+        if time.monotonic() - self._fetched_at > self._ttl or kid not in self._keys:
             await self._refresh()
         return self._keys.get(kid)
 
     async def _refresh(self) -> None:
+        seen = self._fetched_at
         async with self._lock:
-            if time.monotonic() - self._fetched_at < self._min_refresh:
-                return  # another caller refreshed while we waited
+            if self._fetched_at != seen:
+                return  # refreshed while we waited: one refresh answers every caller queued behind it
+            age = time.monotonic() - self._fetched_at
+            if age < self._min_refresh:
+                await asyncio.sleep(self._min_refresh - age)
             if self._channel is None:
                 self._channel = grpc.aio.insecure_channel(self._target)
             stub = auth_pb2_grpc.AuthServiceStub(self._channel)
@@ -149,6 +158,7 @@ class TokenVerifier:
                 organization_id=uuid.UUID(str(claims["org"])),
                 roles=tuple(str(r) for r in claims.get("roles", ())),
                 expires_at=float(claims["exp"]),
+                permissions=frozenset(str(p) for p in claims.get("perms", ())),
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("access token expired; log in or refresh", "TOKEN_EXPIRED") from exc
@@ -161,5 +171,84 @@ def bearer_token(metadata: Mapping[str, str]) -> str:
     value = metadata.get("authorization", "")
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("send `authorization: Bearer <access token>`", "CREDENTIALS_MISSING")
+        raise Unauthenticated("send `authorization: Bearer <access token or API key>`", "CREDENTIALS_MISSING")
     return token.strip()
+
+
+API_KEY_PREFIX = "hos_"
+
+
+class ApiKeys:
+    """API keys verified by identity's AuthenticateApiKey, cached for `ttl_seconds`, and rate-limited
+    here with a token bucket per key (the limit holds per service process)."""
+
+    def __init__(self, target: str, ttl_seconds: float = 10.0) -> None:
+        self._target = target
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, last refill)
+        self._limits: dict[str, int] = {}
+        self._channel: grpc.aio.Channel | None = None
+
+    async def verify(self, key: str) -> Principal:
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is None or cached[1] <= now:
+            principal = await self._authenticate(key)
+            self._cache[key] = cached = (principal, now + self._ttl)
+        self._spend(key)
+        return cached[0]
+
+    async def _authenticate(self, key: str) -> Principal:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._target)
+        stub = api_key_pb2_grpc.ApiKeyServiceStub(self._channel)
+        try:
+            reply = await stub.AuthenticateApiKey(api_key_pb2.AuthenticateApiKeyRequest(key=key), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                self._cache.pop(key, None)
+                raise Unauthenticated("the API key is not valid", "API_KEY_INVALID") from None
+            raise Unauthenticated("cannot verify API keys now: identity is unreachable", "API_KEY_UNVERIFIED") from exc
+        self._limits[key] = reply.rate_limit_per_minute
+        return Principal(
+            subject=reply.owner,
+            organization_id=uuid.UUID(reply.organization.rsplit("/", 1)[1]),
+            roles=(),
+            expires_at=time.time() + self._ttl,
+            permissions=frozenset(reply.permissions),
+        )
+
+    def _spend(self, key: str) -> None:
+        limit = self._limits.get(key, 0) or 600
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(limit), now))
+        tokens = min(float(limit), tokens + (now - last) * limit / 60.0)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            raise ResourceExhausted(
+                f"this API key allows {limit} calls a minute; slow down", "RATE_LIMITED", {"limit": str(limit)}
+            )
+        self._buckets[key] = (tokens - 1.0, now)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+
+class Authenticator:
+    """The caller from the request metadata: an access token, or an API key (`x-api-key`, or a
+    bearer credential that starts with `hos_`)."""
+
+    def __init__(self, tokens: TokenVerifier, api_keys: ApiKeys) -> None:
+        self.tokens = tokens
+        self.api_keys = api_keys
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+        key = metadata.get("x-api-key")
+        if key:
+            return await self.api_keys.verify(key.strip())
+        token = bearer_token(metadata)
+        if token.startswith(API_KEY_PREFIX):
+            return await self.api_keys.verify(token)
+        return await self.tokens.verify(token)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 
 class ApiError(Exception):
@@ -111,9 +111,11 @@ class Violations:
             raise InvalidArgument(self.items)
 
 
-def internal_status(request_id: str) -> status_pb2.Status:
+class Internal(ApiError):
+    code = grpc.StatusCode.INTERNAL
+
+
+def internal_status(domain: str, request_id: str) -> status_pb2.Status:
     """What a client sees for a bug: nothing but a request id to quote."""
-    return status_pb2.Status(
-        code=code_pb2.INTERNAL,
-        message=f"internal error; quote request id {request_id or '-'} to the operators",
-    )
+    message = f"internal error; quote request id {request_id or '-'} to the operators"
+    return Internal(message, "INTERNAL").to_status(domain, request_id)

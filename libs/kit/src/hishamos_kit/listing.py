@@ -72,7 +72,8 @@ class Field:
 
     column: Any
     parse: Callable[[object], Any] = parse_text
-    text: bool = False  # allows `:` (contains)
+    text: bool = False  # `:` means "contains" (case-insensitive)
+    array: bool = False  # a repeated field: `:` means "has this element"
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,8 @@ class _Parser:
         except ValueError as exc:
             raise self.error(f"bad value for `{name}`: {exc}") from None
         column = field.column
+        if op == ":" and field.array:
+            return column.any(value)  # type: ignore[no-any-return]
         if op == ":":
             if not field.text:
                 raise self.error(f"`:` works on text fields only, not `{name}`")

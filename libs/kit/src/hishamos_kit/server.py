@@ -21,9 +21,9 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from hishamos_kit import api, logs
-from hishamos_kit.auth import JwksClient, KeySource, TokenVerifier, bearer_token, principal_var
+from hishamos_kit.auth import ApiKeys, Authenticator, JwksClient, KeySource, TokenVerifier, principal_var
 from hishamos_kit.db import Database
-from hishamos_kit.errors import ApiError, Unavailable, internal_status
+from hishamos_kit.errors import ApiError, PermissionDenied, Unavailable, internal_status
 from hishamos_kit.logs import request_id_var
 from hishamos_kit.metrics import RpcMetrics, serve_metrics
 from hishamos_kit.settings import ServiceSettings
@@ -52,13 +52,14 @@ class Chassis:
     """
 
     domain: str
-    verifier: TokenVerifier
+    authenticator: Authenticator
     slow_seconds: float = 0.25
     metrics: RpcMetrics = field(default_factory=RpcMetrics)
 
     async def run(
-        self, method: str, public: bool, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext
+        self, method: str, permission: str, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext
     ) -> Any:
+        """`permission` is what the method requires; empty for a public method."""
         metadata: Mapping[str, str] = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         request_id = metadata.get("x-request-id") or uuid.uuid4().hex
         request_id_var.set(request_id)
@@ -66,8 +67,14 @@ class Chassis:
         status = None
         code = "OK"
         try:
-            if not public:
-                principal_var.set(await self.verifier.verify(bearer_token(metadata)))
+            if permission:
+                principal = await self.authenticator.authenticate(metadata)
+                # Checked before the handler runs, so a caller without it learns nothing of existence.
+                if permission not in principal.permissions:
+                    raise PermissionDenied(
+                        f"this call needs the permission {permission}", "PERMISSION_DENIED", {"permission": permission}
+                    )
+                principal_var.set(principal)
             return await call()
         except ApiError as exc:
             status = exc.to_status(self.domain, request_id)
@@ -84,7 +91,7 @@ class Chassis:
         except Exception as exc:  # noqa: BLE001 - the last line: the client gets INTERNAL and a request id
             frame = _innermost_frame(exc)
             log.error("unhandled error in %s at %s", method, frame, extra={"error_type": type(exc).__name__})
-            status = internal_status(request_id)
+            status = internal_status(self.domain, request_id)
             code = "INTERNAL"
         finally:
             elapsed = time.perf_counter() - started
@@ -98,7 +105,7 @@ class Chassis:
         await _abort(context, status, request_id)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        run = functools.partial(self.run, method, api.authorization(method).public)
+        run = functools.partial(self.run, method, api.authorization(method).permission)
         if handler.unary_unary:
             unary = handler.unary_unary
 
@@ -170,14 +177,14 @@ async def serve(
     name: str,
     settings: ServiceSettings,
     services: Iterable[Service],
-    verifier: TokenVerifier,
+    authenticator: Authenticator,
     on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING first, then finish calls within the grace."""
     services = list(services)
     chassis = Chassis(
         domain=f"{name}.hishamos.dev",
-        verifier=verifier,
+        authenticator=authenticator,
         slow_seconds=settings.slow_call_ms / 1000,
     )
     server = grpc.aio.server(
@@ -231,9 +238,11 @@ async def run(
     jwks = None if keys else JwksClient(settings.identity_target, settings.jwks_cache_seconds)
     key_source: KeySource = keys(db) if keys else jwks  # type: ignore[assignment]
     verifier = TokenVerifier(key_source, settings.jwt_issuer, settings.jwt_audience)
+    api_keys = ApiKeys(settings.identity_target)
     try:
-        await serve(name, settings, await build(db), verifier)
+        await serve(name, settings, await build(db), Authenticator(verifier, api_keys))
     finally:
+        await api_keys.close()
         if jwks is not None:
             await jwks.close()
         await db.close()

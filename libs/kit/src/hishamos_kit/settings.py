@@ -33,6 +33,7 @@ class ServiceSettings(BaseSettings):
     grace_seconds: float = 10.0
     max_message_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"
+    service_credential: str = Field("", description="`<service>:<secret>` for AuthService.IssueServiceToken")
     slow_call_ms: float = Field(250.0, description="access-log successful calls slower than this; errors always")
 
     @classmethod

@@ -61,6 +61,12 @@ class ResourceType(ABC, Generic[Row, Msg]):
     def on_create(self, row: Row, message: Msg) -> None:
         """Defaults for fields a create may leave unset."""
 
+    async def before_write(self, session: AsyncSession, row: Row, action: str) -> None:
+        """Rules that need the database (quotas, cascades), inside the write's own transaction.
+
+        `action` is create, update, delete or undelete.
+        """
+
 
 class StandardMethods(Generic[Row, Msg]):
     def __init__(self, db: Database, kind: ResourceType[Row, Msg], keys: type[IdempotencyKeyColumns]) -> None:
@@ -112,6 +118,7 @@ class StandardMethods(Generic[Row, Msg]):
         self.kind.on_create(row, message)
 
         async def insert(session: AsyncSession) -> Msg:
+            await self.kind.before_write(session, row, "create")
             session.add(row)
             await self._flush(session, self.kind.field)
             return self.kind.to_message(row)
@@ -168,6 +175,7 @@ class StandardMethods(Generic[Row, Msg]):
             violations = Violations()
             self.kind.apply(row, message, paths, violations)
             violations.raise_if_any()
+            await self.kind.before_write(session, row, "update")
             await self._flush(session, name)
             return self.kind.to_message(row)
 
@@ -182,6 +190,7 @@ class StandardMethods(Generic[Row, Msg]):
             row = await self._load(session, principal, name)
             resources.check_etag(row, etag, name)
             (resources.soft_delete if deleted else resources.undelete)(row, name)
+            await self.kind.before_write(session, row, "delete" if deleted else "undelete")
             await self._flush(session, name)
             return self.kind.to_message(row)
 

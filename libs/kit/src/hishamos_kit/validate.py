@@ -6,6 +6,7 @@ import contextlib
 import math
 import re
 import uuid
+import zoneinfo
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -100,3 +101,13 @@ class EnumCodes:
             if code in self.codes:
                 return code
         raise ValueError(f"expected one of {self.allowed()}")
+
+
+def time_zone(v: Violations, field: str, value: str) -> str:
+    value = value.strip()
+    if value:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            v.add(field, "must be an IANA time zone such as Europe/Berlin")
+    return value

@@ -6,16 +6,17 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import auth_pb2 as pb
-from hishamos_identity import organizations, users
+from hishamos_identity import audit, organizations, totp, users
 from hishamos_identity.models import IdempotencyKey, Organization, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_identity.tokens import TokenIssuer
 from hishamos_kit import resources, validate
+from hishamos_kit.crypto import Sealer
 from hishamos_kit.db import TENANT_SETTING, Database, set_local, violated_constraint
 from hishamos_kit.errors import AlreadyExists, PermissionDenied, Unauthenticated, Violations
 
@@ -29,6 +30,7 @@ UNIQUE_FIELDS = {
     "uq_users_organization_id_username": "username",
 }
 BAD_CREDENTIALS = "wrong organization, login or password"
+MAX_FAILURES = 5
 
 
 def _check_signup(request: pb.SignUpRequest) -> Violations:
@@ -49,10 +51,11 @@ def _check_signup(request: pb.SignUpRequest) -> Violations:
 
 
 class Accounts:
-    def __init__(self, db: Database, passwords: Passwords, issuer: TokenIssuer) -> None:
+    def __init__(self, db: Database, passwords: Passwords, issuer: TokenIssuer, sealer: Sealer) -> None:
         self.db = db
         self.passwords = passwords
         self.issuer = issuer
+        self.sealer = sealer
 
     async def sign_up(self, request: pb.SignUpRequest) -> pb.SignUpResponse:
         _check_signup(request).raise_if_any()
@@ -77,6 +80,7 @@ class Accounts:
             await self._flush(session)
             session.add(user)
             await self._flush(session)
+            audit.record(session, organization_id, "organization.created", users.user_name(user), users.user_name(user))
             return pb.SignUpResponse(
                 organization=organizations.to_message(org),
                 user=users.to_message(user),
@@ -117,30 +121,74 @@ class Accounts:
         v.check(bool(request.login), "login", "is required (email or username)")
         v.check(bool(request.password), "password", "is required")
         v.raise_if_any()
-        org, user = await self._find(request.organization_slug, request.login.strip())
-        # The hash is checked outside any transaction: it takes tens of milliseconds by design.
-        stored_hash = user.password_hash if user is not None else None
-        if not await self.passwords.verify(stored_hash, request.password) or user is None or org is None:
+        org, user, attempt = await self._find(request.organization_slug, request.login.strip())
+        # The hash is checked outside any transaction (it takes tens of milliseconds by design), and
+        # checked even when there is no user or no attempt left, so every failure takes as long.
+        verified = await self.passwords.verify(user.password_hash if user and attempt else None, request.password)
+        if org is None or user is None:
+            raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
+        if not verified:
+            await self._failed(user, attempt)
             raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
         if org.state != "active":
             raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
-        values: dict[str, object] = {"last_login_at": func.now()}
+        if user.state != "active":
+            raise PermissionDenied("this user is deactivated; ask an admin", "USER_DEACTIVATED")
+        if user.totp_enabled:
+            await self._second_factor(user, attempt, request.totp_code)
+        values: dict[str, object] = {
+            "last_login_at": func.now(),
+            "failed_logins": 0,
+            "lockouts": 0,
+            "locked_until": None,
+        }
         if self.passwords.needs_rehash(user.password_hash):
             values["password_hash"] = await self.passwords.hash(request.password)
         async with self.db.tenant(org.id) as session:
             # A Core UPDATE: signing in is not an edit, so it leaves the user's etag alone.
-            await session.execute(update(User).where(User.id == user.id).values(**values))
+            await session.execute(
+                update(User).where(User.id == user.id).values(**values).execution_options(synchronize_session=False)
+            )
             user.last_login_at = datetime.now(UTC)
+            audit.record(session, org.id, "login.succeeded", users.user_name(user), users.user_name(user))
             tokens = await self.issuer.pair(session, user)
         return pb.LoginResponse(user=users.to_message(user), tokens=tokens)
 
-    async def _find(self, slug: str, login: str) -> tuple[Organization | None, User | None]:
+    async def _second_factor(self, user: User, attempt: int | None, code: str) -> None:
+        """The password was right; now the TOTP or recovery code, which counts against the same attempts."""
+        if not code:
+            raise Unauthenticated("this user signs in with a TOTP code too: send totp_code", "TOTP_REQUIRED")
+        assert user.totp_secret_sealed is not None
+        secret = self.sealer.open(user.totp_secret_sealed, totp.sealing_context(user.id))
+        async with self.db.tenant(user.organization_id) as session:
+            accepted = await totp.accept(session, user, secret, code)
+        if not accepted:
+            await self._failed(user, attempt)
+            raise Unauthenticated("wrong or already used code", "INVALID_TOTP")
+
+    async def _failed(self, user: User, attempt: int | None) -> None:
+        name = users.user_name(user)
+        async with self.db.tenant(user.organization_id) as session:
+            audit.record(session, user.organization_id, "login.failed", target=name, locked=attempt is None)
+            if attempt == MAX_FAILURES:
+                # Locked for 1, 2, 4 … minutes, at most an hour, doubling with each lockout in a row.
+                minutes = func.least(60, func.power(2, User.lockouts))
+                until = func.now() + minutes * literal_column("interval '1 minute'")
+                await session.execute(
+                    update(User).where(User.id == user.id).values(locked_until=until, lockouts=User.lockouts + 1)
+                )
+                audit.record(session, user.organization_id, "user.locked", target=name)
+
+    async def _find(self, slug: str, login: str) -> tuple[Organization | None, User | None, int | None]:
+        """The organization, the user, and one of the user's MAX_FAILURES attempts, taken before the
+        password is checked and committed at once, so parallel guesses cannot check more passwords
+        than the limit. No attempt (None): the account is locked."""
         async with self.db.unscoped() as session:
             # Row-level security shows the organization whose slug was typed, and nothing else.
             await set_local(session, SLUG_SETTING, slug)
             org = await session.scalar(select(Organization).where(Organization.slug == slug))
             if org is None or org.is_deleted:
-                return None, None
+                return None, None, None
             await set_local(session, TENANT_SETTING, str(org.id))
             user = await session.scalar(
                 select(User).where(
@@ -149,4 +197,15 @@ class Accounts:
                     or_(User.email == login.lower(), User.username == login),
                 )
             )
-            return org, user
+            if user is None:
+                return org, None, None
+            lock_over = User.locked_until <= func.now()
+            attempt = await session.scalar(
+                update(User)
+                .where(User.id == user.id, or_(User.failed_logins < MAX_FAILURES, lock_over))
+                .where(or_(User.locked_until.is_(None), lock_over))
+                .values(failed_logins=case((lock_over, 1), else_=User.failed_logins + 1), locked_until=None)
+                .returning(User.failed_logins)
+                .execution_options(synchronize_session=False)
+            )
+            return org, user, attempt

@@ -6,11 +6,11 @@ import base64
 import json
 import secrets
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
-from sqlalchemy import select, text
+from sqlalchemy import func, or_, select, text, update
 
 from hishamos_identity.models import SigningKey
 from hishamos_kit.crypto import Sealer
@@ -29,9 +29,10 @@ class KeyStore:
     """Identity's view of its keys. Verification keys refresh from the table, so every replica
     learns of a rotation within `refresh_seconds`, or at once when a token names an unknown kid."""
 
-    def __init__(self, db: Database, sealer: Sealer, refresh_seconds: float = 30.0) -> None:
+    def __init__(self, db: Database, sealer: Sealer, overlap_seconds: float, refresh_seconds: float = 30.0) -> None:
         self._db = db
         self._sealer = sealer
+        self._overlap = overlap_seconds
         self._refresh_seconds = refresh_seconds
         self._public: dict[str, Ed25519PublicKey] = {}
         self._jwks: list[dict[str, str]] = []
@@ -56,11 +57,26 @@ class KeyStore:
             private_key_sealed=self._sealer.seal(raw, kid),
         )
 
+    async def rotate(self) -> tuple[str, list[str]]:
+        """A new signing key; the old one is published until `overlap_seconds` from now, then retires."""
+        async with self._db.unscoped() as session:
+            await session.execute(text("select pg_advisory_xact_lock(hashtext('identity.signing_keys'))"))
+            await session.execute(
+                update(SigningKey)
+                .where(SigningKey.active)
+                .values(active=False, retired_at=func.now() + timedelta(seconds=self._overlap))
+            )
+            session.add(self._new_key())
+        await self._load()
+        assert self._signing is not None
+        return self._signing[0], [k["kid"] for k in self._jwks]
+
     async def _load(self) -> None:
         async with self._db.unscoped() as session:
+            published = or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > func.now())
             rows = (
                 await session.scalars(
-                    select(SigningKey).where(SigningKey.retired_at.is_(None)).order_by(SigningKey.created_at.desc())
+                    select(SigningKey).where(published).order_by(SigningKey.active.desc(), SigningKey.created_at.desc())
                 )
             ).all()
         self._public = {r.kid: Ed25519PublicKey.from_public_bytes(r.public_key) for r in rows}

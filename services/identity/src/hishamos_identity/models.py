@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ARRAY, DateTime, Index, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy import ARRAY, BigInteger, DateTime, Index, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from hishamos_kit.db import Resource, TenantResource, Timestamps, new_metadata
@@ -51,6 +53,51 @@ class User(TenantResource, Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list, server_default="{}")
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    last_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    avatar_uri: Mapped[str] = mapped_column(String(2000), default="", server_default="")
+    bio: Mapped[str] = mapped_column(Text, default="", server_default="")
+    time_zone: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    state: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+    # Brute-force protection: attempts are reserved atomically before a password is checked.
+    failed_logins: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    lockouts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    # Two-factor sign-in: the secret sealed with the key-encryption key; recovery codes as SHA-256.
+    totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_enabled: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    totp_last_step: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    recovery_codes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list, server_default="{}")
+
+
+class Role(TenantResource, Base):
+    """A custom role; the predefined ones live in code (hishamos_identity.roles)."""
+
+    __tablename__ = "roles"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "role_id"),
+        Index("ix_roles_organization_id_created_at", "organization_id", text("created_at DESC")),
+    )
+
+    role_id: Mapped[str] = mapped_column(String(63))
+    display_name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    permissions: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list, server_default="{}")
+
+
+class AuditEvent(Timestamps, Base):
+    """Append-only: the app role may insert and read, never update or delete."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_organization_id_created_at", "organization_id", text("created_at DESC")),)
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    target: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    request_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
 
 
 class SigningKey(Timestamps, Base):
@@ -76,3 +123,34 @@ class RefreshToken(Timestamps, Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Timestamps, Base):
+    """An API key, stored only as the SHA-256 of its secret and a visible prefix."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_organization_id_created_at", "organization_id", text("created_at DESC")),)
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list, server_default="{}")
+    rate_limit_per_minute: Mapped[int] = mapped_column(default=600, server_default=text("600"))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EmailToken(Timestamps, Base):
+    """A single-use token mailed to a user (password reset, email verification), stored as SHA-256."""
+
+    __tablename__ = "email_tokens"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,26 +1,31 @@
-"""Access tokens (EdDSA JWTs) and refresh tokens (opaque, stored as SHA-256)."""
+"""Access tokens (EdDSA JWTs carrying the caller's permissions) and refresh-token sessions."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import auth_pb2 as pb
+from hishamos_identity import audit
+from hishamos_identity.grants import permissions_of
 from hishamos_identity.keys import KeyStore
-from hishamos_identity.models import RefreshToken, User
+from hishamos_identity.models import Organization, RefreshToken, User
 from hishamos_identity.settings import IdentitySettings
+from hishamos_identity.users import user_name
+from hishamos_kit.db import Database
+from hishamos_kit.errors import Unauthenticated
 
-REFRESH_PREFIX = "hosr_"
-
-
-def user_name(user: User) -> str:
-    return f"organizations/{user.organization_id}/users/{user.id}"
+# hosr_<organization id, 32 hex><secret>: the organization tells which tenant's table to look in.
+REFRESH = re.compile(r"^hosr_(?P<org>[0-9a-f]{32})(?P<secret>[A-Za-z0-9_-]{43})$")
+BAD_REFRESH = "refresh token is not valid; log in again"
 
 
 def hash_refresh_token(token: str) -> str:
@@ -29,11 +34,12 @@ def hash_refresh_token(token: str) -> str:
 
 
 class TokenIssuer:
-    def __init__(self, keys: KeyStore, settings: IdentitySettings) -> None:
+    def __init__(self, db: Database, keys: KeyStore, settings: IdentitySettings) -> None:
+        self._db = db
         self._keys = keys
         self._settings = settings
 
-    async def access_token(self, user: User) -> str:
+    async def access_token(self, session: AsyncSession, user: User) -> str:
         kid, private_key = await self._keys.signing_key()
         now = int(time.time())
         claims = {
@@ -42,6 +48,7 @@ class TokenIssuer:
             "sub": user_name(user),
             "org": str(user.organization_id),
             "roles": list(user.roles),
+            "perms": await permissions_of(session, user.roles),
             "iat": now,
             "exp": now + self._settings.access_token_seconds,
             "jti": uuid.uuid4().hex,
@@ -50,7 +57,7 @@ class TokenIssuer:
 
     async def pair(self, session: AsyncSession, user: User, family_id: uuid.UUID | None = None) -> pb.TokenPair:
         """A new access token and a new refresh token (recorded in `session`'s transaction)."""
-        refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        refresh = f"hosr_{user.organization_id.hex}{secrets.token_urlsafe(32)}"
         session.add(
             RefreshToken(
                 organization_id=user.organization_id,
@@ -61,8 +68,61 @@ class TokenIssuer:
             )
         )
         return pb.TokenPair(
-            access_token=await self.access_token(user),
+            access_token=await self.access_token(session, user),
             token_type="Bearer",
             expires_in=self._settings.access_token_seconds,
             refresh_token=refresh,
+        )
+
+    async def refresh(self, token: str) -> pb.TokenPair:
+        """Rotate: the presented token is spent; a spent token presented again ends its family."""
+        organization_id = self._organization_of(token)
+        async with self._db.tenant(organization_id) as session:
+            record = await session.scalar(
+                select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(token)).with_for_update()
+            )
+            if record is None or record.expires_at <= datetime.now(UTC):
+                raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
+            if record.revoked_at is not None:
+                await self._end_family(session, record.family_id)
+                audit.record(session, organization_id, "session.token_reused", target=str(record.family_id))
+                reuse = True
+            else:
+                reuse = False
+                record.revoked_at = datetime.now(UTC)
+                user = await session.get(User, record.user_id)
+                org = await session.get(Organization, organization_id)
+                usable = user is not None and not user.is_deleted and user.state == "active"
+                if not usable or org is None or org.state != "active":
+                    raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
+                assert user is not None
+                tokens = await self.pair(session, user, record.family_id)
+        if reuse:  # raised after commit, so the family stays revoked
+            raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_REUSED")
+        return tokens
+
+    async def logout(self, token: str) -> None:
+        organization_id = self._organization_of(token)
+        async with self._db.tenant(organization_id) as session:
+            record = await session.scalar(
+                select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(token))
+            )
+            if record is None:
+                raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
+            await self._end_family(session, record.family_id)
+            audit.record(session, organization_id, "session.ended", target=str(record.family_id))
+
+    @staticmethod
+    def _organization_of(token: str) -> uuid.UUID:
+        match = REFRESH.match(token)
+        if match is None:
+            raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
+        return uuid.UUID(match["org"])
+
+    @staticmethod
+    async def _end_family(session: AsyncSession, family_id: uuid.UUID) -> None:
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=func.now())
         )

@@ -1,22 +1,303 @@
-"""Users as the API shows them."""
+"""Users: profiles, the organization's max_users quota, activation, and a user's own password."""
 
 from __future__ import annotations
 
-from hishamos.identity.v1 import user_pb2
-from hishamos_identity.models import User
-from hishamos_identity.tokens import user_name
-from hishamos_kit.resources import etag, timestamp
+import re
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hishamos.identity.v1 import user_pb2 as pb
+from hishamos_identity import audit, totp
+from hishamos_identity.grants import unknown_roles
+from hishamos_identity.models import IdempotencyKey, Organization, RefreshToken, User
+from hishamos_identity.passwords import Passwords, check_strength
+from hishamos_kit import resources, validate
+from hishamos_kit.auth import Principal
+from hishamos_kit.crypto import Sealer
+from hishamos_kit.db import Database, violated_constraint
+from hishamos_kit.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Violations,
+)
+from hishamos_kit.listing import Field, ListSpec, parse_time
+from hishamos_kit.resources import ResourcePath
+from hishamos_kit.standard import ResourceType, StandardMethods, base_fields
+
+UserMessage = pb.User
+PATH = ResourcePath("organizations/{organization}/users/{user}")
+USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
+STATES = validate.EnumCodes(pb.User.State.items(), "STATE_")
+UNIQUE = {"uq_users_organization_id_email": "user.email", "uq_users_organization_id_username": "user.username"}
 
 
-def to_message(user: User) -> user_pb2.User:
-    return user_pb2.User(
+def user_name(user: User) -> str:
+    return PATH.format(user.organization_id, user.id)
+
+
+def to_message(user: User) -> pb.User:
+    return pb.User(
         name=user_name(user),
         email=user.email,
         username=user.username,
         full_name=user.full_name,
+        first_name=user.first_name,
+        last_name=user.last_name,
+        avatar_uri=user.avatar_uri,
+        bio=user.bio,
+        time_zone=user.time_zone,
         roles=list(user.roles),
-        last_login_time=timestamp(user.last_login_at),
-        create_time=timestamp(user.created_at),
-        update_time=timestamp(user.updated_at),
-        etag=etag(user),
+        state=STATES.value(user.state),
+        totp_enabled=user.totp_enabled,
+        email_verified=user.email_verified,
+        last_login_time=resources.timestamp(user.last_login_at),
+        **base_fields(user),
     )
+
+
+def check_username(v: Violations, field: str, value: str) -> str:
+    if not USERNAME.match(value):
+        v.add(field, "must be 3-64 letters, digits, `.`, `_` or `-`")
+    return value
+
+
+async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+    )
+
+
+async def live_user(session: AsyncSession, user_id: uuid.UUID, name: str, *, lock: bool = False) -> User:
+    """The user, unless deleted; `lock` holds the row until the transaction ends."""
+    user = await session.get(User, user_id, with_for_update=lock)
+    if user is None or user.is_deleted:
+        raise NotFound(name)
+    return user
+
+
+async def check_quota(session: AsyncSession, organization_id: uuid.UUID) -> None:
+    """max_users, checked under a per-organization lock so two creates cannot both take the last seat."""
+    await session.execute(
+        text("select pg_advisory_xact_lock(hashtext('users:' || :org))"), {"org": str(organization_id)}
+    )
+    limit = await session.scalar(select(Organization.max_users).where(Organization.id == organization_id))
+    live = await session.scalar(select(func.count()).select_from(User).where(User.is_deleted.is_(False)))
+    if limit is not None and (live or 0) >= limit:
+        raise ResourceExhausted(
+            f"the organization has its {limit} users; raise max_users or delete a user",
+            "QUOTA_EXCEEDED",
+            {"quota": "max_users", "limit": str(limit)},
+        )
+
+
+class UserType(ResourceType[User, pb.User]):
+    model = User
+    message = pb.User
+    field = "user"
+    path = PATH
+    updatable = frozenset(
+        {"email", "username", "full_name", "first_name", "last_name", "avatar_uri", "bio", "time_zone"}
+    )
+    unique = UNIQUE
+    list_spec = ListSpec(
+        filter_fields={
+            "email": Field(User.email),
+            "username": Field(User.username, text=True),
+            "full_name": Field(User.full_name, text=True),
+            "state": Field(User.state, STATES.parse),
+            "roles": Field(User.roles, array=True),
+            "create_time": Field(User.created_at, parse_time),
+            "last_login_time": Field(User.last_login_at, parse_time),
+        },
+        order_fields={
+            "email": Field(User.email),
+            "username": Field(User.username),
+            "full_name": Field(User.full_name),
+            "create_time": Field(User.created_at, parse_time),
+        },
+        default_order="create_time desc",
+        id_column=User.id,
+    )
+
+    def to_message(self, row: User) -> pb.User:
+        return to_message(row)
+
+    def apply(self, row: User, message: pb.User, paths: list[str], violations: Violations) -> None:
+        v = violations
+        for path in paths:
+            field = f"user.{path}"
+            if path == "email":
+                email = validate.email(v, field, message.email, required=True)
+                if email != row.email:
+                    row.email, row.email_verified = email, False  # a new address is unproven
+            elif path == "username":
+                row.username = check_username(v, field, message.username)
+            elif path in ("full_name", "first_name", "last_name"):
+                setattr(
+                    row,
+                    path,
+                    validate.text(v, field, getattr(message, path), max_length=200 if path == "full_name" else 100),
+                )
+            elif path == "avatar_uri":
+                row.avatar_uri = validate.http_url(v, field, message.avatar_uri)
+            elif path == "bio":
+                row.bio = validate.text(v, field, message.bio, max_length=2000)
+            elif path == "time_zone":
+                row.time_zone = validate.time_zone(v, field, message.time_zone)
+
+    async def before_write(self, session: AsyncSession, row: User, action: str) -> None:
+        if action == "undelete":
+            await check_quota(session, row.organization_id)
+        elif action == "delete":
+            await revoke_sessions(session, row.id)
+
+
+class Users(StandardMethods[User, pb.User]):
+    """Get, List, Update, Delete and Undelete come from the kit; creation needs a password and a quota."""
+
+    def __init__(self, db: Database, passwords: Passwords, sealer: Sealer) -> None:
+        super().__init__(db, UserType(), IdempotencyKey)
+        self.passwords = passwords
+        self.sealer = sealer
+
+    async def create_user(self, principal: Principal, request: pb.CreateUserRequest) -> pb.User:
+        organization_id = resources.own_parent(principal, request.parent)
+        resources.check_request_id(request.request_id)
+        row = User(id=uuid.uuid4(), organization_id=organization_id, state="active")
+        v = Violations()
+        self.kind.apply(row, request.user, sorted(self.kind.updatable), v)
+        check_strength(v, "password", request.password)
+        v.raise_if_any()
+        row.password_hash = await self.passwords.hash(request.password)
+        roles = list(dict.fromkeys(request.roles)) or ["viewer"]
+
+        async def create(session: AsyncSession) -> pb.CreateUserResponse:
+            unknown = set(await unknown_roles(session, roles))
+            if unknown:
+                raise InvalidArgument(
+                    {f"roles[{i}]": f"no role `{r}` here" for i, r in enumerate(roles) if r in unknown}
+                )
+            row.roles = roles
+            await check_quota(session, organization_id)
+            session.add(row)
+            try:
+                await session.flush()
+            except IntegrityError as exc:
+                field = UNIQUE.get(violated_constraint(exc) or "")
+                if field is None:
+                    raise
+                raise AlreadyExists(
+                    f"another user has this {field.split('.')[1]}", "ALREADY_EXISTS", {"field": field}
+                ) from None
+            audit.record(session, organization_id, "user.created", principal.subject, user_name(row), roles=roles)
+            return pb.CreateUserResponse(user=to_message(row))
+
+        async with self.db.tenant(organization_id) as session:
+            response = await resources.once(
+                session,
+                IdempotencyKey,
+                organization_id,
+                "CreateUser",
+                request.request_id,
+                pb.CreateUserResponse,
+                lambda: create(session),
+            )
+        return response.user
+
+    async def set_state(self, principal: Principal, name: str, etag: str, state: str) -> pb.User:
+        user_id = resources.own_name(principal, PATH, name)
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await live_user(session, user_id, name)
+            resources.check_etag(user, etag, name)
+            if user.state != state:
+                user.state = state
+                if state != "active":
+                    await revoke_sessions(session, user.id)
+                await session.flush()
+                audit.record(
+                    session,
+                    principal.organization_id,
+                    f"user.{'activated' if state == 'active' else 'deactivated'}",
+                    principal.subject,
+                    name,
+                )
+            return to_message(user)
+
+    def _self(self, principal: Principal, name: str) -> uuid.UUID:
+        user_id = resources.own_name(principal, PATH, name)
+        if name != principal.subject:
+            raise PermissionDenied("a user changes only their own password and two-factor settings", "NOT_SELF")
+        return user_id
+
+    async def enroll_totp(self, principal: Principal, name: str) -> pb.EnrollTotpResponse:
+        user_id = self._self(principal, name)
+        secret = totp.new_secret()
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await live_user(session, user_id, name, lock=True)
+            if user.totp_enabled:
+                raise FailedPrecondition("two-factor sign-in is on; disable it before enrolling again", "TOTP_ENABLED")
+            user.totp_secret_sealed = self.sealer.seal(secret, totp.sealing_context(user_id))
+            await session.flush()
+            return pb.EnrollTotpResponse(
+                secret=totp.base32(secret), provisioning_uri=totp.provisioning_uri(secret, user.email)
+            )
+
+    async def confirm_totp(self, principal: Principal, request: pb.ConfirmTotpRequest) -> list[str]:
+        user_id = self._self(principal, request.name)
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await live_user(session, user_id, request.name, lock=True)
+            if user.totp_enabled or user.totp_secret_sealed is None:
+                raise FailedPrecondition("call EnrollTotp first", "TOTP_NOT_ENROLLING")
+            secret = self.sealer.open(user.totp_secret_sealed, totp.sealing_context(user_id))
+            if not await totp.accept(session, user, secret, request.code):
+                raise InvalidArgument({"code": "is not the app's current code"}, "INVALID_TOTP")
+            codes = totp.recovery_codes()
+            user.totp_enabled = True
+            user.recovery_codes = [totp.hash_code(c) for c in codes]
+            await session.flush()
+            audit.record(session, principal.organization_id, "totp.enabled", principal.subject, request.name)
+            return codes
+
+    async def disable_totp(self, principal: Principal, request: pb.DisableTotpRequest) -> None:
+        user_id = self._self(principal, request.name)
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await live_user(session, user_id, request.name)
+            stored = user.password_hash
+        if not await self.passwords.verify(stored, request.password):
+            raise InvalidArgument({"password": "does not match"}, "WRONG_PASSWORD")
+        async with self.db.tenant(principal.organization_id) as session:
+            await session.execute(
+                update(User)
+                .where(User.id == user_id)
+                .values(totp_enabled=False, totp_secret_sealed=None, recovery_codes=[], updated_at=func.now())
+            )
+            audit.record(session, principal.organization_id, "totp.disabled", principal.subject, request.name)
+
+    async def change_password(self, principal: Principal, request: pb.ChangePasswordRequest) -> None:
+        user_id = self._self(principal, request.name)
+        v = Violations()
+        v.check(bool(request.current_password), "current_password", "is required")
+        check_strength(v, "new_password", request.new_password)
+        v.raise_if_any()
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await live_user(session, user_id, request.name)
+            stored = user.password_hash
+        if not await self.passwords.verify(stored, request.current_password):
+            raise InvalidArgument({"current_password": "does not match"}, "WRONG_PASSWORD")
+        new_hash = await self.passwords.hash(request.new_password)
+        async with self.db.tenant(principal.organization_id) as session:
+            await session.execute(
+                update(User).where(User.id == user_id).values(password_hash=new_hash, updated_at=datetime.now(UTC))
+            )
+            await revoke_sessions(session, user_id)
+            audit.record(session, principal.organization_id, "password.changed", principal.subject, request.name)

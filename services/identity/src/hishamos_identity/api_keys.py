@@ -1,0 +1,163 @@
+"""API keys: created with a secret shown once, scoped to part of the owner's permissions, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hishamos.identity.v1 import api_key_pb2 as pb
+from hishamos_identity import audit, users
+from hishamos_identity.grants import permissions_of
+from hishamos_identity.models import ApiKey, Organization, User
+from hishamos_kit import resources, validate
+from hishamos_kit.auth import Principal
+from hishamos_kit.db import Database
+from hishamos_kit.errors import NotFound, PermissionDenied, Unauthenticated, Violations
+from hishamos_kit.listing import Field, ListSpec, list_page, parse_time
+
+PATH = resources.ResourcePath("organizations/{organization}/apiKeys/{api_key}")
+# hos_<organization id, 32 hex>_<secret>: the organization tells which tenant's table to look in.
+KEY = re.compile(r"^hos_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
+DEFAULT_RATE = 600
+LIST = ListSpec(
+    filter_fields={},
+    order_fields={"create_time": Field(ApiKey.created_at, parse_time)},
+    default_order="create_time desc",
+    id_column=ApiKey.id,
+)
+
+
+def hash_key(key: str) -> str:
+    """Keys carry 256 random bits: a fast hash makes a stolen table useless."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def to_message(key: ApiKey) -> pb.ApiKey:
+    return pb.ApiKey(
+        name=PATH.format(key.organization_id, key.id),
+        display_name=key.display_name,
+        prefix=key.prefix,
+        owner=users.PATH.format(key.organization_id, key.owner_id),
+        scopes=list(key.scopes),
+        expire_time=resources.timestamp(key.expires_at),
+        rate_limit_per_minute=key.rate_limit_per_minute,
+        last_used_time=resources.timestamp(key.last_used_at),
+        revoke_time=resources.timestamp(key.revoked_at),
+        create_time=resources.timestamp(key.created_at),
+    )
+
+
+class ApiKeys:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, principal: Principal, parent: str, message: pb.ApiKey) -> pb.CreateApiKeyResponse:
+        organization_id = resources.own_parent(principal, parent)
+        owner_id = resources.own_name(principal, users.PATH, principal.subject, "owner")
+        v = Violations()
+        display_name = validate.text(v, "api_key.display_name", message.display_name, required=True)
+        if not message.scopes:
+            v.add("api_key.scopes", "must name at least one permission")
+        for i, scope in enumerate(message.scopes):
+            if scope not in principal.permissions:
+                v.add(f"api_key.scopes[{i}]", f"you do not hold {scope}, so a key of yours cannot")
+        validate.number(v, "api_key.rate_limit_per_minute", message.rate_limit_per_minute, low=0, high=100_000)
+        expires = message.expire_time.ToDatetime(UTC) if message.HasField("expire_time") else None
+        if expires is not None and expires <= datetime.now(UTC) + timedelta(minutes=1):
+            v.add("api_key.expire_time", "must be in the future")
+        v.raise_if_any()
+        secret = f"hos_{organization_id.hex}_{secrets.token_urlsafe(32)}"
+        key = ApiKey(
+            id=uuid.uuid4(),
+            organization_id=organization_id,
+            owner_id=owner_id,
+            display_name=display_name,
+            prefix=secret[:4] + secret[37:45],
+            secret_hash=hash_key(secret),
+            scopes=sorted(set(message.scopes)),
+            rate_limit_per_minute=message.rate_limit_per_minute or DEFAULT_RATE,
+            expires_at=expires,
+        )
+        async with self.db.tenant(organization_id) as session:
+            session.add(key)
+            await session.flush()
+            audit.record(
+                session, organization_id, "api_key.created", principal.subject, PATH.format(organization_id, key.id)
+            )
+            return pb.CreateApiKeyResponse(api_key=to_message(key), secret=secret)
+
+    async def _load(self, session: AsyncSession, principal: Principal, name: str) -> ApiKey:
+        key = await session.get(ApiKey, resources.own_name(principal, PATH, name))
+        if key is None:
+            raise NotFound(name)
+        return key
+
+    async def get(self, principal: Principal, name: str) -> pb.ApiKey:
+        async with self.db.tenant(principal.organization_id) as session:
+            return to_message(await self._load(session, principal, name))
+
+    async def list(self, principal: Principal, request: pb.ListApiKeysRequest) -> pb.ListApiKeysResponse:
+        organization_id = resources.own_parent(principal, request.parent)
+        async with self.db.tenant(organization_id) as session:
+            page = await list_page(
+                session,
+                LIST,
+                select(ApiKey),
+                page_size=request.page_size,
+                page_token=request.page_token,
+                filter="",
+                order_by="",
+                scope=(request.parent,),
+            )
+        return pb.ListApiKeysResponse(api_keys=[to_message(k) for k in page.rows], next_page_token=page.next_page_token)
+
+    async def revoke(self, principal: Principal, name: str) -> pb.ApiKey:
+        async with self.db.tenant(principal.organization_id) as session:
+            key = await self._load(session, principal, name)
+            own = users.PATH.format(key.organization_id, key.owner_id) == principal.subject
+            if not own and "identity.users.update" not in principal.permissions:
+                raise PermissionDenied("only the owner or a user manager may revoke this key", "NOT_OWNER")
+            if key.revoked_at is None:
+                key.revoked_at = datetime.now(UTC)
+                audit.record(session, principal.organization_id, "api_key.revoked", principal.subject, name)
+            await session.flush()
+            return to_message(key)
+
+    async def authenticate(self, secret: str) -> pb.AuthenticateApiKeyResponse:
+        match = KEY.match(secret)
+        if match is None:
+            raise Unauthenticated("the API key is not valid", "API_KEY_INVALID")
+        organization_id = uuid.UUID(match["org"])
+        now = datetime.now(UTC)
+        async with self.db.tenant(organization_id) as session:
+            key = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_key(secret)))
+            owner = await session.get(User, key.owner_id) if key is not None else None
+            org = await session.get(Organization, organization_id)
+            usable = (
+                key is not None
+                and key.revoked_at is None
+                and (key.expires_at is None or key.expires_at > now)
+                and owner is not None
+                and not owner.is_deleted
+                and owner.state == "active"
+                and org is not None
+                and org.state == "active"
+            )
+            if not usable or key is None or owner is None:
+                raise Unauthenticated("the API key is not valid", "API_KEY_INVALID")
+            held = set(await permissions_of(session, owner.roles))
+            if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+                key.last_used_at = now
+            return pb.AuthenticateApiKeyResponse(
+                api_key=PATH.format(organization_id, key.id),
+                owner=users.user_name(owner),
+                organization=resources.ORGANIZATION.format(organization_id),
+                permissions=[p for p in key.scopes if p in held],
+                rate_limit_per_minute=key.rate_limit_per_minute,
+            )

@@ -1,0 +1,141 @@
+"""Mailed single-use tokens: password reset and email verification."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hishamos.identity.v1 import auth_pb2 as pb
+from hishamos_identity import audit, users
+from hishamos_identity.accounts import SLUG_SETTING
+from hishamos_identity.mail import Mailer
+from hishamos_identity.models import EmailToken, Organization, User
+from hishamos_identity.passwords import Passwords, check_strength
+from hishamos_identity.settings import IdentitySettings
+from hishamos_kit import resources
+from hishamos_kit.auth import Principal
+from hishamos_kit.db import TENANT_SETTING, Database, set_local
+from hishamos_kit.errors import InvalidArgument, Violations
+
+TOKEN = re.compile(r"^hose_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
+RESET, VERIFY = "password_reset", "email_verification"
+LIFETIME = {RESET: timedelta(hours=1), VERIFY: timedelta(days=1)}
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _issue(session: AsyncSession, user: User, purpose: str) -> str:
+    token = f"hose_{user.organization_id.hex}_{secrets.token_urlsafe(32)}"
+    session.add(
+        EmailToken(
+            organization_id=user.organization_id,
+            user_id=user.id,
+            purpose=purpose,
+            token_hash=_hash(token),
+            expires_at=datetime.now(UTC) + LIFETIME[purpose],
+        )
+    )
+    return token
+
+
+class Recovery:
+    def __init__(self, db: Database, passwords: Passwords, mailer: Mailer, settings: IdentitySettings) -> None:
+        self.db = db
+        self.passwords = passwords
+        self.mailer = mailer
+        self.url = settings.public_url.rstrip("/")
+
+    async def request_reset(self, request: pb.RequestPasswordResetRequest) -> None:
+        v = Violations()
+        v.check(bool(request.organization_slug), "organization_slug", "is required")
+        v.check(bool(request.email), "email", "is required")
+        v.raise_if_any()
+        async with self.db.unscoped() as session:
+            await set_local(session, SLUG_SETTING, request.organization_slug)
+            org = await session.scalar(select(Organization).where(Organization.slug == request.organization_slug))
+            if org is None or org.is_deleted:
+                return
+            await set_local(session, TENANT_SETTING, str(org.id))
+            user = await session.scalar(
+                select(User).where(User.email == request.email.strip().lower(), User.is_deleted.is_(False))
+            )
+            if user is None:
+                return
+            token = _issue(session, user, RESET)
+            audit.record(session, org.id, "password.reset_requested", target=users.user_name(user))
+        body = (
+            f"Someone asked to reset your HishamOS password for {org.display_name}.\n\n"
+            f"Reset token (valid for an hour, once): {token}\n"
+            f"Use it with AuthService/ResetPassword, or open {self.url}/reset-password?token={token}\n\n"
+            "If it was not you, ignore this message; your password stays as it is.\n"
+        )
+        self.mailer.send_later(user.email, "Reset your HishamOS password", body)
+
+    async def _consume(self, token: str, purpose: str, field: str = "token") -> tuple[uuid.UUID, uuid.UUID]:
+        match = TOKEN.match(token)
+        bad = InvalidArgument({field: "is not valid, has expired or was used; ask for a new one"}, "TOKEN_INVALID")
+        if match is None:
+            raise bad
+        organization_id = uuid.UUID(match["org"])
+        async with self.db.tenant(organization_id) as session:
+            user_id = await session.scalar(
+                update(EmailToken)
+                .where(
+                    EmailToken.token_hash == _hash(token),
+                    EmailToken.purpose == purpose,
+                    EmailToken.used_at.is_(None),
+                    EmailToken.expires_at > func.now(),
+                )
+                .values(used_at=func.now())
+                .returning(EmailToken.user_id)
+            )
+        if user_id is None:
+            raise bad
+        return organization_id, user_id
+
+    async def reset(self, request: pb.ResetPasswordRequest) -> None:
+        v = Violations()
+        check_strength(v, "new_password", request.new_password)
+        v.raise_if_any()
+        organization_id, user_id = await self._consume(request.token, RESET)
+        new_hash = await self.passwords.hash(request.new_password)
+        async with self.db.tenant(organization_id) as session:
+            await session.execute(
+                update(User)
+                .where(User.id == user_id)
+                .values(password_hash=new_hash, failed_logins=0, locked_until=None, updated_at=func.now())
+            )
+            await users.revoke_sessions(session, user_id)
+            audit.record(session, organization_id, "password.reset", target=users.PATH.format(organization_id, user_id))
+
+    async def send_verification(self, principal: Principal, name: str) -> None:
+        user_id = resources.own_name(principal, users.PATH, name)
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await users.live_user(session, user_id, name)
+            token = _issue(session, user, VERIFY)
+            email = user.email
+        body = (
+            "Confirm that this address is yours for HishamOS.\n\n"
+            f"Verification token (valid for a day, once): {token}\n"
+            f"Use it with AuthService/VerifyEmail, or open {self.url}/verify-email?token={token}\n"
+        )
+        await self.mailer.send(email, "Verify your email address", body)
+
+    async def verify(self, request: pb.VerifyEmailRequest) -> users.UserMessage:
+        organization_id, user_id = await self._consume(request.token, VERIFY)
+        async with self.db.tenant(organization_id) as session:
+            user = await session.get(User, user_id)
+            if user is None or user.is_deleted:
+                raise InvalidArgument({"token": "belongs to a user who no longer exists"}, "TOKEN_INVALID")
+            user.email_verified = True
+            await session.flush()
+            audit.record(session, organization_id, "email.verified", target=users.user_name(user))
+            return users.to_message(user)

@@ -1,0 +1,179 @@
+"""Roles: the predefined four, custom roles per organization, and who holds which."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+
+from google.protobuf.field_mask_pb2 import FieldMask
+from sqlalchemy import any_, delete, func, literal, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hishamos.identity.v1 import role_pb2 as pb
+from hishamos_identity import audit, users
+from hishamos_identity.grants import PREDEFINED, predefined_permissions
+from hishamos_identity.models import Role, User
+from hishamos_kit import api, resources, validate
+from hishamos_kit.auth import Principal
+from hishamos_kit.db import Database
+from hishamos_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
+
+ROLE_NAME = re.compile(r"^organizations/(?P<org>[^/]+)/roles/(?P<role>[a-z0-9-]+)$")
+
+
+def role_name(organization_id: uuid.UUID, role_id: str) -> str:
+    return f"organizations/{organization_id}/roles/{role_id}"
+
+
+def parse_role(principal: Principal, name: str, field: str) -> str:
+    match = ROLE_NAME.match(name)
+    if match is None:
+        raise InvalidArgument({field: "must be a role name like `organizations/{organization}/roles/{role}`"})
+    if match["org"] != str(principal.organization_id):
+        raise NotFound(name)
+    return match["role"]
+
+
+def predefined_message(organization_id: uuid.UUID, role_id: str) -> pb.Role:
+    display, description, _ = PREDEFINED[role_id]
+    return pb.Role(
+        name=role_name(organization_id, role_id),
+        display_name=display,
+        description=description,
+        permissions=predefined_permissions(role_id),
+        predefined=True,
+        etag="predefined",
+    )
+
+
+def to_message(role: Role) -> pb.Role:
+    return pb.Role(
+        name=role_name(role.organization_id, role.role_id),
+        display_name=role.display_name,
+        description=role.description,
+        permissions=sorted(role.permissions),
+        create_time=resources.timestamp(role.created_at),
+        update_time=resources.timestamp(role.updated_at),
+        etag=resources.etag(role),
+    )
+
+
+def _apply(role: Role, message: pb.Role, paths: Iterable[str], v: Violations) -> None:
+    for path in paths:
+        field = f"role.{path}"
+        if path == "display_name":
+            role.display_name = validate.text(v, field, message.display_name, required=True)
+        elif path == "description":
+            role.description = validate.text(v, field, message.description, max_length=2000)
+        elif path == "permissions":
+            catalog = set(api.permissions())
+            if not message.permissions:
+                v.add(field, "must grant at least one permission")
+            for i, permission in enumerate(message.permissions):
+                if permission not in catalog:
+                    v.add(f"{field}[{i}]", f"`{permission}` is not a permission; see RoleService.ListPermissions")
+            role.permissions = sorted(set(message.permissions))
+
+
+UPDATABLE = frozenset({"display_name", "description", "permissions"})
+
+
+class Roles:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, principal: Principal, name: str) -> pb.Role:
+        role_id = parse_role(principal, name, "name")
+        if role_id in PREDEFINED:
+            return predefined_message(principal.organization_id, role_id)
+        async with self.db.tenant(principal.organization_id) as session:
+            return to_message(await self._custom(session, role_id, name))
+
+    async def _custom(self, session: AsyncSession, role_id: str, name: str) -> Role:
+        role = await session.scalar(select(Role).where(Role.role_id == role_id))
+        if role is None:
+            raise NotFound(name)
+        return role
+
+    async def list(self, principal: Principal, parent: str) -> list[pb.Role]:
+        organization_id = resources.own_parent(principal, parent)
+        async with self.db.tenant(organization_id) as session:
+            custom = (await session.scalars(select(Role).order_by(Role.role_id))).all()
+        return [predefined_message(organization_id, r) for r in PREDEFINED] + [to_message(r) for r in custom]
+
+    async def create(self, principal: Principal, parent: str, message: pb.Role, role_id: str) -> pb.Role:
+        organization_id = resources.own_parent(principal, parent)
+        v = Violations()
+        validate.slug(v, "role_id", role_id)
+        if role_id in PREDEFINED:
+            v.add("role_id", "is a predefined role's id")
+        role = Role(id=uuid.uuid4(), organization_id=organization_id, role_id=role_id)
+        _apply(role, message, sorted(UPDATABLE), v)
+        v.raise_if_any()
+        async with self.db.tenant(organization_id) as session:
+            session.add(role)
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise AlreadyExists(f"role {role_id} exists", "ALREADY_EXISTS", {"field": "role_id"}) from None
+            audit.record(
+                session, organization_id, "role.created", principal.subject, role_name(organization_id, role_id)
+            )
+            return to_message(role)
+
+    async def update(self, principal: Principal, message: pb.Role, mask: FieldMask) -> pb.Role:
+        role_id = parse_role(principal, message.name, "role.name")
+        if role_id in PREDEFINED:
+            raise FailedPrecondition(f"{role_id} is predefined and cannot change", "ROLE_PREDEFINED")
+        paths = resources.update_paths(mask, message, UPDATABLE, "role")
+        async with self.db.tenant(principal.organization_id) as session:
+            role = await self._custom(session, role_id, message.name)
+            resources.check_etag(role, message.etag, message.name)
+            v = Violations()
+            _apply(role, message, paths, v)
+            v.raise_if_any()
+            await session.flush()
+            audit.record(
+                session, principal.organization_id, "role.updated", principal.subject, message.name, fields=paths
+            )
+            return to_message(role)
+
+    async def delete(self, principal: Principal, name: str) -> None:
+        role_id = parse_role(principal, name, "name")
+        if role_id in PREDEFINED:
+            raise FailedPrecondition(f"{role_id} is predefined and cannot be deleted", "ROLE_PREDEFINED")
+        async with self.db.tenant(principal.organization_id) as session:
+            role = await self._custom(session, role_id, name)
+            await session.execute(delete(Role).where(Role.id == role.id))
+            await session.execute(update(User).values(roles=func.array_remove(User.roles, role_id)))
+            audit.record(session, principal.organization_id, "role.deleted", principal.subject, name)
+
+    async def assign(self, principal: Principal, user_name: str, role: str, *, grant: bool) -> users.UserMessage:
+        user_id = resources.own_name(principal, users.PATH, user_name, "user")
+        role_id = parse_role(principal, role, "role")
+        async with self.db.tenant(principal.organization_id) as session:
+            if role_id not in PREDEFINED:
+                await self._custom(session, role_id, role)
+            user = await users.live_user(session, user_id, user_name, lock=True)
+            if grant and role_id not in user.roles:
+                user.roles = [*user.roles, role_id]
+            elif not grant and role_id in user.roles:
+                if role_id == "admin" and not await self._other_admin(session, user.id):
+                    raise FailedPrecondition("the organization's last admin cannot lose the admin role", "LAST_ADMIN")
+                user.roles = [r for r in user.roles if r != role_id]
+            await session.flush()
+            action = "role.assigned" if grant else "role.unassigned"
+            audit.record(session, principal.organization_id, action, principal.subject, user_name, role=role_id)
+            return users.to_message(user)
+
+    @staticmethod
+    async def _other_admin(session: AsyncSession, user_id: uuid.UUID) -> bool:
+        # Lock every admin row, so two demotions at once cannot both see "another admin left".
+        admins = await session.scalars(
+            select(User.id)
+            .where(literal("admin") == any_(User.roles), User.is_deleted.is_(False), User.state == "active")
+            .with_for_update()
+        )
+        return any(admin != user_id for admin in admins)

@@ -1,0 +1,99 @@
+"""API keys: shown once, stored hashed, scoped, rate-limited, revocable, accepted by every service."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hishamos.identity.v1 import api_key_pb2 as pb
+from hishamos.identity.v1 import api_key_pb2_grpc
+from hishamos.knowledge.v1 import document_pb2, document_pb2_grpc
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+from hishamos_devstack.stack import Stack
+from tests.conftest import Channels, Tenant, add_user
+from tests.db import superuser
+from tests.errors import failure
+
+LIST_PROJECTS = ["projects.projects.list", "knowledge.documents.list"]
+
+
+def keys(channels: Channels) -> api_key_pb2_grpc.ApiKeyServiceStub:
+    return api_key_pb2_grpc.ApiKeyServiceStub(channels.direct("identity"))
+
+
+def create(channels: Channels, tenant: Tenant, scopes: list[str], **fields: object) -> pb.CreateApiKeyResponse:
+    key = pb.ApiKey(display_name="CI", scopes=scopes, **fields)  # type: ignore[arg-type]
+    return keys(channels).CreateApiKey(
+        pb.CreateApiKeyRequest(parent=tenant.organization, api_key=key), metadata=tenant.metadata, timeout=10
+    )
+
+
+def list_projects(channel: grpc.Channel, tenant: Tenant, metadata: tuple[tuple[str, str], ...]) -> object:
+    api = project_pb2_grpc.ProjectServiceStub(channel)
+    return api.ListProjects(project_pb2.ListProjectsRequest(parent=tenant.organization), metadata=metadata, timeout=10)
+
+
+def test_a_key_calls_other_services_within_its_scopes(stack: Stack, channels: Channels, tenant: Tenant) -> None:
+    created = create(channels, tenant, LIST_PROJECTS)
+    secret = created.secret
+    assert secret.startswith(created.api_key.prefix[:4]) and secret[37:45] == created.api_key.prefix[4:]
+    assert created.api_key.owner == tenant.user and list(created.api_key.scopes) == sorted(LIST_PROJECTS)
+    list_projects(channels.direct("projects"), tenant, (("x-api-key", secret),))
+    list_projects(channels.envoy(), tenant, (("authorization", f"Bearer {secret}"),))
+    create_project = project_pb2.CreateProjectRequest(
+        parent=tenant.organization, project=project_pb2.Project(display_name="K", slug="kk")
+    )
+    api = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    denied = failure(lambda: api.CreateProject(create_project, metadata=(("x-api-key", secret),), timeout=10))
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    listed = keys(channels).ListApiKeys(
+        pb.ListApiKeysRequest(parent=tenant.organization), metadata=tenant.metadata, timeout=10
+    )
+    assert [k.name for k in listed.api_keys] == [created.api_key.name]
+    assert secret not in str(listed) and listed.api_keys[0].last_used_time.seconds > 0
+    with superuser(stack, "identity") as conn:
+        stored = str(conn.execute("select * from api_keys").fetchall())
+    assert secret not in stored and secret[37:] not in stored
+
+
+def test_scopes_must_be_held_by_the_owner(channels: Channels, tenant: Tenant) -> None:
+    developer = add_user(channels, tenant, "developer")
+    f = failure(lambda: create(channels, developer, ["projects.projects.delete", "projects.projects.list"]))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"api_key.scopes[0]"}
+    past = Timestamp(seconds=int(time.time()) - 60)
+    f = failure(lambda: create(channels, tenant, [], expire_time=past))
+    assert set(f.violations) == {"api_key.scopes", "api_key.expire_time"}
+
+
+def test_rate_limit_per_minute_is_enforced(channels: Channels, tenant: Tenant) -> None:
+    secret = create(channels, tenant, LIST_PROJECTS, rate_limit_per_minute=3).secret
+    for _ in range(3):
+        list_projects(channels.direct("projects"), tenant, (("x-api-key", secret),))
+    f = failure(lambda: list_projects(channels.direct("projects"), tenant, (("x-api-key", secret),)))
+    assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED and f.metadata["limit"] == "3"
+
+
+def test_revoked_or_bogus_keys_stop_working(channels: Channels, tenant: Tenant, other_tenant: Tenant) -> None:
+    created = create(channels, tenant, LIST_PROJECTS)
+    secret = created.secret
+    list_projects(channels.direct("projects"), tenant, (("x-api-key", secret),))  # cached by projects now
+    theirs = pb.RevokeApiKeyRequest(name=created.api_key.name)
+    assert failure(lambda: keys(channels).RevokeApiKey(theirs, metadata=other_tenant.metadata, timeout=10)).code == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    revoked = keys(channels).RevokeApiKey(theirs, metadata=tenant.metadata, timeout=10).api_key
+    assert revoked.revoke_time.seconds > 0
+    documents = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
+    request = document_pb2.ListDocumentsRequest(parent=tenant.organization)
+    # A service that had not cached the key refuses it at once; one that had, within 10 seconds.
+    assert failure(lambda: documents.ListDocuments(request, metadata=(("x-api-key", secret),), timeout=10)).code == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    time.sleep(10.5)
+    f = failure(lambda: list_projects(channels.direct("projects"), tenant, (("x-api-key", secret),)))
+    assert f.code == grpc.StatusCode.UNAUTHENTICATED
+    for bogus in ("hos_nope", secret[:-3] + "abc", f"hos_{'0' * 32}_{'a' * 43}"):
+        f = failure(lambda b=bogus: list_projects(channels.direct("projects"), tenant, (("x-api-key", b),)))
+        assert f.code == grpc.StatusCode.UNAUTHENTICATED

@@ -1,0 +1,52 @@
+"""Signing keys rotate with an overlap; a retired key's tokens fail everywhere."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import jwt
+
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2, organization_pb2_grpc
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+from hishamos_devstack.stack import Stack
+from tests.conftest import Channels, Tenant, add_user
+from tests.db import superuser
+from tests.errors import failure
+
+
+def test_rotation_overlaps_then_retires(stack: Stack, channels: Channels, tenant: Tenant) -> None:
+    auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+    old_kid = jwt.get_unverified_header(tenant.access_token)["kid"]
+    viewer = add_user(channels, tenant, "viewer")
+    denied = failure(
+        lambda: auth.RotateSigningKey(auth_pb2.RotateSigningKeyRequest(), metadata=viewer.metadata, timeout=10)
+    )
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    rotated = auth.RotateSigningKey(auth_pb2.RotateSigningKeyRequest(), metadata=tenant.metadata, timeout=10)
+    assert rotated.active_kid != old_kid and list(rotated.published_kids)[:1] == [rotated.active_kid]
+    assert old_kid in rotated.published_kids
+    jwks = auth.GetJwks(auth_pb2.GetJwksRequest(), timeout=10)
+    assert {rotated.active_kid, old_kid} <= {k.kid for k in jwks.keys}
+
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    orgs = organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity"))
+    list_projects = project_pb2.ListProjectsRequest(parent=tenant.organization)
+    get_org = organization_pb2.GetOrganizationRequest(name=tenant.organization)
+    projects.ListProjects(list_projects, metadata=tenant.metadata, timeout=10)  # the old token, during the overlap
+    fresh = auth.Login(
+        auth_pb2.LoginRequest(organization_slug=tenant.slug, login=tenant.username, password=tenant.password),
+        timeout=30,
+    ).tokens.access_token
+    assert jwt.get_unverified_header(fresh)["kid"] == rotated.active_kid
+
+    with superuser(stack, "identity") as conn:  # the overlap ends (as it would after 16 minutes)
+        conn.execute("update signing_keys set retired_at = now() - interval '1 second' where kid = %s", (old_kid,))
+    time.sleep(3)  # key caches in the test stack refresh within 2 seconds
+    for call in (
+        lambda: projects.ListProjects(list_projects, metadata=tenant.metadata, timeout=10),
+        lambda: orgs.GetOrganization(get_org, metadata=tenant.metadata, timeout=10),
+    ):
+        assert failure(call).code == grpc.StatusCode.UNAUTHENTICATED
+    assert old_kid not in {k.kid for k in auth.GetJwks(auth_pb2.GetJwksRequest(), timeout=10).keys}
+    projects.ListProjects(list_projects, metadata=(("authorization", f"Bearer {fresh}"),), timeout=10)

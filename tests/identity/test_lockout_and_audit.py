@@ -1,0 +1,73 @@
+"""Brute force meets a hard limit; security events land in an append-only audit log."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import psycopg
+import pytest
+
+from hishamos.identity.v1 import audit_pb2, audit_pb2_grpc, auth_pb2, auth_pb2_grpc, role_pb2, role_pb2_grpc
+from hishamos_devstack.stack import Stack
+from hishamos_identity.accounts import MAX_FAILURES
+from tests.conftest import PASSWORD, Channels, Tenant, add_user
+from tests.db import app_role, superuser
+from tests.errors import failure
+
+
+def login(channels: Channels, tenant: Tenant, password: str) -> auth_pb2.LoginResponse:
+    request = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=tenant.username, password=password)
+    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity")).Login(request, timeout=60)
+
+
+def events(channels: Channels, tenant: Tenant, filter: str) -> list[audit_pb2.AuditEvent]:
+    request = audit_pb2.ListAuditEventsRequest(parent=tenant.organization, filter=filter, page_size=1000)
+    api = audit_pb2_grpc.AuditServiceStub(channels.direct("identity"))
+    return list(api.ListAuditEvents(request, metadata=tenant.metadata, timeout=10).audit_events)
+
+
+def test_parallel_guesses_cannot_check_more_passwords_than_the_limit(
+    stack: Stack, channels: Channels, tenant: Tenant
+) -> None:
+    victim = add_user(channels, tenant)
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        failures = list(pool.map(lambda i: failure(lambda: login(channels, victim, f"guess-number-{i}")), range(50)))
+    assert {(f.code, f.reason) for f in failures} == {(grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")}
+    checked = events(channels, tenant, f'action = "login.failed" AND target = "{victim.user}"')
+    assert sum(1 for e in checked if not e.details["locked"]) == MAX_FAILURES
+    assert len(events(channels, tenant, f'action = "user.locked" AND target = "{victim.user}"')) == 1
+    # Locked: even the right password fails, with the same error as a wrong one.
+    assert failure(lambda: login(channels, victim, PASSWORD)).reason == "INVALID_CREDENTIALS"
+    user_id = victim.user.rsplit("/", 1)[1]
+    with superuser(stack, "identity") as conn:
+        conn.execute("update users set locked_until = now() - interval '1 second' where id = %s", (user_id,))
+    assert login(channels, victim, PASSWORD).user.name == victim.user
+
+
+def test_security_events_are_audited_and_only_admins_read_them(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    failure(lambda: login(channels, member, "wrong-password-1"))
+    role_pb2_grpc.RoleServiceStub(channels.direct("identity")).AssignRole(
+        role_pb2.AssignRoleRequest(user=member.user, role=f"{tenant.organization}/roles/developer"),
+        metadata=tenant.metadata,
+        timeout=10,
+    )
+    actions = {e.action for e in events(channels, tenant, "")}
+    assert {"organization.created", "user.created", "login.succeeded", "login.failed", "role.assigned"} <= actions
+    assigned = events(channels, tenant, 'action = "role.assigned"')[0]
+    assert assigned.actor == tenant.user and assigned.target == member.user and assigned.details["role"] == "developer"
+    assert assigned.request_id and assigned.create_time.seconds > 0
+    request = audit_pb2.ListAuditEventsRequest(parent=tenant.organization)
+    api = audit_pb2_grpc.AuditServiceStub(channels.direct("identity"))
+    assert failure(lambda: api.ListAuditEvents(request, metadata=member.metadata, timeout=10)).code == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+
+
+@pytest.mark.parametrize("statement", ["update audit_events set action = 'nothing'", "delete from audit_events"])
+def test_the_service_role_cannot_rewrite_history(stack: Stack, tenant: Tenant, statement: str) -> None:
+    with app_role(stack, "identity") as conn:
+        conn.execute("select set_config('app.organization_id', %s, false)", (tenant.organization.split("/")[1],))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)

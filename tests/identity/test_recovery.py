@@ -1,0 +1,71 @@
+"""Password reset and email verification by mail, through a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, user_pb2_grpc
+from hishamos.identity.v1 import user_pb2 as pb
+from hishamos_devstack.stack import Stack
+from tests.conftest import Channels, Mailbox, Tenant, add_user
+from tests.db import superuser
+from tests.errors import failure
+
+TOKEN = re.compile(r"hose_[0-9a-f]{32}_[A-Za-z0-9_-]{43}")
+
+
+def auth(channels: Channels) -> auth_pb2_grpc.AuthServiceStub:
+    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+
+
+def test_password_reset_by_mail_works_once_and_ends_sessions(
+    stack: Stack, channels: Channels, mailbox: Mailbox, tenant: Tenant
+) -> None:
+    member = add_user(channels, tenant)
+    email = f"{member.username}@{tenant.slug}.test"
+    auth(channels).RequestPasswordReset(
+        auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email.upper()), timeout=10
+    )
+    # Unknown addresses and organizations get the same empty answer, and no mail.
+    for slug, address in ((tenant.slug, "nobody@nowhere.test"), ("no-such-org", email)):
+        auth(channels).RequestPasswordReset(
+            auth_pb2.RequestPasswordResetRequest(organization_slug=slug, email=address), timeout=10
+        )
+    mail = mailbox.wait_for(email)
+    token = TOKEN.search(mail.get_content())
+    assert token and mail["Subject"] == "Reset your HishamOS password"
+    with superuser(stack, "identity") as conn:
+        assert token[0] not in str(conn.execute("select * from email_tokens").fetchall())
+    weak = auth_pb2.ResetPasswordRequest(token=token[0], new_password="short")
+    assert "new_password" in failure(lambda: auth(channels).ResetPassword(weak, timeout=30)).violations
+    reset = auth_pb2.ResetPasswordRequest(token=token[0], new_password="fresh-password-42")
+    auth(channels).ResetPassword(reset, timeout=30)
+    again = failure(lambda: auth(channels).ResetPassword(reset, timeout=30))
+    assert again.code == grpc.StatusCode.INVALID_ARGUMENT and "token" in again.violations
+    login = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=member.username, password="fresh-password-42")
+    assert auth(channels).Login(login, timeout=30).user.name == member.user
+    refresh = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
+    assert failure(lambda: auth(channels).RefreshToken(refresh, timeout=10)).code == grpc.StatusCode.UNAUTHENTICATED
+    assert mailbox.messages == [], "no mail went to unknown addresses"
+
+
+def test_email_verification_and_a_changed_address_needs_it_again(
+    channels: Channels, mailbox: Mailbox, tenant: Tenant
+) -> None:
+    member = add_user(channels, tenant)
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    users.SendEmailVerification(pb.SendEmailVerificationRequest(name=member.user), metadata=member.metadata, timeout=10)
+    token = TOKEN.search(mailbox.wait_for(f"{member.username}@{tenant.slug}.test").get_content())
+    assert token
+    verified = auth(channels).VerifyEmail(auth_pb2.VerifyEmailRequest(token=token[0]), timeout=10).user
+    assert verified.name == member.user and verified.email_verified
+    bogus = auth_pb2.VerifyEmailRequest(token=token[0][:-2] + "xx")
+    assert failure(lambda: auth(channels).VerifyEmail(bogus, timeout=10)).code == grpc.StatusCode.INVALID_ARGUMENT
+    moved = pb.User(name=member.user, email=f"new-{member.username}@{tenant.slug}.test")
+    changed = users.UpdateUser(
+        pb.UpdateUserRequest(user=moved, update_mask=FieldMask(paths=["email"])), metadata=tenant.metadata, timeout=10
+    ).user
+    assert not changed.email_verified

@@ -1,0 +1,178 @@
+"""Roles and permissions: the catalog, predefined and custom roles, grants, and enforcement everywhere."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import symbol_database
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from hishamos.identity.v1 import role_pb2 as pb
+from hishamos.identity.v1 import role_pb2_grpc
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+from hishamos_devstack.envoy import SERVICES
+from hishamos_kit import api as catalog
+from tests.conftest import Channels, Tenant, add_user
+from tests.errors import failure
+
+
+def roles(channels: Channels) -> role_pb2_grpc.RoleServiceStub:
+    return role_pb2_grpc.RoleServiceStub(channels.direct("identity"))
+
+
+def test_the_permission_catalog_is_every_rpcs_permission(channels: Channels, tenant: Tenant) -> None:
+    listed = roles(channels).ListPermissions(pb.ListPermissionsRequest(), metadata=tenant.metadata, timeout=10)
+    assert list(listed.permissions) == catalog.permissions()
+    assert {"projects.projects.create", "identity.roles.assign", "knowledge.documents.delete"} <= set(
+        listed.permissions
+    )
+
+
+def test_predefined_roles_nest_from_viewer_to_admin(channels: Channels, tenant: Tenant) -> None:
+    listed = roles(channels).ListRoles(
+        pb.ListRolesRequest(parent=tenant.organization), metadata=tenant.metadata, timeout=10
+    )
+    by_id = {r.name.rsplit("/", 1)[1]: set(r.permissions) for r in listed.roles if r.predefined}
+    assert list(by_id) == ["admin", "manager", "developer", "viewer"]
+    assert by_id["viewer"] < by_id["developer"] < by_id["manager"] < by_id["admin"] == set(catalog.permissions())
+    self_service = {"identity.self.update", "identity.sessions.revoke"}
+    assert all(p.split(".")[2] in ("get", "list") or p in self_service for p in by_id["viewer"])
+    assert "identity.audit.list" not in by_id["manager"] and "projects.projects.delete" not in by_id["developer"]
+    admin = pb.Role(name=f"{tenant.organization}/roles/admin", display_name="Boss")
+    f = failure(
+        lambda: roles(channels).UpdateRole(pb.UpdateRoleRequest(role=admin), metadata=tenant.metadata, timeout=10)
+    )
+    assert f.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_custom_role_grants_exactly_its_permissions(channels: Channels, tenant: Tenant) -> None:
+    bad = pb.Role(display_name="", permissions=["projects.projects.list", "launch.missiles.fire"])
+    request = pb.CreateRoleRequest(parent=tenant.organization, role=bad, role_id="Not A Slug")
+    f = failure(lambda: roles(channels).CreateRole(request, metadata=tenant.metadata, timeout=10))
+    assert set(f.violations) == {"role_id", "role.display_name", "role.permissions[1]"}
+    predefined_id = pb.CreateRoleRequest(
+        parent=tenant.organization,
+        role=pb.Role(display_name="x", permissions=["projects.projects.list"]),
+        role_id="admin",
+    )
+    assert (
+        "role_id"
+        in failure(lambda: roles(channels).CreateRole(predefined_id, metadata=tenant.metadata, timeout=10)).violations
+    )
+
+    auditor = pb.Role(display_name="Project auditor", permissions=["projects.projects.list"])
+    created = (
+        roles(channels)
+        .CreateRole(
+            pb.CreateRoleRequest(parent=tenant.organization, role=auditor, role_id="project-auditor"),
+            metadata=tenant.metadata,
+            timeout=10,
+        )
+        .role
+    )
+    assert created.name == f"{tenant.organization}/roles/project-auditor" and not created.predefined
+    member = add_user(channels, tenant, "project-auditor")
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    projects.ListProjects(
+        project_pb2.ListProjectsRequest(parent=tenant.organization), metadata=member.metadata, timeout=10
+    )
+    create = project_pb2.CreateProjectRequest(
+        parent=tenant.organization, project=project_pb2.Project(display_name="X", slug="xx")
+    )
+    denied = failure(lambda: projects.CreateProject(create, metadata=member.metadata, timeout=10))
+    assert (
+        denied.code == grpc.StatusCode.PERMISSION_DENIED and denied.metadata["permission"] == "projects.projects.create"
+    )
+
+    renamed = pb.Role(name=created.name, etag=created.etag, display_name="Auditor")
+    updated = (
+        roles(channels)
+        .UpdateRole(
+            pb.UpdateRoleRequest(role=renamed, update_mask=FieldMask(paths=["display_name"])),
+            metadata=tenant.metadata,
+            timeout=10,
+        )
+        .role
+    )
+    assert updated.display_name == "Auditor" and list(updated.permissions) == ["projects.projects.list"]
+    roles(channels).DeleteRole(pb.DeleteRoleRequest(name=created.name), metadata=tenant.metadata, timeout=10)
+    assert (
+        failure(
+            lambda: roles(channels).GetRole(pb.GetRoleRequest(name=created.name), metadata=tenant.metadata, timeout=10)
+        ).code
+        == grpc.StatusCode.NOT_FOUND
+    )
+
+
+def test_assign_and_unassign_roles_and_keep_the_last_admin(
+    channels: Channels, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    member = add_user(channels, tenant)
+    manager = f"{tenant.organization}/roles/manager"
+    granted = (
+        roles(channels)
+        .AssignRole(pb.AssignRoleRequest(user=member.user, role=manager), metadata=tenant.metadata, timeout=10)
+        .user
+    )
+    assert set(granted.roles) == {"viewer", "manager"}
+    again = (
+        roles(channels)
+        .AssignRole(pb.AssignRoleRequest(user=member.user, role=manager), metadata=tenant.metadata, timeout=10)
+        .user
+    )
+    assert list(again.roles) == list(granted.roles)
+    taken = (
+        roles(channels)
+        .UnassignRole(pb.UnassignRoleRequest(user=member.user, role=manager), metadata=tenant.metadata, timeout=10)
+        .user
+    )
+    assert list(taken.roles) == ["viewer"]
+    last_admin = pb.UnassignRoleRequest(user=tenant.user, role=f"{tenant.organization}/roles/admin")
+    f = failure(lambda: roles(channels).UnassignRole(last_admin, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.FAILED_PRECONDITION and f.reason == "LAST_ADMIN"
+    # Another organization's user or role is not found, and nothing changes.
+    theirs = pb.AssignRoleRequest(user=other_tenant.user, role=f"{other_tenant.organization}/roles/viewer")
+    assert (
+        failure(lambda: roles(channels).AssignRole(theirs, metadata=tenant.metadata, timeout=10)).code
+        == grpc.StatusCode.NOT_FOUND
+    )
+    unknown = pb.AssignRoleRequest(user=member.user, role=f"{tenant.organization}/roles/no-such-role")
+    assert (
+        failure(lambda: roles(channels).AssignRole(unknown, metadata=tenant.metadata, timeout=10)).code
+        == grpc.StatusCode.NOT_FOUND
+    )
+
+
+def _every_rpc() -> list[tuple[str, str, str]]:
+    return [
+        (s.full_name.split(".")[1], f"/{s.full_name}/{m.name}", m.input_type.full_name)
+        for s in catalog.services()
+        for m in s.methods
+        if catalog.authorization(f"/{s.full_name}/{m.name}").permission
+    ]
+
+
+@pytest.mark.parametrize("role", ["viewer", "developer", "manager", "admin"])
+def test_each_role_is_enforced_on_every_rpc_of_every_service(channels: Channels, tenant: Tenant, role: str) -> None:
+    """Table-driven over the catalog: an RPC outside the role's permissions is PERMISSION_DENIED before
+    anything else is looked at; one inside it gets past authorization (to whatever the empty request earns)."""
+    member = add_user(channels, tenant, role) if role != "admin" else tenant
+    listed = roles(channels).GetRole(
+        pb.GetRoleRequest(name=f"{tenant.organization}/roles/{role}"), metadata=tenant.metadata, timeout=10
+    )
+    allowed = set(listed.role.permissions)
+    symbols = symbol_database.Default()
+    assert {backend for backend, _, _ in _every_rpc()} == set(SERVICES)
+    for backend, method, request_type in _every_rpc():
+        permission = catalog.authorization(method).permission
+        request = symbols.GetSymbol(request_type)()
+        call = channels.direct(backend).unary_unary(method, request_serializer=lambda m: m.SerializeToString())
+        try:
+            call(request, metadata=member.metadata, timeout=10)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+        if permission in allowed:
+            assert code != grpc.StatusCode.PERMISSION_DENIED, (role, method)
+        else:
+            assert code == grpc.StatusCode.PERMISSION_DENIED, (role, method, code)

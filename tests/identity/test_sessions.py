@@ -1,0 +1,85 @@
+"""Refresh tokens rotate; a spent one presented again ends its whole family; logout ends a session."""
+
+from __future__ import annotations
+
+import grpc
+
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, session_pb2, session_pb2_grpc
+from tests.conftest import Channels, Tenant, add_user
+from tests.errors import failure
+
+
+def auth(channels: Channels) -> auth_pb2_grpc.AuthServiceStub:
+    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+
+
+def refresh(channels: Channels, token: str) -> auth_pb2.TokenPair:
+    return auth(channels).RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=token), timeout=10).tokens
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(channels: Channels, tenant: Tenant) -> None:
+    first = refresh(channels, tenant.refresh_token)
+    assert first.refresh_token != tenant.refresh_token and first.access_token
+    second = refresh(channels, first.refresh_token)
+    # The spent token comes back: somebody copied it. Its whole family ends, including the newest.
+    reused = failure(lambda: refresh(channels, tenant.refresh_token))
+    assert reused.code == grpc.StatusCode.UNAUTHENTICATED and reused.reason == "REFRESH_TOKEN_REUSED"
+    assert failure(lambda: refresh(channels, second.refresh_token)).code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_logout_ends_only_that_session(channels: Channels, tenant: Tenant) -> None:
+    other = (
+        auth(channels)
+        .Login(
+            auth_pb2.LoginRequest(organization_slug=tenant.slug, login=tenant.username, password=tenant.password),
+            timeout=30,
+        )
+        .tokens
+    )
+    auth(channels).Logout(auth_pb2.LogoutRequest(refresh_token=tenant.refresh_token), timeout=10)
+    assert failure(lambda: refresh(channels, tenant.refresh_token)).code == grpc.StatusCode.UNAUTHENTICATED
+    assert refresh(channels, other.refresh_token).access_token
+
+
+def test_malformed_or_unknown_refresh_tokens_are_unauthenticated(channels: Channels, tenant: Tenant) -> None:
+    forged = tenant.refresh_token[:-4] + "AAAA"
+    for token in ("", "hosr_nothex", forged, "Bearer " + tenant.access_token):
+        f = failure(lambda t=token: refresh(channels, t))
+        assert f.code == grpc.StatusCode.UNAUTHENTICATED
+    assert failure(lambda: auth(channels).Logout(auth_pb2.LogoutRequest(refresh_token=forged), timeout=10)).code == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    assert refresh(channels, tenant.refresh_token).access_token  # the real one still works
+
+
+def test_users_list_and_end_their_sessions(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    second = (
+        auth(channels)
+        .Login(
+            auth_pb2.LoginRequest(organization_slug=tenant.slug, login=member.username, password=member.password),
+            timeout=30,
+        )
+        .tokens
+    )
+    api = session_pb2_grpc.SessionServiceStub(channels.direct("identity"))
+    listed = api.ListSessions(session_pb2.ListSessionsRequest(parent=member.user), metadata=member.metadata, timeout=10)
+    assert len(listed.sessions) == 2 and all(s.name.startswith(f"{member.user}/sessions/") for s in listed.sessions)
+    newest = listed.sessions[0]
+    api.RevokeSession(session_pb2.RevokeSessionRequest(name=newest.name), metadata=member.metadata, timeout=10)
+    assert failure(lambda: refresh(channels, second.refresh_token)).code == grpc.StatusCode.UNAUTHENTICATED
+    assert refresh(channels, member.refresh_token).access_token
+    again = failure(
+        lambda: api.RevokeSession(
+            session_pb2.RevokeSessionRequest(name=newest.name), metadata=member.metadata, timeout=10
+        )
+    )
+    assert again.code == grpc.StatusCode.NOT_FOUND
+    theirs = session_pb2.ListSessionsRequest(parent=tenant.user)
+    assert failure(lambda: api.ListSessions(theirs, metadata=member.metadata, timeout=10)).code == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    managed = api.ListSessions(
+        session_pb2.ListSessionsRequest(parent=member.user), metadata=tenant.metadata, timeout=10
+    )
+    assert len(managed.sessions) == 1

@@ -1,0 +1,86 @@
+"""Two-factor sign-in: enrol, confirm, sign in with a code once, recover, disable."""
+
+from __future__ import annotations
+
+import base64
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, user_pb2_grpc
+from hishamos.identity.v1 import user_pb2 as pb
+from hishamos_devstack.stack import Stack
+from hishamos_identity import totp
+from tests.conftest import Channels, Tenant, add_user
+from tests.db import superuser
+from tests.errors import failure
+
+
+def login(channels: Channels, user: Tenant, code: str = "") -> auth_pb2.LoginResponse:
+    request = auth_pb2.LoginRequest(
+        organization_slug=user.slug, login=user.username, password=user.password, totp_code=code
+    )
+    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity")).Login(request, timeout=60)
+
+
+def enrol(channels: Channels, user: Tenant) -> tuple[bytes, list[str]]:
+    api = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    enrolled = api.EnrollTotp(pb.EnrollTotpRequest(name=user.user), metadata=user.metadata, timeout=10)
+    assert (
+        enrolled.provisioning_uri.startswith("otpauth://totp/HishamOS:")
+        and enrolled.secret in enrolled.provisioning_uri
+    )
+    secret = base64.b32decode(enrolled.secret + "=" * (-len(enrolled.secret) % 8))
+    login(channels, user)  # not on until confirmed
+    wrong = pb.ConfirmTotpRequest(
+        name=user.user, code="000000" if totp.code_at(secret, totp.current_step()) != "000000" else "111111"
+    )
+    f = failure(lambda: api.ConfirmTotp(wrong, metadata=user.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "code" in f.violations
+    confirm = pb.ConfirmTotpRequest(name=user.user, code=totp.code_at(secret, totp.current_step()))
+    codes = list(api.ConfirmTotp(confirm, metadata=user.metadata, timeout=10).recovery_codes)
+    assert len(codes) == 10 == len(set(codes))
+    return secret, codes
+
+
+def test_sign_in_needs_a_code_that_works_once(stack: Stack, channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    secret, codes = enrol(channels, member)
+    assert failure(lambda: login(channels, member)).reason == "TOTP_REQUIRED"
+    next_code = totp.code_at(secret, totp.current_step() + 1)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        outcomes = list(pool.map(lambda _: _try(lambda: login(channels, member, next_code)), range(10)))
+    assert outcomes.count(True) == 1, "a code is accepted exactly once, however many race for it"
+    with superuser(stack, "identity") as conn:
+        conn.execute("update users set failed_logins = 0, locked_until = null where username = %s", (member.username,))
+        row = conn.execute(
+            "select totp_secret_sealed, recovery_codes from users where username = %s", (member.username,)
+        ).fetchone()
+    assert row is not None and secret not in bytes(row[0]) and not set(codes) & set(row[1])
+    assert login(channels, member, codes[0]).user.totp_enabled
+    assert failure(lambda: login(channels, member, codes[0])).reason == "INVALID_TOTP"
+
+
+def test_disable_needs_the_password(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    enrol(channels, member)
+    api = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    bad = pb.DisableTotpRequest(name=member.user, password="not-the-password-1")
+    assert "password" in failure(lambda: api.DisableTotp(bad, metadata=member.metadata, timeout=30)).violations
+    other = pb.EnrollTotpRequest(name=tenant.user)
+    assert (
+        failure(lambda: api.EnrollTotp(other, metadata=member.metadata, timeout=10)).code
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    api.DisableTotp(
+        pb.DisableTotpRequest(name=member.user, password=member.password), metadata=member.metadata, timeout=30
+    )
+    assert not login(channels, member).user.totp_enabled
+
+
+def _try(call: object) -> bool:
+    try:
+        call()  # type: ignore[operator]
+    except grpc.RpcError:
+        return False
+    return True

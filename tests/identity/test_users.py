@@ -1,0 +1,118 @@
+"""People of an organization: the standard methods, the max_users quota, activation, own password."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2, organization_pb2_grpc, user_pb2_grpc
+from hishamos.identity.v1 import user_pb2 as pb
+from tests.conftest import PASSWORD, Channels, Tenant, add_user
+from tests.errors import failure
+from tests.standard import Case, StandardMethodsContract
+
+USERS = Case(
+    service="identity",
+    pb=pb,
+    stub=user_pb2_grpc.UserServiceStub,
+    kind="User",
+    field="user",
+    plural="users",
+    valid=lambda i: pb.User(email=f"dev{i}@example.test", username=f"dev{i}", full_name=f"Dev {i}"),
+    invalid=lambda: pb.User(email="nope", username="x", avatar_uri="javascript:alert(1)", time_zone="Mars/Olympus"),
+    invalid_fields={"user.email", "user.username", "user.avatar_uri", "user.time_zone"},
+    update=("full_name", "Grace Hopper"),
+    unique_field="email",
+    filter_true=lambda u: f'email = "{u.email}"',
+    create_fields={"password": PASSWORD},
+    preexisting=lambda tenant: {tenant.user},
+)
+
+
+class TestUserStandardMethods(StandardMethodsContract):
+    case = USERS
+
+
+def users(channels: Channels) -> user_pb2_grpc.UserServiceStub:
+    return user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+
+
+def login(channels: Channels, tenant: Tenant, username: str, password: str = PASSWORD) -> auth_pb2.LoginResponse:
+    request = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=username, password=password)
+    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity")).Login(request, timeout=30)
+
+
+def test_new_users_are_viewers_and_can_sign_in(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    user = users(channels).GetUser(pb.GetUserRequest(name=member.user), metadata=tenant.metadata, timeout=10).user
+    assert list(user.roles) == ["viewer"] and user.state == pb.User.STATE_ACTIVE
+    assert login(channels, tenant, member.username).user.name == member.user
+
+
+def test_profile_fields_are_validated(channels: Channels, tenant: Tenant) -> None:
+    bad = pb.User(name=tenant.user, avatar_uri="javascript:alert(1)", time_zone="Mars/Olympus", bio="b" * 2001)
+    request = pb.UpdateUserRequest(user=bad, update_mask=FieldMask(paths=["avatar_uri", "time_zone", "bio"]))
+    f = failure(lambda: users(channels).UpdateUser(request, metadata=tenant.metadata, timeout=10))
+    assert set(f.violations) == {"user.avatar_uri", "user.time_zone", "user.bio"}
+    good = pb.User(name=tenant.user, avatar_uri="https://cdn.test/a.png", time_zone="Europe/Berlin")
+    request = pb.UpdateUserRequest(user=good, update_mask=FieldMask(paths=["avatar_uri", "time_zone"]))
+    updated = users(channels).UpdateUser(request, metadata=tenant.metadata, timeout=10).user
+    assert (updated.avatar_uri, updated.time_zone) == ("https://cdn.test/a.png", "Europe/Berlin")
+
+
+def test_max_users_is_enforced(channels: Channels, tenant: Tenant) -> None:
+    orgs = organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity"))
+    change = organization_pb2.Organization(name=tenant.organization, max_users=2)
+    orgs.UpdateOrganization(
+        organization_pb2.UpdateOrganizationRequest(organization=change, update_mask=FieldMask(paths=["max_users"])),
+        metadata=tenant.metadata,
+        timeout=10,
+    )
+    second = add_user(channels, tenant)
+    f = failure(lambda: add_user(channels, tenant))
+    assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED and f.metadata["quota"] == "max_users"
+    users(channels).DeleteUser(pb.DeleteUserRequest(name=second.user), metadata=tenant.metadata, timeout=10)
+    third = add_user(channels, tenant)  # the deleted user's seat is free again
+    f = failure(
+        lambda: users(channels).UndeleteUser(
+            pb.UndeleteUserRequest(name=second.user), metadata=tenant.metadata, timeout=10
+        )
+    )
+    assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert third.user != second.user
+
+
+def test_deactivated_users_cannot_sign_in_or_refresh(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    request = pb.DeactivateUserRequest(name=member.user)
+    deactivated = users(channels).DeactivateUser(request, metadata=tenant.metadata, timeout=10).user
+    assert deactivated.state == pb.User.STATE_DEACTIVATED
+    assert failure(lambda: login(channels, tenant, member.username)).reason == "USER_DEACTIVATED"
+    refresh = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
+    auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+    assert failure(lambda: auth.RefreshToken(refresh, timeout=10)).code == grpc.StatusCode.UNAUTHENTICATED
+    users(channels).ActivateUser(pb.ActivateUserRequest(name=member.user), metadata=tenant.metadata, timeout=10)
+    assert login(channels, tenant, member.username).user.state == pb.User.STATE_ACTIVE
+
+
+def test_change_password_needs_the_current_one_and_only_for_oneself(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    api = users(channels)
+    wrong = pb.ChangePasswordRequest(name=member.user, current_password="not-it-123", new_password="brand-new-pass-9")
+    f = failure(lambda: api.ChangePassword(wrong, metadata=member.metadata, timeout=30))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "current_password" in f.violations
+    weak = pb.ChangePasswordRequest(name=member.user, current_password=PASSWORD, new_password="short")
+    assert "new_password" in failure(lambda: api.ChangePassword(weak, metadata=member.metadata, timeout=30)).violations
+    someone_else = pb.ChangePasswordRequest(
+        name=tenant.user, current_password=PASSWORD, new_password="brand-new-pass-9"
+    )
+    f = failure(lambda: api.ChangePassword(someone_else, metadata=member.metadata, timeout=30))
+    assert f.code == grpc.StatusCode.PERMISSION_DENIED
+    good = pb.ChangePasswordRequest(name=member.user, current_password=PASSWORD, new_password="brand-new-pass-9")
+    api.ChangePassword(good, metadata=member.metadata, timeout=30)
+    assert failure(lambda: login(channels, tenant, member.username)).code == grpc.StatusCode.UNAUTHENTICATED
+    assert login(channels, tenant, member.username, "brand-new-pass-9").user.name == member.user
+    # Changing the password ends the sessions opened with the old one.
+    auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+    refresh = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
+    assert failure(lambda: auth.RefreshToken(refresh, timeout=10)).code == grpc.StatusCode.UNAUTHENTICATED
