@@ -39,7 +39,7 @@ async def main(port: int, organization_id: uuid.UUID) -> None:
     settings.port, settings.metrics_port = port, -1
     db = Database(settings.database_url, settings.db_pool_size)
     try:
-        await serve("projects", settings, await build(db), FixedCaller(organization_id))  # type: ignore[arg-type]
+        await serve("projects", settings, await build(db, settings), FixedCaller(organization_id))  # type: ignore[arg-type]
     finally:
         await db.close()
 

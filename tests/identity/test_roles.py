@@ -8,7 +8,7 @@ from google.protobuf import symbol_database
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from hishamos.identity.v1 import role_pb2 as pb
-from hishamos.identity.v1 import role_pb2_grpc
+from hishamos.identity.v1 import role_pb2_grpc, user_pb2, user_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.envoy import SERVICES
 from hishamos_kit import api as catalog
@@ -176,3 +176,52 @@ def test_each_role_is_enforced_on_every_rpc_of_every_service(channels: Channels,
             assert code != grpc.StatusCode.PERMISSION_DENIED, (role, method)
         else:
             assert code == grpc.StatusCode.PERMISSION_DENIED, (role, method, code)
+
+
+def test_nobody_grants_or_edits_beyond_their_own_permissions(channels: Channels, tenant: Tenant) -> None:
+    manager = add_user(channels, tenant, "manager")
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    make_admin = pb.AssignRoleRequest(user=manager.user, role=f"{tenant.organization}/roles/admin")
+    f = failure(lambda: roles(channels).AssignRole(make_admin, metadata=manager.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.reason == "DELEGATION_DENIED"
+    admin_user = user_pb2.CreateUserRequest(
+        parent=tenant.organization,
+        user=user_pb2.User(email="boss@example.test", username="boss"),
+        password="correct-horse-42",
+        roles=["admin"],
+    )
+    assert (
+        failure(lambda: users.CreateUser(admin_user, metadata=manager.metadata, timeout=30)).reason
+        == "DELEGATION_DENIED"
+    )
+    takeover = user_pb2.UpdateUserRequest(
+        user=user_pb2.User(name=tenant.user, email="mine@example.test"), update_mask=FieldMask(paths=["email"])
+    )
+    assert failure(lambda: users.UpdateUser(takeover, metadata=manager.metadata, timeout=10)).code == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    for call in (
+        lambda: users.DeactivateUser(
+            user_pb2.DeactivateUserRequest(name=tenant.user), metadata=manager.metadata, timeout=10
+        ),
+        lambda: users.DeleteUser(user_pb2.DeleteUserRequest(name=tenant.user), metadata=manager.metadata, timeout=10),
+    ):
+        assert failure(call).reason == "DELEGATION_DENIED"
+    # A manager does manage those below: a developer is made and promoted to manager.
+    developer = add_user(channels, manager, "developer")
+    promoted = pb.AssignRoleRequest(user=developer.user, role=f"{tenant.organization}/roles/manager")
+    assert "manager" in roles(channels).AssignRole(promoted, metadata=manager.metadata, timeout=10).user.roles
+
+
+def test_the_last_admin_can_be_neither_deleted_nor_deactivated(channels: Channels, tenant: Tenant) -> None:
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    for call in (
+        lambda: users.DeactivateUser(
+            user_pb2.DeactivateUserRequest(name=tenant.user), metadata=tenant.metadata, timeout=10
+        ),
+        lambda: users.DeleteUser(user_pb2.DeleteUserRequest(name=tenant.user), metadata=tenant.metadata, timeout=10),
+    ):
+        f = failure(call)
+        assert f.code == grpc.StatusCode.FAILED_PRECONDITION and f.reason == "LAST_ADMIN"
+    second = add_user(channels, tenant, "admin")
+    users.DeactivateUser(user_pb2.DeactivateUserRequest(name=second.user), metadata=tenant.metadata, timeout=10)

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos_identity.models import Role
 from hishamos_kit import api
+from hishamos_kit.auth import Principal
+from hishamos_kit.errors import PermissionDenied
 
 WORK = {"agents", "projects", "knowledge"}  # contexts where the team's work lives
 READ = {"get", "list"}
@@ -72,3 +74,18 @@ async def unknown_roles(session: AsyncSession, roles: Iterable[str]) -> list[str
     custom = [r for r in roles if r not in PREDEFINED]
     found = set(await session.scalars(select(Role.role_id).where(Role.role_id.in_(custom)))) if custom else set()
     return [r for r in custom if r not in found]
+
+
+async def check_delegation(session: AsyncSession, principal: Principal, roles: Iterable[str]) -> None:
+    """A caller grants, takes away or edits only within its own permissions: a manager cannot make
+    an admin, nor change an admin's roles, email or state (that would be a way to become one)."""
+    beyond = sorted(set(await permissions_of(session, roles)) - principal.permissions)
+    if beyond:
+        raise PermissionDenied(
+            "this reaches beyond your own permissions ("
+            + ", ".join(beyond[:3])
+            + ("…" if len(beyond) > 3 else "")
+            + ")",
+            "DELEGATION_DENIED",
+            {"beyond": ",".join(beyond[:10])},
+        )

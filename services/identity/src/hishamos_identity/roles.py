@@ -7,13 +7,13 @@ import uuid
 from collections.abc import Iterable
 
 from google.protobuf.field_mask_pb2 import FieldMask
-from sqlalchemy import any_, delete, func, literal, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import role_pb2 as pb
 from hishamos_identity import audit, users
-from hishamos_identity.grants import PREDEFINED, predefined_permissions
+from hishamos_identity.grants import PREDEFINED, check_delegation, predefined_permissions
 from hishamos_identity.models import Role, User
 from hishamos_kit import api, resources, validate
 from hishamos_kit.auth import Principal
@@ -157,23 +157,13 @@ class Roles:
             if role_id not in PREDEFINED:
                 await self._custom(session, role_id, role)
             user = await users.live_user(session, user_id, user_name, lock=True)
+            await check_delegation(session, principal, [role_id, *user.roles])
             if grant and role_id not in user.roles:
                 user.roles = [*user.roles, role_id]
             elif not grant and role_id in user.roles:
-                if role_id == "admin" and not await self._other_admin(session, user.id):
-                    raise FailedPrecondition("the organization's last admin cannot lose the admin role", "LAST_ADMIN")
+                await users.keep_an_admin(session, user, role_id)
                 user.roles = [r for r in user.roles if r != role_id]
             await session.flush()
             action = "role.assigned" if grant else "role.unassigned"
             audit.record(session, principal.organization_id, action, principal.subject, user_name, role=role_id)
             return users.to_message(user)
-
-    @staticmethod
-    async def _other_admin(session: AsyncSession, user_id: uuid.UUID) -> bool:
-        # Lock every admin row, so two demotions at once cannot both see "another admin left".
-        admins = await session.scalars(
-            select(User.id)
-            .where(literal("admin") == any_(User.roles), User.is_deleted.is_(False), User.state == "active")
-            .with_for_update()
-        )
-        return any(admin != user_id for admin in admins)

@@ -6,17 +6,17 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import any_, func, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import user_pb2 as pb
 from hishamos_identity import audit, totp
-from hishamos_identity.grants import unknown_roles
+from hishamos_identity.grants import check_delegation, unknown_roles
 from hishamos_identity.models import IdempotencyKey, Organization, RefreshToken, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_kit import resources, validate
-from hishamos_kit.auth import Principal
+from hishamos_kit.auth import Principal, current_principal
 from hishamos_kit.crypto import Sealer
 from hishamos_kit.db import Database, violated_constraint
 from hishamos_kit.errors import (
@@ -83,6 +83,20 @@ async def live_user(session: AsyncSession, user_id: uuid.UUID, name: str, *, loc
     if user is None or user.is_deleted:
         raise NotFound(name)
     return user
+
+
+async def keep_an_admin(session: AsyncSession, user: User, role_lost: str = "admin") -> None:
+    """Refuse the change that would leave the organization without an active admin."""
+    if role_lost != "admin" or "admin" not in user.roles:
+        return
+    # Lock every admin row, so two demotions at once cannot both see "another admin left".
+    admins = await session.scalars(
+        select(User.id)
+        .where(literal("admin") == any_(User.roles), User.is_deleted.is_(False), User.state == "active")
+        .with_for_update()
+    )
+    if not any(admin != user.id for admin in admins):
+        raise FailedPrecondition("the organization's last admin cannot go; make another admin first", "LAST_ADMIN")
 
 
 async def check_quota(session: AsyncSession, organization_id: uuid.UUID) -> None:
@@ -156,9 +170,12 @@ class UserType(ResourceType[User, pb.User]):
                 row.time_zone = validate.time_zone(v, field, message.time_zone)
 
     async def before_write(self, session: AsyncSession, row: User, action: str) -> None:
+        if action != "create":
+            await check_delegation(session, current_principal(), row.roles)
         if action == "undelete":
             await check_quota(session, row.organization_id)
         elif action == "delete":
+            await keep_an_admin(session, row)
             await revoke_sessions(session, row.id)
 
 
@@ -182,6 +199,7 @@ class Users(StandardMethods[User, pb.User]):
         roles = list(dict.fromkeys(request.roles)) or ["viewer"]
 
         async def create(session: AsyncSession) -> pb.CreateUserResponse:
+            await check_delegation(session, principal, roles)
             unknown = set(await unknown_roles(session, roles))
             if unknown:
                 raise InvalidArgument(
@@ -219,6 +237,9 @@ class Users(StandardMethods[User, pb.User]):
         async with self.db.tenant(principal.organization_id) as session:
             user = await live_user(session, user_id, name)
             resources.check_etag(user, etag, name)
+            await check_delegation(session, principal, user.roles)
+            if state != "active":
+                await keep_an_admin(session, user)
             if user.state != state:
                 user.state = state
                 if state != "active":

@@ -4,7 +4,8 @@ from hishamos_projects.settings import ProjectsSettings
 
 
 def main() -> None:
-    serve_main("projects", ProjectsSettings.for_service("projects"), build)
+    settings = ProjectsSettings.for_service("projects")
+    serve_main("projects", settings, lambda db: build(db, settings))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from hishamos_kit.errors import InvalidArgument, NotFound, Violations
 from hishamos_kit.listing import list_page
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ListRequest, ResourceType, StandardMethods
-from hishamos_projects import fastlist
+from hishamos_projects import directory, fastlist
 from hishamos_projects.common import Path
 from hishamos_projects.models import Project, ProjectChild
 
@@ -45,6 +45,7 @@ class ChildType(ResourceType[Child, Msg]):
     scope: tuple[str, ...] = ("project_id",)  # the columns holding the name's ids between organization and own
     ancestors: tuple[type[ProjectChild], ...] = ()  # the resources between the project and this one
 
+    user_fields: tuple[str, ...] = ()  # fields naming a user, checked with identity when they change
     rolls_up = False  # whether `rollup` adds figures computed from other tables
     # The same figures as correlated subqueries, so that a List reads them with its page (fastlist).
     extra_columns: Mapping[str, Any] = {}
@@ -137,10 +138,19 @@ class ChildMethods(StandardMethods[Child, Msg]):
             raise NotFound(name)
         return row
 
+    async def _validate(
+        self, session: AsyncSession, row: Child, message: Msg, paths: list[str], violations: Violations
+    ) -> None:
+        """Everything a write checks: the fields themselves, users with identity, then the database."""
+        self.kind.apply(row, message, paths, violations)
+        for field in self.kind.user_fields:
+            if field in paths:
+                await directory.current().check_user(violations, f"{self.kind.field}.{field}", getattr(row, field))
+        await self.kind.check(session, row, message, paths, violations)
+
     async def _apply(self, session: AsyncSession, row: Child, message: Msg, paths: list[str]) -> None:
         violations = Violations()
-        self.kind.apply(row, message, paths, violations)
-        await self.kind.check(session, row, message, paths, violations)
+        await self._validate(session, row, message, paths, violations)
         violations.raise_if_any()
 
     async def _insert(
@@ -160,8 +170,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
             for column, value in zip(self.kind.scope, parents, strict=True):
                 setattr(row, column, value)
             violations = Violations()
-            self.kind.apply(row, message, sorted(self.kind.updatable), violations)
-            await self.kind.check(session, row, message, sorted(self.kind.updatable), violations)
+            await self._validate(session, row, message, sorted(self.kind.updatable), violations)
             prefix = f"requests[{i}]." if batch else ""
             problems.update({prefix + field: text for field, text in violations.items.items()})
             self.kind.on_create(row, message)

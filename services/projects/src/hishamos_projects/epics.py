@@ -21,6 +21,7 @@ class EpicType(ChildType[Epic, pb.Epic]):
     model = Epic
     message = pb.Epic
     field = "epic"
+    user_fields = ("owner",)
     path = common.Path("organizations/{organization}/projects/{project}/epics/{epic}")
     updatable = frozenset({"title", "description", "state", "priority", "owner"})
     list_spec = ListSpec(

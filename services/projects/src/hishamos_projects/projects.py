@@ -7,19 +7,43 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.projects.v1 import project_pb2 as pb
 from hishamos_kit import resources, validate
 from hishamos_kit.auth import Principal
-from hishamos_kit.errors import FailedPrecondition, NotFound, Violations
+from hishamos_kit.errors import FailedPrecondition, NotFound, ResourceExhausted, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_time
 from hishamos_kit.standard import ResourceType, StandardMethods, base_fields
+from hishamos_projects import directory
 from hishamos_projects.common import USER, Path
 from hishamos_projects.models import Epic, Project, Sprint, Story
 
 
 class ProjectType(ResourceType[Project, pb.Project]):
+    async def before_write(self, session: AsyncSession, row: Project, action: str) -> None:
+        """The manager is a user identity knows; the organization's max_projects holds."""
+        if action in ("create", "update") and row.manager:
+            violations = Violations()
+            await directory.current().check_user(violations, "project.manager", row.manager)
+            violations.raise_if_any()
+        if action in ("create", "undelete"):
+            # One writer at a time per organization, so two creates cannot both take the last place.
+            await session.execute(
+                text("select pg_advisory_xact_lock(hashtext('projects:' || :org))"), {"org": str(row.organization_id)}
+            )
+            live = await session.scalar(
+                select(func.count()).select_from(Project).where(Project.is_deleted.is_(False), Project.id != row.id)
+            )
+            limit = await directory.current().max_projects(row.organization_id)
+            if (live or 0) >= limit:
+                raise ResourceExhausted(
+                    f"the organization has its {limit} projects; raise max_projects or delete one",
+                    "QUOTA_EXCEEDED",
+                    {"quota": "max_projects", "limit": str(limit)},
+                )
+
     model = Project
     message = pb.Project
     field = "project"

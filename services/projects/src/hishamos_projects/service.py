@@ -22,12 +22,13 @@ from hishamos_kit.auth import current_principal
 from hishamos_kit.db import Database
 from hishamos_kit.errors import InvalidArgument, Violations
 from hishamos_kit.server import Service
-from hishamos_projects import boards, sprints, stories
+from hishamos_projects import boards, directory, sprints, stories
 from hishamos_projects.children import PROJECT, ChildMethods, live_project, own_parent
 from hishamos_projects.epics import EpicType
 from hishamos_projects.handlers import standard_handlers
 from hishamos_projects.models import IdempotencyKey, Sprint, Story
 from hishamos_projects.projects import ProjectMethods, ProjectType
+from hishamos_projects.settings import ProjectsSettings
 from hishamos_projects.tasks import TaskType, WorkLogType
 
 
@@ -173,7 +174,10 @@ class WorkLogService(task_pb2_grpc.WorkLogServiceServicer):
         self.methods = ChildMethods(db, WorkLogType(), IdempotencyKey)
 
 
-async def build(db: Database) -> list[Service]:
+async def build(db: Database, settings: ProjectsSettings) -> list[Service]:
+    if not settings.service_credential:
+        raise SystemExit("HISHAMOS_PROJECTS_SERVICE_CREDENTIAL is not set; `make up` sets it for the local stack")
+    directory.install(directory.Directory(settings.identity_target, settings.service_credential))
     # mypy sees the generated servicers' methods as abstract; @standard_handlers adds them at import.
     sprint_service = SprintService(db)  # type: ignore[abstract]
     epic_service = EpicService(db)  # type: ignore[abstract]

@@ -22,6 +22,7 @@ class TaskType(ChildType[Task, pb.Task]):
     model = Task
     message = pb.Task
     field = "task"
+    user_fields = ("assignee",)
     path = common.Path("organizations/{organization}/projects/{project}/stories/{story}/tasks/{task}")
     parent_path = StoryType.path
     scope = ("project_id", "story_id")
@@ -89,6 +90,7 @@ class WorkLogType(ChildType[WorkLog, pb.WorkLog]):
     model = WorkLog
     message = pb.WorkLog
     field = "work_log"
+    user_fields = ("user",)
     path = common.Path(
         "organizations/{organization}/projects/{project}/stories/{story}/tasks/{task}/workLogs/{work_log}"
     )

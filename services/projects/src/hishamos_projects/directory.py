@@ -1,0 +1,74 @@
+"""Identity, as projects asks it: which users exist, and how many projects an organization may have."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+
+from hishamos.identity.v1 import organization_pb2, organization_pb2_grpc, user_pb2, user_pb2_grpc
+from hishamos_kit.errors import Unavailable, Violations
+from hishamos_kit.outbound import ServiceTokens
+from hishamos_projects.common import USER
+
+PERMISSIONS = ("identity.users.get", "identity.organizations.get")
+KNOWN_FOR = 60.0  # seconds a user found to exist is not asked about again
+
+
+_current: Directory | None = None
+
+
+def install(directory: Directory) -> None:
+    global _current
+    _current = directory
+
+
+def current() -> Directory:
+    """The process's Directory, installed by `build` at start-up."""
+    assert _current is not None, "hishamos_projects.directory.install() runs at start-up"
+    return _current
+
+
+class Directory:
+    def __init__(self, identity_target: str, credential: str) -> None:
+        self._channel = grpc.aio.insecure_channel(identity_target)
+        self._tokens = ServiceTokens(self._channel, credential, PERMISSIONS)
+        self._users = user_pb2_grpc.UserServiceStub(self._channel)
+        self._orgs = organization_pb2_grpc.OrganizationServiceStub(self._channel)
+        self._known: dict[str, float] = {}
+
+    async def check_user(self, violations: Violations, field: str, name: str) -> None:
+        """A user reference must name a live, active user of the organization."""
+        if not name or field in violations.items or self._known.get(name, 0.0) > time.monotonic():
+            return
+        organization_id, _ = USER.parse(name, field)
+        try:
+            user = (
+                await self._users.GetUser(
+                    user_pb2.GetUserRequest(name=name), metadata=await self._tokens.metadata(organization_id), timeout=5
+                )
+            ).user
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise Unavailable("identity is unreachable; retry shortly", "IDENTITY_UNAVAILABLE") from exc
+            user = None
+        if user is None or user.HasField("delete_time") or user.state != user_pb2.User.STATE_ACTIVE:
+            violations.add(field, "names no active user of this organization")
+            return
+        self._known[name] = time.monotonic() + KNOWN_FOR
+
+    async def max_projects(self, organization_id: uuid.UUID) -> int:
+        name = f"organizations/{organization_id}"
+        try:
+            reply = await self._orgs.GetOrganization(
+                organization_pb2.GetOrganizationRequest(name=name),
+                metadata=await self._tokens.metadata(organization_id),
+                timeout=5,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable("identity is unreachable; retry shortly", "IDENTITY_UNAVAILABLE") from exc
+        return int(reply.organization.max_projects)
+
+    async def close(self) -> None:
+        await self._channel.close()

@@ -1,0 +1,69 @@
+"""Projects asks identity (with its own service token) whether users exist and how many projects fit."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from hishamos.identity.v1 import organization_pb2, organization_pb2_grpc, user_pb2, user_pb2_grpc
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc, story_pb2, story_pb2_grpc
+from tests.conftest import Channels, Tenant, add_user
+from tests.errors import failure
+from tests.projects.support import create_project
+
+
+def projects(channels: Channels) -> project_pb2_grpc.ProjectServiceStub:
+    return project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+
+
+def new_project(channels: Channels, tenant: Tenant, slug: str, manager: str = "") -> project_pb2.Project:
+    request = project_pb2.CreateProjectRequest(
+        parent=tenant.organization, project=project_pb2.Project(display_name=slug, slug=slug, manager=manager)
+    )
+    return projects(channels).CreateProject(request, metadata=tenant.metadata, timeout=10).project
+
+
+def test_manager_and_assignee_must_be_active_users(channels: Channels, tenant: Tenant) -> None:
+    stranger = f"{tenant.organization}/users/{uuid.uuid4()}"
+    f = failure(lambda: new_project(channels, tenant, "ghost", manager=stranger))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"project.manager"}
+    member = add_user(channels, tenant, "developer")
+    project = new_project(channels, tenant, "real", manager=member.user)
+    assert project.manager == member.user
+    stories = story_pb2_grpc.StoryServiceStub(channels.direct("projects"))
+    orphan = story_pb2.CreateStoryRequest(parent=project.name, story=story_pb2.Story(title="T", assignee=stranger))
+    f = failure(lambda: stories.CreateStory(orphan, metadata=tenant.metadata, timeout=10))
+    assert set(f.violations) == {"story.assignee"}
+    assigned = story_pb2.CreateStoryRequest(parent=project.name, story=story_pb2.Story(title="T", assignee=member.user))
+    assert stories.CreateStory(assigned, metadata=tenant.metadata, timeout=10).story.assignee == member.user
+    gone = add_user(channels, tenant)
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    users.DeactivateUser(user_pb2.DeactivateUserRequest(name=gone.user), metadata=tenant.metadata, timeout=10)
+    change = project_pb2.Project(name=project.name, manager=gone.user)
+    update = project_pb2.UpdateProjectRequest(project=change, update_mask=FieldMask(paths=["manager"]))
+    assert set(
+        failure(lambda: projects(channels).UpdateProject(update, metadata=tenant.metadata, timeout=10)).violations
+    ) == {"project.manager"}
+
+
+def test_max_projects_from_identity_is_enforced(channels: Channels, tenant: Tenant) -> None:
+    orgs = organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity"))
+    quota = organization_pb2.Organization(name=tenant.organization, max_projects=2)
+    orgs.UpdateOrganization(
+        organization_pb2.UpdateOrganizationRequest(organization=quota, update_mask=FieldMask(paths=["max_projects"])),
+        metadata=tenant.metadata,
+        timeout=10,
+    )
+    first = create_project(channels, tenant)
+    new_project(channels, tenant, "second")
+    f = failure(lambda: new_project(channels, tenant, "third"))
+    assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED and f.metadata == {"quota": "max_projects", "limit": "2"}
+    projects(channels).DeleteProject(
+        project_pb2.DeleteProjectRequest(name=first.name, force=True), metadata=tenant.metadata, timeout=10
+    )
+    new_project(channels, tenant, "third")
+    undelete = project_pb2.UndeleteProjectRequest(name=first.name)
+    f = failure(lambda: projects(channels).UndeleteProject(undelete, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED
