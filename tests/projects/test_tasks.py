@@ -112,9 +112,8 @@ class TestWorkLogStandardMethods(StandardMethodsContract):
         return in_task(channels, other_tenant)
 
     def create(self, api: Any, tenant: Tenant, index: int = 0, **extra: Any) -> Any:
-        # The user must be of the caller's organization: the parent name starts with it.
-        user = "/".join(tenant.organization.split("/")[:2]) + "/users/00000000-0000-0000-0000-000000000001"
-        log = work(30, index, user=user)
+        # The user must be an active user of the caller's organization, so the admin logs the work.
+        log = work(30, index, user=tenant.user)
         reply = self.call(api, "CreateWorkLog", tenant, parent=tenant.organization, work_log=log, **extra)
         return reply.work_log
 
