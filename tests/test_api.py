@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 
+import pytest
+
 from hishamos_kit import api
+from hishamos_kit.errors import InvalidArgument
+from hishamos_kit.listing import Field, _read_token, parse_filter
+from hishamos_projects.projects import ProjectType
 
 PERMISSION = re.compile(r"^(?P<context>[a-z]+)\.[a-z_]+\.[a-z_]+$")
 
@@ -42,3 +49,22 @@ def test_only_credentials_checks_are_public() -> None:
     )
     signing_in = {f"AuthService.{m}" for m in credentials}
     assert public == signing_in | {"ApiKeyService.AuthenticateApiKey"}
+
+
+def test_hostile_list_parameters_are_invalid_argument_not_internal() -> None:
+    """Filters and page tokens come from clients: every malformed one must be refused cleanly."""
+
+    spec = ProjectType.list_spec
+    for text in ("NOT " * 500 + 'slug = "a"', "(" * 100 + 'slug = "a"' + ")" * 100, "x" * 5000):
+        with pytest.raises(InvalidArgument):
+            parse_filter(text, spec.filter_fields)
+    keys = [(spec.order_fields["display_name"], False), (spec.order_fields["create_time"], False)]
+    keys.append((Field(spec.id_column), False))
+    for values in (
+        [5, "2026-01-01T00:00:00+00:00", "x"],
+        [{"a": 1}, "2026-01-01T00:00:00+00:00", "00000000-0000-0000-0000-000000000000"],
+        ["a", 7, 5],
+    ):
+        token = base64.urlsafe_b64encode(json.dumps({"k": values, "f": "fp"}).encode()).decode()
+        with pytest.raises(InvalidArgument):
+            _read_token(token, "fp", keys)

@@ -84,3 +84,9 @@ def _try(call: object) -> bool:
     except grpc.RpcError:
         return False
     return True
+
+
+def test_codes_in_other_scripts_are_just_wrong() -> None:
+    secret = totp.new_secret()
+    assert totp.matching_step(secret, "\uff11\uff12\uff13\uff14\uff15\uff16") is None
+    assert totp.matching_step(secret, totp.code_at(secret, totp.current_step())) == totp.current_step()

@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, auth_pb2, auth_pb2_grpc
-from hishamos_kit.errors import ResourceExhausted, Unauthenticated
+from hishamos_kit.errors import ResourceExhausted, Unauthenticated, Unavailable
 
 ALGORITHM = "EdDSA"
 # Header parameters that would let a token choose its own verification key (RFC 7515 §4.1).
@@ -101,7 +101,9 @@ class JwksClient:
             except grpc.aio.AioRpcError as exc:
                 if self._keys:
                     return  # keep serving with the keys we have; identity is briefly away
-                raise Unauthenticated("cannot verify tokens now: identity is unreachable", "JWKS_UNAVAILABLE") from exc
+                raise Unavailable(
+                    "cannot verify tokens now: identity is unreachable; retry", "JWKS_UNAVAILABLE"
+                ) from exc
             self._keys = {k["kid"]: public_key_from_jwk(k) for k in json.loads(response.jwks_json)["keys"]}
             self._fetched_at = time.monotonic()
 
@@ -209,7 +211,9 @@ class ApiKeys:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 self._cache.pop(key, None)
                 raise Unauthenticated("the API key is not valid", "API_KEY_INVALID") from None
-            raise Unauthenticated("cannot verify API keys now: identity is unreachable", "API_KEY_UNVERIFIED") from exc
+            raise Unavailable(
+                "cannot verify API keys now: identity is unreachable; retry", "API_KEY_UNVERIFIED"
+            ) from exc
         self._limits[key] = reply.rate_limit_per_minute
         return Principal(
             subject=reply.owner,

@@ -28,6 +28,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from hishamos_kit.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
+MAX_FILTER_LENGTH = 2000
+MAX_NESTING = 32
 MAX_PAGE_SIZE = 1000
 
 _TOKEN = re.compile(r'\s*(?:(\()|(\))|("(?:[^"\\]|\\.)*")|(<=|>=|!=|=|<|>|:)|([^\s()"<>=!:]+))')
@@ -92,7 +94,10 @@ class Page:
 
 class _Parser:
     def __init__(self, text: str, fields: Mapping[str, Field]) -> None:
+        if len(text) > MAX_FILTER_LENGTH:
+            raise self.error(f"is longer than {MAX_FILTER_LENGTH} characters")
         self.fields = fields
+        self.depth = 0
         self.tokens: list[tuple[str, str]] = []
         position = 0
         text = text.strip()
@@ -148,6 +153,15 @@ class _Parser:
         return or_(*parts) if len(parts) > 1 else parts[0]
 
     def factor(self) -> ColumnElement[bool]:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(f"nests deeper than {MAX_NESTING} levels")
+        try:
+            return self._factor()
+        finally:
+            self.depth -= 1
+
+    def _factor(self) -> ColumnElement[bool]:
         if self.keyword("NOT") or self.keyword("-"):
             return not_(self.factor())
         if self.peek() == ("(", "("):
@@ -222,8 +236,14 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any, field: Field) -> Any:
+    """A token's value, checked against its column's type: a crafted token is refused, not run."""
     if field.parse is parse_time:
         return parse_time(value)
+    expected = field.column.type.python_type
+    if expected is uuid.UUID:
+        return uuid.UUID(str(value))
+    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+        raise ValueError(f"expected {expected.__name__}")
     return value
 
 
@@ -281,9 +301,7 @@ def _read_token(token: str, fingerprint: str, keys: list[tuple[Field, bool]]) ->
         values = data["k"]
         if len(values) != len(keys):
             raise ValueError
-        decoded = [_decode(v, f) for v, (f, _) in zip(values, keys, strict=True)]
-        decoded[-1] = uuid.UUID(decoded[-1])
-        return decoded
+        return [_decode(v, f) for v, (f, _) in zip(values, keys, strict=True)]
     except InvalidArgument:
         raise
     except (ValueError, KeyError, TypeError):

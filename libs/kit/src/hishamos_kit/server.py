@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import signal
 import time
 import uuid
@@ -29,6 +30,7 @@ from hishamos_kit.metrics import RpcMetrics, serve_metrics
 from hishamos_kit.settings import ServiceSettings
 
 log = logging.getLogger("hishamos.server")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 access_log = logging.getLogger("hishamos.access")
 
 Register = Callable[[Any, Any], None]  # a generated add_*Servicer_to_server
@@ -61,7 +63,9 @@ class Chassis:
     ) -> Any:
         """`permission` is what the method requires; empty for a public method."""
         metadata: Mapping[str, str] = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        request_id = metadata.get("x-request-id") or uuid.uuid4().hex
+        request_id = metadata.get("x-request-id", "")
+        if not REQUEST_ID.match(request_id):  # the caller's id is kept only when it is a sane one
+            request_id = uuid.uuid4().hex
         request_id_var.set(request_id)
         started = time.perf_counter()
         status = None

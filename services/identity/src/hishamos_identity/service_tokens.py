@@ -17,7 +17,8 @@ from hishamos_kit import api, resources
 from hishamos_kit.db import Database
 from hishamos_kit.errors import InvalidArgument, NotFound, Unauthenticated, Violations
 
-READ = ("get", "list")  # the only identity permissions a service may hold: it reads users, never manages them
+# The only identity permissions a service may hold: it looks users and quotas up, never manages them.
+IDENTITY_READS = frozenset({"identity.users.get", "identity.users.list", "identity.organizations.get"})
 
 
 class ServiceTokens:
@@ -48,9 +49,7 @@ class ServiceTokens:
         catalog = set(api.permissions())
         v.check(bool(request.permissions), "permissions", "must name at least one permission")
         for i, permission in enumerate(request.permissions):
-            if permission not in catalog or (
-                permission.startswith("identity.") and permission.split(".")[2] not in READ
-            ):
+            if permission not in catalog or (permission.startswith("identity.") and permission not in IDENTITY_READS):
                 v.add(f"permissions[{i}]", f"`{permission}` cannot be granted to a service")
         v.raise_if_any()
         async with self._db.tenant(organization_id) as session:

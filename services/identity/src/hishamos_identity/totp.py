@@ -53,7 +53,7 @@ def matching_step(secret: bytes, code: str, now: float | None = None) -> int | N
     """The step (now, or one either side for clock drift) whose code this is."""
     step = current_step(now)
     for candidate in (step - 1, step, step + 1):
-        if hmac.compare_digest(code_at(secret, candidate), code):
+        if hmac.compare_digest(code_at(secret, candidate).encode(), code.encode()):
             return candidate
     return None
 

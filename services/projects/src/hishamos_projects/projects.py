@@ -29,6 +29,7 @@ class ProjectType(ResourceType[Project, pb.Project]):
             await directory.current().check_user(violations, "project.manager", row.manager)
             violations.raise_if_any()
         if action in ("create", "undelete"):
+            limit = await directory.current().max_projects(row.organization_id)  # asked before locking
             # One writer at a time per organization, so two creates cannot both take the last place.
             await session.execute(
                 text("select pg_advisory_xact_lock(hashtext('projects:' || :org))"), {"org": str(row.organization_id)}
@@ -36,7 +37,6 @@ class ProjectType(ResourceType[Project, pb.Project]):
             live = await session.scalar(
                 select(func.count()).select_from(Project).where(Project.is_deleted.is_(False), Project.id != row.id)
             )
-            limit = await directory.current().max_projects(row.organization_id)
             if (live or 0) >= limit:
                 raise ResourceExhausted(
                     f"the organization has its {limit} projects; raise max_projects or delete one",

@@ -21,6 +21,9 @@ from hishamos_projects.rollups import logged_hours
 STATES = validate.EnumCodes(pb.Sprint.State.items(), "STATE_")
 
 
+MAX_SPRINT_DAYS = 366  # a sprint's burndown has a row per day
+
+
 class SprintType(ChildType[Sprint, pb.Sprint]):
     model = Sprint
     message = pb.Sprint
@@ -71,6 +74,8 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
                     setattr(row, path, value)
         if row.start_date and row.end_date and row.end_date <= row.start_date and "sprint.start_date" not in v.items:
             v.add("sprint.end_date", "must be after start_date")
+        elif row.start_date and row.end_date and (row.end_date - row.start_date).days > MAX_SPRINT_DAYS:
+            v.add("sprint.end_date", f"a sprint lasts at most {MAX_SPRINT_DAYS} days")
 
     rolls_up = True
 
