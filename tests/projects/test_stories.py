@@ -374,3 +374,19 @@ def test_epic_progress_is_done_points_over_total_points_of_its_live_stories(chan
     api(channels).DeleteStory(story_pb2.DeleteStoryRequest(name=pending.name), metadata=team.metadata)
     (only,) = epics.ListEpics(epic_pb2.ListEpicsRequest(parent=team.organization), metadata=team.metadata).epics
     assert (only.total_story_points, only.done_story_points, only.progress) == (5, 5, 1.0)
+
+
+def test_schema_references_are_local_and_a_dangling_one_fails_cleanly(channels: Channels, team: Tenant) -> None:
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+
+    def set_schema(schema: dict[str, Any]) -> object:
+        project = project_pb2.Project(name=team.organization, story_custom_fields_schema=struct(schema))
+        mask = FieldMask(paths=["story_custom_fields_schema"])
+        request = project_pb2.UpdateProjectRequest(project=project, update_mask=mask)
+        return projects.UpdateProject(request, metadata=team.metadata, timeout=10)
+
+    remote = {"properties": {"x": {"$ref": "https://evil.test/schema.json"}}}
+    assert set(failure(lambda: set_schema(remote)).violations) == {"project.story_custom_fields_schema"}
+    set_schema({"properties": {"x": {"$ref": "#/$defs/missing"}}})
+    f = failure(lambda: create(channels, team, Story(title="x", custom_fields=struct({"x": 1}))))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"story.custom_fields"}

@@ -118,7 +118,19 @@ def json_schema(v: Violations, field: str, value: struct_pb2.Struct) -> dict[str
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         v.add(field, f"is not a valid JSON Schema: {exc.message}")
+        return schema
+    if any(not ref.startswith("#") for ref in _refs(schema)):
+        v.add(field, 'may only use local references (`$ref: "#/..."`): nothing is fetched')
     return schema
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [ref for child in node.values() for ref in _refs(child)]
+    if isinstance(node, list):
+        return [ref for child in node for ref in _refs(child)]
+    return []
 
 
 class ProjectMethods(StandardMethods[Project, pb.Project]):

@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from jsonschema import Draft202012Validator
+from referencing.exceptions import Unresolvable
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,7 +50,12 @@ def check_custom_fields(v: Violations, field: str, value: dict[str, Any], schema
     """Every way `value` breaks the project's schema, each at its JSON path under `field`."""
     if not schema:
         return
-    for error in _validator(json.dumps(schema, sort_keys=True)).iter_errors(value):
+    try:
+        errors = list(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value))
+    except Unresolvable:
+        v.add(field, "cannot be checked: the project's schema refers to something it does not define")
+        return
+    for error in errors:
         v.add(field + "".join(f".{part}" for part in error.absolute_path), error.message)
 
 
