@@ -53,12 +53,6 @@ def parse_int(value: object) -> int:
     raise ValueError("expected an integer")
 
 
-def parse_float(value: object) -> float:
-    if isinstance(value, str):
-        return float(value)
-    raise ValueError("expected a number")
-
-
 def parse_time(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError("expected an RFC 3339 timestamp")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 
@@ -21,7 +20,6 @@ from hishamos_kit.db import TENANT_SETTING, Database, set_local, violated_constr
 from hishamos_kit.errors import AlreadyExists, PermissionDenied, Unauthenticated, Violations
 
 SLUG_SETTING = "app.organization_slug"
-USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
 # Sign-up ids derive from the request id, so a retried sign-up lands in the same organization.
 SIGNUP_NAMESPACE = uuid.UUID("0b8f5f1e-3c57-4d0b-9a34-5a3b1c1f7e21")
 UNIQUE_FIELDS = {
@@ -38,8 +36,7 @@ def _check_signup(request: pb.SignUpRequest) -> Violations:
     validate.slug(v, "organization_slug", request.organization_slug, min_length=3)
     validate.text(v, "organization_display_name", request.organization_display_name, required=True)
     validate.email(v, "email", request.email, required=True)
-    if not USERNAME.match(request.username):
-        v.add("username", "must be 3-64 letters, digits, `.`, `_` or `-`")
+    users.check_username(v, "username", request.username)
     check_strength(v, "password", request.password)
     validate.text(v, "full_name", request.full_name)
     if request.request_id:
