@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
+
+import pytest
 
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from tests.conftest import Channels, Tenant
+from tests.standard import StandardMethodsContract
 
 
 def create_project(channels: Channels, tenant: Tenant) -> project_pb2.Project:
@@ -22,3 +26,18 @@ def in_project(channels: Channels, tenant: Tenant) -> Tenant:
     contract (tests/standard.py) creates and lists under: the contract then checks a project's
     child resource exactly as it checks an organization's."""
     return dataclasses.replace(tenant, organization=create_project(channels, tenant).name)
+
+
+class ProjectChildContract(StandardMethodsContract):
+    """The standard contract with a fresh parent (a project by default; a story or a task where
+    `place` says so) standing in for each tenant's organization."""
+
+    place: Callable[[Channels, Tenant], Tenant] = staticmethod(in_project)
+
+    @pytest.fixture
+    def tenant(self, channels: Channels, tenant: Tenant) -> Tenant:
+        return self.place(channels, tenant)
+
+    @pytest.fixture
+    def other_tenant(self, channels: Channels, other_tenant: Tenant) -> Tenant:
+        return self.place(channels, other_tenant)

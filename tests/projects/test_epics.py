@@ -6,8 +6,8 @@ import pytest
 from hishamos.projects.v1 import epic_pb2, epic_pb2_grpc, priority_pb2
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
-from tests.projects.support import in_project
-from tests.standard import Case, StandardMethodsContract
+from tests.projects.support import ProjectChildContract, in_project
+from tests.standard import Case
 
 Epic = epic_pb2.Epic
 
@@ -26,16 +26,8 @@ EPICS = Case(
 )
 
 
-class TestEpicStandardMethods(StandardMethodsContract):
+class TestEpicStandardMethods(ProjectChildContract):
     case = EPICS
-
-    @pytest.fixture
-    def tenant(self, channels: Channels, tenant: Tenant) -> Tenant:
-        return in_project(channels, tenant)
-
-    @pytest.fixture
-    def other_tenant(self, channels: Channels, other_tenant: Tenant) -> Tenant:
-        return in_project(channels, other_tenant)
 
 
 @pytest.fixture

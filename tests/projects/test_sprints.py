@@ -10,8 +10,8 @@ from google.type.date_pb2 import Date
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc, sprint_pb2, sprint_pb2_grpc
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
-from tests.projects.support import in_project
-from tests.standard import Case, StandardMethodsContract
+from tests.projects.support import ProjectChildContract, in_project
+from tests.standard import Case
 
 Sprint = sprint_pb2.Sprint
 
@@ -40,16 +40,8 @@ SPRINTS = Case(
 )
 
 
-class TestSprintStandardMethods(StandardMethodsContract):
+class TestSprintStandardMethods(ProjectChildContract):
     case = SPRINTS
-
-    @pytest.fixture
-    def tenant(self, channels: Channels, tenant: Tenant) -> Tenant:
-        return in_project(channels, tenant)
-
-    @pytest.fixture
-    def other_tenant(self, channels: Channels, other_tenant: Tenant) -> Tenant:
-        return in_project(channels, other_tenant)
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from hishamos.projects.v1 import (
 )
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
-from tests.projects.support import in_project
-from tests.standard import Case, StandardMethodsContract
+from tests.projects.support import ProjectChildContract, in_project
+from tests.standard import Case
 
 Story = story_pb2.Story
 
@@ -57,16 +57,8 @@ STORIES = Case(
 )
 
 
-class TestStoryStandardMethods(StandardMethodsContract):
+class TestStoryStandardMethods(ProjectChildContract):
     case = STORIES
-
-    @pytest.fixture
-    def tenant(self, channels: Channels, tenant: Tenant) -> Tenant:
-        return in_project(channels, tenant)
-
-    @pytest.fixture
-    def other_tenant(self, channels: Channels, other_tenant: Tenant) -> Tenant:
-        return in_project(channels, other_tenant)
 
 
 @pytest.fixture

@@ -4,15 +4,14 @@ import dataclasses
 from typing import Any
 
 import grpc
-import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.date_pb2 import Date
 
 from hishamos.projects.v1 import sprint_pb2, sprint_pb2_grpc, story_pb2, story_pb2_grpc, task_pb2, task_pb2_grpc
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
-from tests.projects.support import in_project
-from tests.standard import Case, StandardMethodsContract
+from tests.projects.support import ProjectChildContract, in_project
+from tests.standard import Case
 
 Task = task_pb2.Task
 WorkLog = task_pb2.WorkLog
@@ -61,16 +60,10 @@ TASKS = Case(
 )
 
 
-class TestTaskStandardMethods(StandardMethodsContract):
+class TestTaskStandardMethods(ProjectChildContract):
     case = TASKS
 
-    @pytest.fixture
-    def tenant(self, channels: Channels, tenant: Tenant) -> Tenant:
-        return in_story(channels, tenant)
-
-    @pytest.fixture
-    def other_tenant(self, channels: Channels, other_tenant: Tenant) -> Tenant:
-        return in_story(channels, other_tenant)
+    place = staticmethod(in_story)
 
 
 def work(minutes: int, i: int = 0, user: str = "") -> WorkLog:
@@ -88,7 +81,7 @@ class WorkLogs(str):
         return "WorkLogs"
 
 
-class TestWorkLogStandardMethods(StandardMethodsContract):
+class TestWorkLogStandardMethods(ProjectChildContract):
     case = Case(
         service="projects",
         pb=task_pb2,
@@ -103,13 +96,7 @@ class TestWorkLogStandardMethods(StandardMethodsContract):
         filter_true=lambda w: f'work_time = "{w.work_time.ToJsonString()}"',
     )
 
-    @pytest.fixture
-    def tenant(self, channels: Channels, tenant: Tenant) -> Tenant:
-        return in_task(channels, tenant)
-
-    @pytest.fixture
-    def other_tenant(self, channels: Channels, other_tenant: Tenant) -> Tenant:
-        return in_task(channels, other_tenant)
+    place = staticmethod(in_task)
 
     def create(self, api: Any, tenant: Tenant, index: int = 0, **extra: Any) -> Any:
         # The user must be an active user of the caller's organization, so the admin logs the work.
