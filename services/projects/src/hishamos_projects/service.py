@@ -21,45 +21,29 @@ from hishamos_kit import validate
 from hishamos_kit.auth import current_principal
 from hishamos_kit.db import Database
 from hishamos_kit.errors import InvalidArgument, Violations
+from hishamos_kit.handlers import standard_handlers
 from hishamos_kit.server import Service
 from hishamos_projects import boards, directory, sprints, stories
 from hishamos_projects.children import PROJECT, ChildMethods, live_project, own_parent
 from hishamos_projects.epics import EpicType
-from hishamos_projects.handlers import standard_handlers
 from hishamos_projects.models import IdempotencyKey, Sprint, Story
 from hishamos_projects.projects import ProjectMethods, ProjectType
 from hishamos_projects.settings import ProjectsSettings
 from hishamos_projects.tasks import TaskType, WorkLogType
 
 
+@standard_handlers(pb, "Project", "project", "projects")
 class ProjectService(project_pb2_grpc.ProjectServiceServicer):
+    """The standard handlers, but Delete takes `force`."""
+
     def __init__(self, db: Database) -> None:
-        self.projects = ProjectMethods(db, ProjectType(), IdempotencyKey)
-
-    async def CreateProject(self, request: pb.CreateProjectRequest, context: Context) -> pb.CreateProjectResponse:
-        project = await self.projects.create(current_principal(), request.parent, request.project, request.request_id)
-        return pb.CreateProjectResponse(project=project)
-
-    async def GetProject(self, request: pb.GetProjectRequest, context: Context) -> pb.GetProjectResponse:
-        return pb.GetProjectResponse(project=await self.projects.get(current_principal(), request.name))
-
-    async def ListProjects(self, request: pb.ListProjectsRequest, context: Context) -> pb.ListProjectsResponse:
-        projects, token = await self.projects.list(current_principal(), request)
-        return pb.ListProjectsResponse(projects=projects, next_page_token=token)
-
-    async def UpdateProject(self, request: pb.UpdateProjectRequest, context: Context) -> pb.UpdateProjectResponse:
-        project = await self.projects.update(current_principal(), request.project, request.update_mask)
-        return pb.UpdateProjectResponse(project=project)
+        self.methods = ProjectMethods(db, ProjectType(), IdempotencyKey)
 
     async def DeleteProject(self, request: pb.DeleteProjectRequest, context: Context) -> pb.DeleteProjectResponse:
-        project = await self.projects.delete_project(
+        project = await self.methods.delete_project(
             current_principal(), request.name, request.etag, force=request.force
         )
         return pb.DeleteProjectResponse(project=project)
-
-    async def UndeleteProject(self, request: pb.UndeleteProjectRequest, context: Context) -> pb.UndeleteProjectResponse:
-        project = await self.projects.undelete(current_principal(), request.name, request.etag)
-        return pb.UndeleteProjectResponse(project=project)
 
 
 @standard_handlers(sprint_pb2, "Sprint", "sprint", "sprints")
@@ -187,7 +171,7 @@ async def build(db: Database, settings: ProjectsSettings) -> list[Service]:
     return [
         Service(
             "hishamos.projects.v1.ProjectService",
-            ProjectService(db),
+            ProjectService(db),  # type: ignore[abstract]
             project_pb2_grpc.add_ProjectServiceServicer_to_server,
         ),
         Service(

@@ -2,7 +2,7 @@
 
 Every resource's handlers do the same: take the principal, call its StandardMethods, wrap the result
 in the method's response message. `standard_handlers` adds them to a servicer class, so each
-servicer only spells out its custom methods.
+servicer only spells out its custom methods and the standard ones it does differently.
 """
 
 from __future__ import annotations
@@ -64,8 +64,10 @@ def standard_handlers(pb: ModuleType, kind: str, field: str, plural: str) -> Cal
             ("Delete", delete),
             ("Undelete", undelete),
         ):
-            setattr(cls, f"{verb}{kind}", handler)
-        setattr(cls, list_method, list_)
+            if f"{verb}{kind}" not in vars(cls):  # a servicer's own version wins
+                setattr(cls, f"{verb}{kind}", handler)
+        if list_method not in vars(cls):
+            setattr(cls, list_method, list_)
         return cls
 
     return decorate
