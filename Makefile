@@ -51,8 +51,9 @@ migrate: $(PROTO_STAMP)
 	@$(BIN)/python -m hishamos_devstack migrate
 
 ## bench: measured figures side by side with their ceilings; writes bench/results/latest.json
+##        (RATIOS="login_vs_argon2_rate …" measures only those)
 bench: $(PROTO_STAMP)
-	@$(BIN)/python -m bench
+	@$(BIN)/python -m bench $(RATIOS)
 
 ## lock: re-resolve requirements.in into requirements.lock
 lock:

@@ -39,6 +39,14 @@ LOGIN = "/hishamos.identity.v1.AuthService/Login"
 GET_PROJECT = "/hishamos.projects.v1.ProjectService/GetProject"
 LIST_STORIES = "/hishamos.projects.v1.StoryService/ListStories"
 CREATE_STORY = "/hishamos.projects.v1.StoryService/CreateStory"
+PAIRS = {  # ratio: (figure, its ceiling)
+    "get_project_vs_echo_qps": ("get_project_direct", "echo"),
+    "envoy_vs_direct_qps": ("get_project_envoy", "get_project_direct"),
+    "list_stories_vs_echo_qps": ("list_stories_envoy", "echo"),
+    "create_story_vs_echo_qps": ("create_story_envoy", "echo"),
+    "authed_vs_unauthed_qps": ("get_project_direct", "get_project_unauthed"),
+    "login_vs_argon2_rate": ("login", "argon2id_verify"),
+}
 BACKLOG = 10_000  # stories in the project that ListStories pages through
 ROUNDS = 5
 SECONDS = 3.0
@@ -83,7 +91,13 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def main() -> None:
+def main(selected: list[str]) -> None:
+    """Measure the ratios named in `selected` (all when empty) and what they are computed from."""
+    unknown = set(selected) - set(PAIRS)
+    if unknown:
+        raise SystemExit(f"unknown ratio {', '.join(sorted(unknown))}; choose from {', '.join(PAIRS)}")
+    pairs = {name: PAIRS[name] for name in selected or PAIRS}
+    needed = {figure for pair in pairs.values() for figure in pair}
     with tempfile.TemporaryDirectory() as data, Stack(Path(data), Ports.free(), progress=print) as stack:
         identity = f"127.0.0.1:{stack.ports.services['identity']}"
         tenant = sign_up(grpc.insecure_channel(identity))
@@ -101,8 +115,9 @@ def main() -> None:
                 )
                 .project
             )
-            seed_stories(channel, tenant.metadata, project.name, BACKLOG)
-        analyze(stack)
+            if "list_stories_envoy" in needed:
+                seed_stories(channel, tenant.metadata, project.name, BACKLOG)
+                analyze(stack)
         request = project_pb2.GetProjectRequest(name=project.name).SerializeToString()
         list_request = story_pb2.ListStoriesRequest(
             parent=project.name, page_size=50, order_by="rank"
@@ -124,38 +139,27 @@ def main() -> None:
         try:
             print(f"==> measuring: 16 concurrent callers, {ROUNDS} rounds of {SECONDS:.0f} s per figure")
             # The ceiling gets the same bytes and metadata, so the client does the same work for each.
-            measured = rounds(
-                {
-                    "echo": lambda: measure(echo, ECHO, request, tenant.metadata, seconds=SECONDS),
-                    "get_project_direct": lambda: measure(
-                        direct, GET_PROJECT, request, tenant.metadata, seconds=SECONDS
-                    ),
-                    "get_project_envoy": lambda: measure(envoy, GET_PROJECT, request, tenant.metadata, seconds=SECONDS),
-                    "list_stories_envoy": lambda: measure(
-                        envoy, LIST_STORIES, list_request, tenant.metadata, seconds=SECONDS
-                    ),
-                    "create_story_envoy": lambda: measure(
-                        envoy, CREATE_STORY, create_request, tenant.metadata, seconds=SECONDS
-                    ),
-                    "get_project_unauthed": lambda: measure(
-                        unauthed, GET_PROJECT, request, tenant.metadata, seconds=SECONDS
-                    ),
-                    "login": lambda: measure(identity, LOGIN, login, concurrency=4, seconds=SECONDS),
-                    "argon2id_verify": lambda: argon2_rate.measure(SECONDS),
-                }
-            )
+            runs: dict[str, Callable[[], Figure]] = {
+                "echo": lambda: measure(echo, ECHO, request, tenant.metadata, seconds=SECONDS),
+                "get_project_direct": lambda: measure(direct, GET_PROJECT, request, tenant.metadata, seconds=SECONDS),
+                "get_project_envoy": lambda: measure(envoy, GET_PROJECT, request, tenant.metadata, seconds=SECONDS),
+                "list_stories_envoy": lambda: measure(
+                    envoy, LIST_STORIES, list_request, tenant.metadata, seconds=SECONDS
+                ),
+                "create_story_envoy": lambda: measure(
+                    envoy, CREATE_STORY, create_request, tenant.metadata, seconds=SECONDS
+                ),
+                "get_project_unauthed": lambda: measure(
+                    unauthed, GET_PROJECT, request, tenant.metadata, seconds=SECONDS
+                ),
+                "login": lambda: measure(identity, LOGIN, login, concurrency=4, seconds=SECONDS),
+                "argon2id_verify": lambda: argon2_rate.measure(SECONDS),
+            }
+            measured = rounds({name: run for name, run in runs.items() if name in needed})
         finally:
             for process, _ in ceilings:
                 process.terminate()
                 process.wait()
-    pairs = {
-        "get_project_vs_echo_qps": ("get_project_direct", "echo"),
-        "envoy_vs_direct_qps": ("get_project_envoy", "get_project_direct"),
-        "list_stories_vs_echo_qps": ("list_stories_envoy", "echo"),
-        "create_story_vs_echo_qps": ("create_story_envoy", "echo"),
-        "authed_vs_unauthed_qps": ("get_project_direct", "get_project_unauthed"),
-        "login_vs_argon2_rate": ("login", "argon2id_verify"),
-    }
     ratios = {name: median([r[a].qps / r[b].qps for r in measured]) for name, (a, b) in pairs.items()}
     figures = {name: sorted((r[name] for r in measured), key=lambda f: f.qps)[ROUNDS // 2] for name in measured[0]}
     report(figures, ratios)
@@ -188,4 +192,4 @@ def report(figures: dict[str, Figure], ratios: dict[str, float]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
