@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+from hishamos.projects.v1 import member_pb2, member_pb2_grpc, project_pb2, project_pb2_grpc
 from tests.conftest import Channels, Tenant
 from tests.standard import StandardMethodsContract
 
@@ -19,6 +19,16 @@ def create_project(channels: Channels, tenant: Tenant) -> project_pb2.Project:
     project = project_pb2.Project(display_name=f"Project {slug}", slug=slug)
     request = project_pb2.CreateProjectRequest(parent=tenant.organization, project=project)
     return api.CreateProject(request, metadata=tenant.metadata, timeout=10).project
+
+
+def add_member(channels: Channels, team: Tenant, user: str, role: int = 0) -> member_pb2.Member:
+    """`user` on the team of `team`'s project (its `organization`, as `in_project` makes it)."""
+    request = member_pb2.CreateMemberRequest(parent=team.organization, member=member_pb2.Member(user=user, role=role))  # type: ignore[arg-type]
+    return (
+        member_pb2_grpc.MemberServiceStub(channels.direct("projects"))
+        .CreateMember(request, metadata=team.metadata, timeout=10)
+        .member
+    )
 
 
 def in_project(channels: Channels, tenant: Tenant) -> Tenant:

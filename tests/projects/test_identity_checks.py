@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import grpc
@@ -11,7 +12,7 @@ from hishamos.identity.v1 import organization_pb2, organization_pb2_grpc, user_p
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc, story_pb2, story_pb2_grpc
 from tests.conftest import Channels, Tenant, add_user
 from tests.errors import failure
-from tests.projects.support import create_project
+from tests.projects.support import add_member, create_project
 
 
 def projects(channels: Channels) -> project_pb2_grpc.ProjectServiceStub:
@@ -36,6 +37,10 @@ def test_manager_and_assignee_must_be_active_users(channels: Channels, tenant: T
     orphan = story_pb2.CreateStoryRequest(parent=project.name, story=story_pb2.Story(title="T", assignee=stranger))
     f = failure(lambda: stories.CreateStory(orphan, metadata=tenant.metadata, timeout=10))
     assert set(f.violations) == {"story.assignee"}
+    team = dataclasses.replace(tenant, organization=project.name)
+    f = failure(lambda: add_member(channels, team, stranger))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"member.user"}
+    add_member(channels, team, member.user)
     assigned = story_pb2.CreateStoryRequest(parent=project.name, story=story_pb2.Story(title="T", assignee=member.user))
     assert stories.CreateStory(assigned, metadata=tenant.metadata, timeout=10).story.assignee == member.user
     gone = add_user(channels, tenant)

@@ -23,7 +23,7 @@ from hishamos.projects.v1 import (
 )
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
-from tests.projects.support import ProjectChildContract, in_project
+from tests.projects.support import ProjectChildContract, add_member, in_project
 from tests.standard import Case
 
 Story = story_pb2.Story
@@ -158,6 +158,7 @@ def test_list_filters_by_sprint_epic_label_assignee_state_and_text(
     channels: Channels, tenant: Tenant, team: Tenant
 ) -> None:
     epic, sprint = make_epic(channels, team), make_sprint(channels, team)
+    add_member(channels, team, tenant.user)
     planned = create(
         channels, team, Story(title="Login page", sprint=sprint.name, labels=["ui", "auth"], assignee=tenant.user)
     )

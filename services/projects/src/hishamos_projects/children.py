@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
-from sqlalchemy import inspect, select
+from sqlalchemy import exists, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos_kit import resources
@@ -27,7 +27,7 @@ from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ListRequest, ResourceType, StandardMethods
 from hishamos_projects import directory, fastlist
 from hishamos_projects.common import Path
-from hishamos_projects.models import Project, ProjectChild
+from hishamos_projects.models import Member, Project, ProjectChild
 
 PROJECT = Path("organizations/{organization}/projects/{project}")
 
@@ -46,6 +46,7 @@ class ChildType(ResourceType[Child, Msg]):
     ancestors: tuple[type[ProjectChild], ...] = ()  # the resources between the project and this one
 
     user_fields: tuple[str, ...] = ()  # fields naming a user, checked with identity when they change
+    member_fields: tuple[str, ...] = ()  # fields naming a user who must be a member of the project
     rolls_up = False  # whether `rollup` adds figures computed from other tables
     # The same figures as correlated subqueries, so that a List reads them with its page (fastlist).
     extra_columns: Mapping[str, Any] = {}
@@ -79,6 +80,13 @@ async def live_project(session: AsyncSession, project_id: uuid.UUID, name: str, 
     if project is None:
         raise NotFound(name)
     return project
+
+
+async def check_member(session: AsyncSession, violations: Violations, field: str, row: ProjectChild, user: str) -> None:
+    """`user` is a current member of `row`'s project."""
+    member = exists().where(Member.project_id == row.project_id, Member.user == user, Member.is_deleted.is_(False))
+    if not await session.scalar(select(member)):
+        violations.add(field, "is not a member of the project; add them with CreateMember first")
 
 
 def own_parent(principal: Principal, path: ResourcePath, parent: str, field: str = "parent") -> tuple[uuid.UUID, ...]:
@@ -142,10 +150,15 @@ class ChildMethods(StandardMethods[Child, Msg]):
         self, session: AsyncSession, row: Child, message: Msg, paths: list[str], violations: Violations
     ) -> None:
         """Everything a write checks: the fields themselves, users with identity, then the database."""
+        before = {field: getattr(row, field) for field in self.kind.member_fields}
         self.kind.apply(row, message, paths, violations)
         for field in self.kind.user_fields:
             if field in paths:
                 await directory.current().check_user(violations, f"{self.kind.field}.{field}", getattr(row, field))
+        for field, old in before.items():  # a member removed later stays on the work they had
+            new = getattr(row, field)
+            if field in paths and new and new != old and f"{self.kind.field}.{field}" not in violations.items:
+                await check_member(session, violations, f"{self.kind.field}.{field}", row, new)
         await self.kind.check(session, row, message, paths, violations)
 
     async def _apply(self, session: AsyncSession, row: Child, message: Msg, paths: list[str]) -> None:
@@ -177,6 +190,8 @@ class ChildMethods(StandardMethods[Child, Msg]):
             rows.append(row)
         if problems:
             raise InvalidArgument(problems)
+        for row in rows:
+            await self.kind.before_write(session, row, "create")
         session.add_all(rows)
         await self._flush(session, self.kind.field)
         return [self.kind.to_message(row) for row in rows]  # nothing rolls up to a resource just made
@@ -291,6 +306,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
 
         async def change(session: AsyncSession, row: Child) -> None:
             await self._apply(session, row, message, paths)
+            await self.kind.before_write(session, row, "update")
 
         return await self.act(principal, given.name, given.etag, change, field=f"{field}.name")
 
@@ -335,5 +351,6 @@ class ChildMethods(StandardMethods[Child, Msg]):
                 self.kind.before_delete(row, name)
             else:
                 resources.undelete(row, name)
+            await self.kind.before_write(session, row, "delete" if deleted else "undelete")
             await self._flush(session, name)
             return (await self.present(session, [row]))[0]

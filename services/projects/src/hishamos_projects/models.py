@@ -62,6 +62,18 @@ class ProjectChild(TenantResource):
         return (Index(f"ix_{table}_organization_id_created_at", "organization_id", text("created_at DESC")),)
 
 
+class Member(ProjectChild, Base):
+    __tablename__ = "members"
+    __table_args__ = (
+        Index("ix_members_organization_id_created_at", "organization_id", text("created_at DESC")),
+        # A user is on a project's team once; a removed membership stays for the record.
+        Index("uq_members_project_id_user", "project_id", "user", unique=True, postgresql_where=text("NOT is_deleted")),
+    )
+
+    user: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default="contributor", server_default="contributor")
+
+
 class Sprint(ProjectChild, Base):
     __tablename__ = "sprints"
     __table_args__ = (

@@ -8,6 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hishamos.projects.v1 import (
     epic_pb2,
     epic_pb2_grpc,
+    member_pb2,
+    member_pb2_grpc,
     project_pb2_grpc,
     sprint_pb2,
     sprint_pb2_grpc,
@@ -26,6 +28,7 @@ from hishamos_kit.server import Service
 from hishamos_projects import boards, directory, sprints, stories
 from hishamos_projects.children import PROJECT, ChildMethods, live_project, own_parent
 from hishamos_projects.epics import EpicType
+from hishamos_projects.members import MemberType
 from hishamos_projects.models import IdempotencyKey, Sprint, Story
 from hishamos_projects.projects import ProjectMethods, ProjectType
 from hishamos_projects.settings import ProjectsSettings
@@ -44,6 +47,12 @@ class ProjectService(project_pb2_grpc.ProjectServiceServicer):
             current_principal(), request.name, request.etag, force=request.force
         )
         return pb.DeleteProjectResponse(project=project)
+
+
+@standard_handlers(member_pb2, "Member", "member", "members")
+class MemberService(member_pb2_grpc.MemberServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.methods = ChildMethods(db, MemberType(), IdempotencyKey)
 
 
 @standard_handlers(sprint_pb2, "Sprint", "sprint", "sprints")
@@ -173,6 +182,11 @@ async def build(db: Database, settings: ProjectsSettings) -> list[Service]:
             "hishamos.projects.v1.ProjectService",
             ProjectService(db),  # type: ignore[abstract]
             project_pb2_grpc.add_ProjectServiceServicer_to_server,
+        ),
+        Service(
+            "hishamos.projects.v1.MemberService",
+            MemberService(db),  # type: ignore[abstract]
+            member_pb2_grpc.add_MemberServiceServicer_to_server,
         ),
         Service(
             "hishamos.projects.v1.SprintService",

@@ -63,7 +63,7 @@ class StoryType(ChildType[Story, pb.Story]):
     model = Story
     message = pb.Story
     field = "story"
-    user_fields = ("assignee",)
+    member_fields = ("assignee",)
     path = common.Path("organizations/{organization}/projects/{project}/stories/{story}")
     updatable = frozenset(
         {

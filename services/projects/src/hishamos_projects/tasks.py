@@ -22,7 +22,7 @@ class TaskType(ChildType[Task, pb.Task]):
     model = Task
     message = pb.Task
     field = "task"
-    user_fields = ("assignee",)
+    member_fields = ("assignee",)
     path = common.Path("organizations/{organization}/projects/{project}/stories/{story}/tasks/{task}")
     parent_path = StoryType.path
     scope = ("project_id", "story_id")
