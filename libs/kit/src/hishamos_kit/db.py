@@ -18,6 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from hishamos_kit.errors import ApiError
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -67,11 +69,12 @@ class TenantResource(Resource):
     organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
 
 
-class ReadConnections:
-    """Autocommit psycopg connections for `Database.read_one`, handed out through a queue.
+class ScriptConnections:
+    """Autocommit psycopg connections for scripts sent with `run_script` (`Database.read_one`, the
+    hot paths of services), handed out through a queue. A script holds its own BEGIN and COMMIT.
 
-    Opened on demand up to `size`; a connection that failed in any way is closed rather than
-    reused, so a restarted database costs one failed call per connection, not a stuck pool.
+    Opened on demand up to `size`; a connection that failed in any other way than an ApiError is
+    closed rather than reused, so a restarted database costs one failed call per connection, not a stuck pool.
     """
 
     def __init__(self, conninfo: str, size: int) -> None:
@@ -93,6 +96,18 @@ class ReadConnections:
             conn = await self._idle.get()
         try:
             yield conn
+        except ApiError:
+            # A refusal (NOT_FOUND, INVALID_ARGUMENT…) leaves the connection sound: end whatever
+            # transaction the script had open and keep it.
+            if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                try:
+                    await run_script(conn, b"ROLLBACK")
+                except BaseException:
+                    self._open -= 1
+                    await conn.close()
+                    raise
+            self._idle.put_nowait(conn)
+            raise
         except BaseException:
             self._open -= 1
             await conn.close()
@@ -107,16 +122,16 @@ class ReadConnections:
 class Database:
     """One engine per service; one session and transaction per RPC.
 
-    Writes go through the SQLAlchemy ORM. Hot reads (`read_one`) use plain psycopg connections:
-    on a small CPU the ORM's per-statement cost is several times the query's, and a Get is one
-    statement (docs/architecture.md, "Reads").
+    Writes go through the SQLAlchemy ORM. Hot paths (`read_one`, a project's lists and creates) send
+    scripts on plain psycopg connections: on a small CPU the ORM's per-statement cost is several
+    times the query's (docs/architecture.md, "Reads").
     """
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
         self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self.reads = ReadConnections(conninfo, pool_size)
+        self.scripts = ScriptConnections(conninfo, pool_size)
 
     async def read_one(
         self, organization_id: uuid.UUID, query: str, names: Sequence[str], *ids: uuid.UUID
@@ -132,7 +147,7 @@ class Database:
         literals = [f"'{i}'::uuid" for i in ids]
         script = f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = '{organization_id}'; {query.format(*literals)}; COMMIT"
 
-        async with self.reads.connection() as conn:
+        async with self.scripts.connection() as conn:
             _, _, rows, _ = await run_script(conn, script.encode())
             if not rows.ntuples:
                 return None
@@ -155,7 +170,7 @@ class Database:
             yield session
 
     async def close(self) -> None:
-        await self.reads.close()
+        await self.scripts.close()
         await self.engine.dispose()
 
 

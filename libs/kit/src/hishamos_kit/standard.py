@@ -92,18 +92,23 @@ class StandardMethods(Generic[Row, Msg]):
             raise NotFound(name)
         return row
 
+    def duplicate(self, constraint: str | None) -> AlreadyExists | None:
+        """The error for a broken unique constraint of `kind.unique`; None for any other constraint."""
+        field = self.kind.unique.get(constraint or "")
+        if field is None:
+            return None
+        return AlreadyExists(
+            f"another {self.kind.field} already has this {field.rsplit('.', 1)[-1]}", "ALREADY_EXISTS", {"field": field}
+        )
+
     async def _flush(self, session: AsyncSession, name: str) -> None:
         try:
             await session.flush()
         except IntegrityError as exc:
-            field = self.kind.unique.get(violated_constraint(exc) or "")
-            if field is None:
+            duplicate = self.duplicate(violated_constraint(exc))
+            if duplicate is None:
                 raise
-            raise AlreadyExists(
-                f"another {self.kind.field} already has this {field.rsplit('.', 1)[-1]}",
-                "ALREADY_EXISTS",
-                {"field": field},
-            ) from None
+            raise duplicate from None
         except StaleDataError:
             raise Aborted(f"{name} changed concurrently; get it again and retry", "CONCURRENT_UPDATE") from None
 

@@ -10,13 +10,14 @@ hid); and some rules need the database (references to siblings, one active sprin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any, Literal, TypeVar
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
-from sqlalchemy import exists, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos_kit import resources
@@ -25,9 +26,10 @@ from hishamos_kit.errors import InvalidArgument, NotFound, Violations
 from hishamos_kit.listing import list_page
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ListRequest, ResourceType, StandardMethods
-from hishamos_projects import directory, fastlist
+from hishamos_projects import directory, fastcreate, fastlist
 from hishamos_projects.common import Path
-from hishamos_projects.models import Member, Project, ProjectChild
+from hishamos_projects.guards import Guard, facts_query, is_member
+from hishamos_projects.models import Project, ProjectChild
 
 PROJECT = Path("organizations/{organization}/projects/{project}")
 
@@ -57,10 +59,16 @@ class ChildType(ResourceType[Child, Msg]):
     async def rollup(self, session: AsyncSession, rows: list[Child], messages: list[Msg]) -> None:
         """Fill output-only figures derived from other rows (e.g. an epic's progress), one query per page."""
 
-    async def check(
-        self, session: AsyncSession, row: Child, message: Msg, paths: list[str], violations: Violations
-    ) -> None:
-        """Rules that need the database, after `apply` (e.g. a referenced sibling exists)."""
+    project_columns: tuple[str, ...] = ()  # columns of the project row that `check_project` reads
+    fast_create = True  # single creates go through hishamos_projects.fastcreate (not when before_write writes)
+
+    def guards(self, row: Child, message: Msg, paths: list[str], violations: Violations) -> dict[str, Guard]:
+        """References to other rows (a story's epic), as field → (condition the database must confirm,
+        violation when it does not). They are evaluated together in the write's transaction."""
+        return {}
+
+    def check_project(self, row: Child, project: Any, paths: list[str], violations: Violations) -> None:
+        """Rules against the project's `project_columns` (a story's custom fields against its schema)."""
 
     def before_delete(self, row: Child, name: str) -> None:
         """Raise when the domain forbids deleting `row`."""
@@ -80,13 +88,6 @@ async def live_project(session: AsyncSession, project_id: uuid.UUID, name: str, 
     if project is None:
         raise NotFound(name)
     return project
-
-
-async def check_member(session: AsyncSession, violations: Violations, field: str, row: ProjectChild, user: str) -> None:
-    """`user` is a current member of `row`'s project."""
-    member = exists().where(Member.project_id == row.project_id, Member.user == user, Member.is_deleted.is_(False))
-    if not await session.scalar(select(member)):
-        violations.add(field, "is not a member of the project; add them with CreateMember first")
 
 
 def own_parent(principal: Principal, path: ResourcePath, parent: str, field: str = "parent") -> tuple[uuid.UUID, ...]:
@@ -146,20 +147,40 @@ class ChildMethods(StandardMethods[Child, Msg]):
             raise NotFound(name)
         return row
 
-    async def _validate(
-        self, session: AsyncSession, row: Child, message: Msg, paths: list[str], violations: Violations
-    ) -> None:
-        """Everything a write checks: the fields themselves, users with identity, then the database."""
+    async def prepare(self, row: Child, message: Msg, paths: list[str], violations: Violations) -> dict[str, Guard]:
+        """The checks of a write that need no database: the fields themselves, then users with
+        identity. Returns the guards the database must confirm, with the member fields' among them."""
         before = {field: getattr(row, field) for field in self.kind.member_fields}
         self.kind.apply(row, message, paths, violations)
         for field in self.kind.user_fields:
             if field in paths:
                 await directory.current().check_user(violations, f"{self.kind.field}.{field}", getattr(row, field))
+        guards = self.kind.guards(row, message, paths, violations)
         for field, old in before.items():  # a member removed later stays on the work they had
-            new = getattr(row, field)
-            if field in paths and new and new != old and f"{self.kind.field}.{field}" not in violations.items:
-                await check_member(session, violations, f"{self.kind.field}.{field}", row, new)
-        await self.kind.check(session, row, message, paths, violations)
+            new, name = getattr(row, field), f"{self.kind.field}.{field}"
+            if field in paths and new and new != old and name not in violations.items:
+                guards[name] = is_member(row, new)
+        return guards
+
+    def judge(
+        self, row: Child, paths: list[str], guards: dict[str, Guard], facts: Sequence[Any], violations: Violations
+    ) -> None:
+        """Violations from what the database answered: the project columns, then one boolean per guard."""
+        project = SimpleNamespace(**dict(zip(self.kind.project_columns, facts, strict=False)))
+        for (field, guard), holds in zip(guards.items(), facts[len(self.kind.project_columns) :], strict=True):
+            if not holds:
+                violations.add(field, guard.problem)
+        self.kind.check_project(row, project, paths, violations)
+
+    async def _validate(
+        self, session: AsyncSession, row: Child, message: Msg, paths: list[str], violations: Violations
+    ) -> None:
+        """Everything a write through the ORM checks, the database's part in one statement."""
+        guards = await self.prepare(row, message, paths, violations)
+        if guards or self.kind.project_columns:
+            sql, params = facts_query(self.kind, row.project_id, guards.values())
+            facts = (await (await session.connection()).exec_driver_sql(sql, params)).one()
+            self.judge(row, paths, guards, facts[1:], violations)
 
     async def _apply(self, session: AsyncSession, row: Child, message: Msg, paths: list[str]) -> None:
         violations = Violations()
@@ -221,6 +242,11 @@ class ChildMethods(StandardMethods[Child, Msg]):
             )
 
     async def create(self, principal: Principal, parent: str, message: Msg, request_id: str) -> Msg:
+        if self.kind.fast_create:
+            parents = own_parent(principal, self.kind.parent_path, parent)
+            resources.check_request_id(request_id)
+            made: Msg = await fastcreate.create(self, principal, parent, parents, message, request_id)
+            return made
         method = f"Create{type(message).__name__}"
         return await self._create(
             principal, parent, [message], request_id, method, self.kind.message, lambda made: made[0], batch=False

@@ -81,7 +81,7 @@ async def list_children(
     query = query.order_by(*(f.column.desc() if desc else f.column.asc() for f, desc in keys)).limit(size + 1)
     names = [a.key for a in attributes] + list(kind.extra_columns)
 
-    async with db.reads.connection() as conn:
+    async with db.scripts.connection() as conn:
         cursor = AsyncClientCursor(conn)
         page = _sql(query, cursor)
         check = _sql(select(live), cursor)

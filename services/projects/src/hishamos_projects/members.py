@@ -27,6 +27,7 @@ class MemberType(ChildType[Member, pb.Member]):
     path = common.Path("organizations/{organization}/projects/{project}/members/{member}")
     updatable = frozenset({"user", "role"})
     unique = {"uq_members_project_id_user": "member.user"}
+    fast_create = False  # before_write counts the member on the project row
     list_spec = ListSpec(
         filter_fields={
             "user": Field(Member.user),

@@ -22,7 +22,8 @@ from hishamos_kit.standard import base_fields
 from hishamos_projects import common, filters
 from hishamos_projects.children import ChildType
 from hishamos_projects.epics import EpicType
-from hishamos_projects.models import Epic, Project, Sprint, Story, WorkLog
+from hishamos_projects.guards import Guard, live
+from hishamos_projects.models import Epic, Sprint, Story, WorkLog
 from hishamos_projects.projects import struct
 from hishamos_projects.rollups import logged_hours, logged_minutes_of_story
 from hishamos_projects.sprints import SprintType
@@ -166,19 +167,24 @@ class StoryType(ChildType[Story, pb.Story]):
             elif path == "custom_fields":
                 row.custom_fields = json_format.MessageToDict(message.custom_fields)
 
-    async def check(
-        self, session: AsyncSession, row: Story, message: pb.Story, paths: list[str], violations: Violations
-    ) -> None:
+    def guards(self, row: Story, message: pb.Story, paths: list[str], violations: Violations) -> dict[str, Guard]:
         o, p = row.organization_id, row.project_id
+        found = {}
         # A reference left as it is stays valid (a story may stay in the sprint it finished in).
         if "epic" in paths and message.epic != (EpicType.path.format(o, p, row.epic_id) if row.epic_id else ""):
-            row.epic_id = await _sibling(session, violations, "story.epic", message.epic, row, Epic)
+            row.epic_id, guard = sibling(violations, "story.epic", message.epic, row, Epic)
+            found.update({"story.epic": guard} if guard else {})
         if "sprint" in paths and message.sprint != (
             SprintType.path.format(o, p, row.sprint_id) if row.sprint_id else ""
         ):
-            row.sprint_id = await _sibling(session, violations, "story.sprint", message.sprint, row, Sprint)
+            row.sprint_id, guard = sibling(violations, "story.sprint", message.sprint, row, Sprint)
+            found.update({"story.sprint": guard} if guard else {})
+        return found
+
+    project_columns = ("story_custom_fields_schema",)
+
+    def check_project(self, row: Story, project: Any, paths: list[str], violations: Violations) -> None:
         if "custom_fields" in paths:
-            project = await session.get_one(Project, row.project_id)
             check_custom_fields(
                 violations, "story.custom_fields", row.custom_fields, project.story_custom_fields_schema
             )
@@ -205,29 +211,27 @@ def _texts(v: Violations, field: str, values: Any, *, most: int, longest: int) -
     return items
 
 
-async def _sibling(
-    session: AsyncSession, v: Violations, field: str, name: str, row: Story, model: type[Epic] | type[Sprint]
-) -> uuid.UUID | None:
-    """The id of a live epic or sprint of the story's project (a sprint also not yet completed)."""
+def sibling(
+    v: Violations, field: str, name: str, row: Story, model: type[Epic] | type[Sprint]
+) -> tuple[uuid.UUID | None, Guard | None]:
+    """The id `name` gives and the guard that it is a live epic or sprint (not yet completed) of the
+    story's project; a name that cannot be one is a violation at once."""
     if not name:
-        return None
+        return None, None
     path = EpicType.path if model is Epic else SprintType.path
-    what = "epic" if model is Epic else "planned or active sprint"
+    problem = (
+        f"must name a live {'epic' if model is Epic else 'planned or active sprint'} of this project, `{path.pattern}`"
+    )
     try:
         organization_id, project_id, sibling_id = path.parse(name, field)
     except InvalidArgument:
         organization_id = project_id = sibling_id = uuid.UUID(int=0)
-    found: Epic | Sprint | None = await session.get(model, sibling_id) if project_id == row.project_id else None
-    usable = (
-        found is not None
-        and organization_id == row.organization_id
-        and not found.is_deleted
-        and (not isinstance(found, Sprint) or found.state != "completed")
-    )
-    if not usable:
-        v.add(field, f"must name a live {what} of this project, `{path.pattern}`")
-        return None
-    return sibling_id
+    if (organization_id, project_id) != (row.organization_id, row.project_id):
+        v.add(field, problem)
+        return None, None
+    usable = "state <> 'completed'" if model is Sprint else ""
+    sql, params = live(model, sibling_id, ("project_id", row.project_id), also=usable)
+    return sibling_id, Guard(sql, params, problem)
 
 
 async def move(session: AsyncSession, row: Story, target_name: str, *, after: bool) -> None:
@@ -283,7 +287,12 @@ async def release_unfinished(session: AsyncSession, sprint: Sprint, next_sprint:
     if next_sprint:
         v = Violations()
         probe = Story(organization_id=sprint.organization_id, project_id=sprint.project_id)
-        target = await _sibling(session, v, "next_sprint", next_sprint, probe, Sprint)
+        target, guard = sibling(v, "next_sprint", next_sprint, probe, Sprint)
+        if (
+            guard
+            and not (await (await session.connection()).exec_driver_sql(f"SELECT {guard.sql}", guard.params)).scalar()
+        ):
+            v.add("next_sprint", guard.problem)
         if target == sprint.id:
             v.add("next_sprint", "must be another sprint than the one completing")
         v.raise_if_any()

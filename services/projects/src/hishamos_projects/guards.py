@@ -1,0 +1,51 @@
+"""What a write in a project asks the database to confirm, as SQL with psycopg `%s` parameters.
+
+Both write paths use them: the ORM's (one statement of every check) and fastcreate's (the checks
+inside its script and the INSERT's condition), so a rule is written once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import inspect
+
+from hishamos_projects.models import ProjectChild
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A condition the database must confirm: SQL with psycopg `%s` placeholders, and the violation when false."""
+
+    sql: str
+    params: tuple[Any, ...]
+    problem: str
+
+
+def live(
+    model: type[ProjectChild], row_id: uuid.UUID, *where: tuple[str, Any], also: str = ""
+) -> tuple[str, tuple[Any, ...]]:
+    """SQL that a live row of `model` has `row_id`, each (column, value) of `where` and the condition `also`."""
+    table = inspect(model).local_table.name
+    conditions = "".join(f' AND "{column}" = %s' for column, _ in where) + (f" AND {also}" if also else "")
+    return f"EXISTS (SELECT 1 FROM {table} WHERE id = %s AND NOT is_deleted{conditions})", (
+        row_id,
+        *(value for _, value in where),
+    )
+
+
+def is_member(row: ProjectChild, user: str) -> Guard:
+    sql = 'EXISTS (SELECT 1 FROM members WHERE project_id = %s AND "user" = %s AND NOT is_deleted)'
+    return Guard(sql, (row.project_id, user), "is not a member of the project; add them with CreateMember first")
+
+
+def facts_query(kind: Any, project_id: uuid.UUID, checks: Iterable[Guard]) -> tuple[str, tuple[Any, ...]]:
+    """The live project's version and `project_columns`, and one boolean per check, locking the
+    project FOR KEY SHARE; no row when the project is missing or deleted."""
+    checks = list(checks)
+    columns = "".join(f', "{column}"' for column in kind.project_columns) + "".join(f", {c.sql}" for c in checks)
+    sql = f"SELECT version{columns} FROM projects WHERE id = %s AND NOT is_deleted FOR KEY SHARE"
+    return sql, (*(p for c in checks for p in c.params), project_id)
