@@ -383,3 +383,13 @@ def test_schema_references_are_local_and_a_dangling_one_fails_cleanly(channels: 
     set_schema({"properties": {"x": {"$ref": "#/$defs/missing"}}})
     f = failure(lambda: create(channels, team, Story(title="x", custom_fields=struct({"x": 1}))))
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"story.custom_fields"}
+
+
+def test_concurrent_retries_of_one_request_id_create_one_story(channels: Channels, team: Tenant) -> None:
+    request = story_pb2.CreateStoryRequest(
+        parent=team.organization, story=Story(title="Exactly once"), request_id=str(uuid.uuid4())
+    )
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: api(channels).CreateStory(request, metadata=team.metadata).story, range(8)))
+    assert all(story == made[0] for story in made)
+    assert [s.name for s in listed(channels, team, filter='title = "Exactly once"')] == [made[0].name]

@@ -82,51 +82,52 @@ async def create(
                 project = SimpleNamespace(**dict(zip(kind.project_columns, seen[1], strict=True)))
                 kind.check_project(row, project, paths, checked)
                 ready = not checked.items
-            script, params = [f"BEGIN; SET LOCAL {TENANT_SETTING} = '{organization_id}'"], []
+            ctes, selected, source = [f"facts AS ({facts})"], ["facts.*"], "facts"
+            params: list[Any] = list(facts_params)
             if request_id:
-                script.append(CLAIM)
-                params += [key_id, organization_id, method, request_id]
-            script.append(facts)
-            params += facts_params
+                ctes.insert(0, f"claim AS ({CLAIM})")
+                selected.insert(0, "(SELECT count(*) FROM claim)")
+                params = [key_id, organization_id, method, request_id, *params]
             if seen is not None and ready:
-                version = " AND version = %s" if kind.project_columns else ""
-                allowed = [f"EXISTS (SELECT 1 FROM projects WHERE id = %s AND NOT is_deleted{version})"]
-                allowed_params = [project_id, *([seen[0]] if version else [])]
-                allowed += [check.sql for check in checks]
-                allowed_params += [p for check in checks for p in check.params]
-                if request_id:
-                    allowed.append(f"EXISTS (SELECT 1 FROM {KEYS} WHERE id = %s)")
-                    allowed_params.append(key_id)
-                insert, values = _insert(kind.model, row, " AND ".join(allowed))
-                script.append(insert)
-                params += values + allowed_params
-            if not request_id:
-                script.append("COMMIT")
+                # The insert happens only when every fact holds, in the statement that reads them.
+                conditions = [f"facts.ok{i}" for i in range(len(checks))]
+                conditions += ["facts.version = %s"] if kind.project_columns else []
+                sources = "facts, claim" if request_id else "facts"
+                insert, values = _insert(kind.model, row, sources, " AND ".join(conditions) or "true")
+                ctes.append(f"made AS ({insert})")
+                selected.append("made.*")
+                source = "facts LEFT JOIN made ON true"
+                params += values + ([seen[0]] if kind.project_columns else [])
+            statement = f"WITH {', '.join(ctes)} SELECT {', '.join(selected)} FROM {source}"
+            script = f"BEGIN; SET LOCAL {TENANT_SETTING} = '{organization_id}'; {statement}"
+            script += "" if request_id else "; COMMIT"
             try:
-                results = await run_script(conn, cursor.mogrify("; ".join(script), params).encode())
+                results = await run_script(conn, cursor.mogrify(script, params).encode())
             except psycopg.errors.UniqueViolation as exc:
                 duplicate = methods.duplicate(exc.diag.constraint_name)
                 if duplicate is None:
                     raise
                 raise duplicate from None
-            found, inserted = results[2 + bool(request_id)], results[3 + bool(request_id)] if ready else None
-            if inserted is not None and inserted.ntuples:
-                loader.set_pgresult(inserted)
-                made = kind.to_message(
-                    SimpleNamespace(**dict(zip(_attributes(kind.model), loader.load_row(0, tuple), strict=True)))
-                )
+            found = results[2]
+            loader.set_pgresult(found)
+            answer = loader.load_row(0, tuple) if found.ntuples else None
+            claimed = bool(answer and answer[0]) if request_id else True
+            facts_row = (answer[1:] if request_id else answer) if answer else None
+            width = 1 + len(kind.project_columns) + len(checks)
+            made_row = facts_row[width:] if facts_row and len(facts_row) > width else None
+            if made_row and made_row[0] is not None:
+                made = kind.to_message(SimpleNamespace(**dict(zip(_attributes(kind.model), made_row, strict=True))))
                 if request_id:
                     store = f"UPDATE {KEYS} SET response = %s WHERE id = %s; COMMIT"
                     await run_script(conn, cursor.mogrify(store, (made.SerializeToString(), key_id)).encode())
                 return made
             if request_id:
                 await run_script(conn, b"ROLLBACK")
-                if not results[2].ntuples:
+                if answer is not None and not claimed:
                     return await _stored(conn, cursor, organization_id, method, request_id, kind.message)
-            if not found.ntuples:
+            if facts_row is None:
                 raise NotFound(parent)
-            loader.set_pgresult(found)
-            version, *values = loader.load_row(0, tuple)
+            version, *values = facts_row[:width]
             project_values, live_values = values[: len(kind.project_columns)], values[len(kind.project_columns) :]
             if not all(live_values[: len(ancestors)]):
                 raise NotFound(parent)
@@ -173,10 +174,10 @@ def _columns(model: Any) -> tuple[tuple[str, str, Any, bool], ...]:
     )
 
 
-def _insert(model: Any, row: Any, allowed: str) -> tuple[str, list[Any]]:
+def _insert(model: Any, row: Any, sources: str, condition: str) -> tuple[str, list[Any]]:
     """INSERT of what is set on `row` (scalar defaults for the rest; the server's where there are none)
-    when the condition `allowed` holds, returning every column (see `_attributes`); and its values,
-    which come before the condition's parameters."""
+    for each row of `sources` meeting `condition`, returning every column (see `_attributes`); and
+    its values, which come before the condition's parameters."""
     columns, values = [], []
     for key, column, default, is_json in _columns(model):
         value = row.__dict__.get(key, default)
@@ -187,7 +188,7 @@ def _insert(model: Any, row: Any, allowed: str) -> tuple[str, list[Any]]:
     table = inspect(model).local_table.name
     sql = (
         f'INSERT INTO "{table}" ({", ".join(columns)}) SELECT {", ".join(["%s"] * len(values))} '
-        f"WHERE {allowed} RETURNING {returning}"
+        f"FROM {sources} WHERE {condition} RETURNING {returning}"
     )
     return sql, values
 

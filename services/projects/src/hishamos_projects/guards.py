@@ -46,6 +46,7 @@ def facts_query(kind: Any, project_id: uuid.UUID, checks: Iterable[Guard]) -> tu
     """The live project's version and `project_columns`, and one boolean per check, locking the
     project FOR KEY SHARE; no row when the project is missing or deleted."""
     checks = list(checks)
-    columns = "".join(f', "{column}"' for column in kind.project_columns) + "".join(f", {c.sql}" for c in checks)
+    columns = "".join(f', "{column}"' for column in kind.project_columns)
+    columns += "".join(f", {c.sql} AS ok{i}" for i, c in enumerate(checks))
     sql = f"SELECT version{columns} FROM projects WHERE id = %s AND NOT is_deleted FOR KEY SHARE"
     return sql, (*(p for c in checks for p in c.params), project_id)
