@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from contextvars import ContextVar
 
 import grpc
 
@@ -13,6 +14,19 @@ from hishamos_kit.errors import Unavailable
 from hishamos_kit.logs import request_id_var
 
 Metadata = tuple[tuple[str, str], ...]
+MOST_SECONDS = 5.0  # the longest any call to another service may take
+
+# When the call being served must be answered (time.monotonic()), if its caller set a deadline.
+inbound_deadline: ContextVar[float | None] = ContextVar("inbound_deadline", default=None)
+
+
+def timeout() -> float:
+    """Seconds an outbound call may take: what is left of the inbound call's deadline, at most
+    MOST_SECONDS, so a call on behalf of a caller who has given up stops too."""
+    deadline = inbound_deadline.get()
+    if deadline is None:
+        return MOST_SECONDS
+    return max(min(MOST_SECONDS, deadline - time.monotonic()), 0.001)
 
 
 class ServiceTokens:
@@ -34,7 +48,7 @@ class ServiceTokens:
             )
             try:
                 reply = await self._auth.IssueServiceToken(
-                    request, metadata=(("x-service-credential", self._credential),), timeout=5
+                    request, metadata=(("x-service-credential", self._credential),), timeout=timeout()
                 )
             except grpc.aio.AioRpcError as exc:
                 raise Unavailable("identity is unreachable; retry shortly", "IDENTITY_UNAVAILABLE") from exc

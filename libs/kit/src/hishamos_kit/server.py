@@ -27,6 +27,7 @@ from hishamos_kit.db import Database
 from hishamos_kit.errors import ApiError, PermissionDenied, Unavailable, internal_status
 from hishamos_kit.logs import request_id_var
 from hishamos_kit.metrics import RpcMetrics, serve_metrics
+from hishamos_kit.outbound import inbound_deadline
 from hishamos_kit.settings import ServiceSettings
 
 log = logging.getLogger("hishamos.server")
@@ -67,6 +68,8 @@ class Chassis:
         if not REQUEST_ID.match(request_id):  # the caller's id is kept only when it is a sane one
             request_id = uuid.uuid4().hex
         request_id_var.set(request_id)
+        remaining = context.time_remaining()
+        inbound_deadline.set(None if remaining is None else time.monotonic() + remaining)
         started = time.perf_counter()
         status = None
         code = "OK"

@@ -8,6 +8,7 @@ import uuid
 import grpc
 
 from hishamos.identity.v1 import organization_pb2, organization_pb2_grpc, user_pb2, user_pb2_grpc
+from hishamos_kit import outbound
 from hishamos_kit.errors import Unavailable, Violations
 from hishamos_kit.outbound import ServiceTokens
 from hishamos_projects.common import USER
@@ -46,7 +47,9 @@ class Directory:
         try:
             user = (
                 await self._users.GetUser(
-                    user_pb2.GetUserRequest(name=name), metadata=await self._tokens.metadata(organization_id), timeout=5
+                    user_pb2.GetUserRequest(name=name),
+                    metadata=await self._tokens.metadata(organization_id),
+                    timeout=outbound.timeout(),
                 )
             ).user
         except grpc.aio.AioRpcError as exc:
@@ -64,7 +67,7 @@ class Directory:
             reply = await self._orgs.GetOrganization(
                 organization_pb2.GetOrganizationRequest(name=name),
                 metadata=await self._tokens.metadata(organization_id),
-                timeout=5,
+                timeout=outbound.timeout(),
             )
         except grpc.aio.AioRpcError as exc:
             raise Unavailable("identity is unreachable; retry shortly", "IDENTITY_UNAVAILABLE") from exc
