@@ -29,6 +29,18 @@ class LruBytes:
             self._entries.move_to_end(key)
         return value
 
+    def get_all(self, keys: list[Hashable]) -> list[bytes] | None:
+        """The values of all `keys`, or None when one is missing (one call for a page of them)."""
+        entries = self._entries
+        values = []
+        for key in keys:
+            value = entries.get(key)
+            if value is None:
+                return None
+            entries.move_to_end(key)
+            values.append(value)
+        return values
+
     def put(self, key: Hashable, value: bytes) -> None:
         old = self._entries.pop(key, None)
         if old is not None:

@@ -5,16 +5,16 @@ fifty messages in Python still cost more CPU than the database's whole work. So:
 
 - The page query has the same filter, order and keyset rules as `hishamos_kit.listing.list_page`.
   It is built and compiled once per shape (kind, filter, order, page size, show_deleted, token or
-  not) and kept as SQL text; a call binds its own values (organization, project, the token's sort
-  keys) client-side with psycopg's quoting (`ClientCursor.mogrify`), so nothing a client sends is
-  spliced in unquoted. BEGIN READ ONLY, the tenant setting, the page and the project check travel
-  as one script, like `Database.read_one`.
-- The page query returns only each row's id, version, derived figures (`extra_columns`) and sort
-  keys. A resource's message is a function of exactly those: every write that changes a column of
-  the message bumps the version (the ORM's version_id_col; raw UPDATEs must bump it too), and
-  the figures derived from other tables are part of the key. So the encoded message is cached
-  under their text: correct across processes because the key comes from the database, never
-  invalidated, only aged out (`LruBytes`).
+  not) and prepared once per connection; a call binds its own values (organization, project, the
+  token's sort keys) in `EXECUTE` client-side with psycopg's quoting (`ClientCursor.mogrify`), so
+  nothing a client sends is spliced in unquoted. BEGIN READ ONLY, the tenant setting, the page and
+  the project check travel as one script, like `Database.read_one`.
+- The page query returns only each row's cache key and sort keys. The key is the text of the id,
+  the version and the derived figures (`extra_columns`), and a resource's message is a function
+  of exactly those: every write that changes a column of the message bumps the version (the ORM's
+  version_id_col; raw UPDATEs must bump it too; rank renumbering does not, rank is not in the
+  message). So the encoded message is cached under that key: correct across processes because
+  the key comes from the database, never invalidated, only aged out (`LruBytes`).
 - When a row of the page is not cached, the page is read again with every column (a second round
   trip, only then) and that read alone makes the response, so a page is always one snapshot.
 """
@@ -22,6 +22,7 @@ fifty messages in Python still cost more CPU than the database's whole work. So:
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import uuid
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ from typing import Any
 
 from psycopg import AsyncClientCursor, AsyncConnection
 from psycopg.adapt import Transformer
-from sqlalchemy import bindparam, exists, inspect, select
+from sqlalchemy import bindparam, exists, func, inspect, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql import Select
 
 from hishamos_kit import listing, wire
 from hishamos_kit.db import TENANT_SETTING, Database, run_script
@@ -45,14 +47,23 @@ DIALECT = postgresql.psycopg.dialect()  # type: ignore[attr-defined,no-untyped-c
 
 
 @dataclass(frozen=True)
-class Shape:
-    """The compiled scripts of one kind of page, and how to read their results."""
+class Statement:
+    """A statement PostgreSQL prepares once per connection (`ReadConnections.prepare`)."""
 
-    keys_script: str  # the page's key columns and sort keys, then the project check
-    full_script: str  # the same page with every column after those
+    name: str
+    sql: str  # with $1… placeholders
+    execute: str  # `EXECUTE name(%(param)s, …)`, for mogrify
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The statements of one kind of page, and how to read their results."""
+
+    keys: Statement  # the page's cache keys and sort keys
+    full: Statement  # the same page with every column after those
+    check: Statement  # whether the project is live
     params: dict[str, Any]  # the filter's values
     sort_keys: list[tuple[listing.Field, bool]]
-    key_width: int  # id, version and the derived figures: what the message is a function of
     names: list[str]  # the row attributes of the full read's columns after the sort keys
 
 
@@ -79,10 +90,20 @@ async def list_children(
 
     async with db.reads.connection() as conn:
         cursor = AsyncClientCursor(conn)
-        _, _, found, live, _ = await run_script(conn, cursor.mogrify(shape.keys_script, params).encode())
-        entries = _cached(found, min(found.ntuples, size), shape.key_width, cache) if _live(live) else []
+
+        async def read(page: Statement) -> tuple[Any, Any]:
+            prepare = db.reads.prepare(conn, page.name, page.sql) + db.reads.prepare(conn, check.name, check.sql)
+            script = (
+                f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = %(tenant)s; {page.execute}; {check.execute}; COMMIT"
+            )
+            *_, found, live, _ = await run_script(conn, (prepare + cursor.mogrify(script, params)).encode())
+            return found, live
+
+        check = shape.check
+        found, live = await read(shape.keys)
+        entries = cache.get_all([found.get_value(row, 0) for row in range(min(found.ntuples, size))])
         if entries is None:  # a row not cached yet: read the page again, whole
-            _, _, found, live, _ = await run_script(conn, cursor.mogrify(shape.full_script, params).encode())
+            found, live = await read(shape.full)
             entries = _encode(kind, conn, found, min(found.ntuples, size), shape, cache)
         token = _next_token(conn, found, size, shape, fingerprint)
     if not _live(live):
@@ -94,21 +115,6 @@ def _live(result: Any) -> bool:
     return bool(result.get_value(0, 0) == b"t")
 
 
-def _key(result: Any, row: int, width: int) -> tuple[bytes, ...]:
-    return tuple(result.get_value(row, column) for column in range(width))
-
-
-def _cached(result: Any, count: int, width: int, cache: LruBytes) -> list[bytes] | None:
-    """The encoded entries of the page's rows, or None when one is not cached."""
-    entries = []
-    for row in range(count):
-        entry = cache.get(_key(result, row, width))
-        if entry is None:
-            return None
-        entries.append(entry)
-    return entries
-
-
 def _encode(
     kind: Any, conn: AsyncConnection[Any], result: Any, count: int, shape: Shape, cache: LruBytes
 ) -> list[bytes]:
@@ -116,16 +122,12 @@ def _encode(
     entries = []
     loader = Transformer(conn)
     loader.set_pgresult(result)
-    skip = shape.key_width + len(shape.sort_keys) - 1
-    extras = list(kind.extra_columns)
+    skip = 1 + len(shape.sort_keys)  # the key, the id and the other sort keys
     for row in range(count):
-        key = _key(result, row, shape.key_width)
+        key = result.get_value(row, 0)
         entry = cache.get(key)
         if entry is None:
-            values = loader.load_row(row, tuple)
-            fields = dict(zip(shape.names, values[skip:], strict=True))
-            fields.update(zip(extras, values[2 : shape.key_width], strict=True))
-            item = SimpleNamespace(**fields)
+            item = SimpleNamespace(**dict(zip(shape.names, loader.load_row(row, tuple)[skip:], strict=True)))
             message = kind.to_message(item)
             kind.finish(item, message)
             entry = wire.length_delimited(wire.RESOURCES_FIELD, message.SerializeToString())
@@ -141,8 +143,7 @@ def _next_token(conn: AsyncConnection[Any], result: Any, size: int, shape: Shape
     loader = Transformer(conn)
     loader.set_pgresult(result)
     row = loader.load_row(size - 1, tuple)
-    first = shape.key_width
-    values = [*row[first : first + len(shape.sort_keys) - 1], row[0]]  # the sort keys end with the id
+    values = [*row[2 : 1 + len(shape.sort_keys)], row[1]]  # the sort keys end with the id
     keys = [listing._encode(value) for value in values]
     return base64.urlsafe_b64encode(json.dumps({"k": keys, "f": fingerprint}).encode()).decode().rstrip("=")
 
@@ -167,19 +168,33 @@ def _shape(
         after: list[Any] = [bindparam(f"after_{i}") for i in range(len(sort_keys))]
         where.append(listing._after(after, sort_keys))
     ordering = [f.column.desc() if desc else f.column.asc() for f, desc in sort_keys]
-    extras = list(kind.extra_columns.values())
-    keys = [model.id, model.version, *extras, *(f.column for f, _ in sort_keys[:-1])]
+    # What a message is a function of (module docstring), as one text: the cache key.
+    key = func.concat_ws(" ", model.id, model.version, *kind.extra_columns.values())
+    keys = [key, model.id, *(f.column for f, _ in sort_keys[:-1])]
     attributes = list(inspect(model).column_attrs)
+    names = [a.key for a in attributes] + list(kind.extra_columns)
 
-    def script(columns: list[Any]) -> tuple[str, dict[str, Any]]:
+    def page(columns: list[Any]) -> Select[Any]:
         labelled = [column.label(f"c{i}") for i, column in enumerate(columns)]
-        page = select(*labelled).where(*where).order_by(*ordering).limit(size + 1).compile(dialect=DIALECT)
-        check = select(live).compile(dialect=DIALECT)
-        text = f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = %(tenant)s; {page}; {check}; COMMIT"
-        return text, {**check.params, **page.params}
+        return select(*labelled).where(*where).order_by(*ordering).limit(size + 1)
 
-    keys_script, params = script(keys)
-    full_script, _ = script(keys + [a.columns[0] for a in attributes])
-    for name in ("tenant", "organization", "project", *(f"after_{i}" for i in range(len(sort_keys)))):
+    full_columns = keys + [a.columns[0] for a in attributes] + list(kind.extra_columns.values())
+    (keys_page, params), (full_page, _), (check, _) = (
+        _statement(query) for query in (page(keys), page(full_columns), select(live))
+    )
+    for name in ("organization", "project", *(f"after_{i}" for i in range(len(sort_keys)))):
         params.pop(name, None)
-    return Shape(keys_script, full_script, params, sort_keys, 2 + len(extras), [a.key for a in attributes])
+    return Shape(keys_page, full_page, check, params, sort_keys, names)
+
+
+_NAMES = itertools.count()
+
+
+def _statement(query: Select[Any]) -> tuple[Statement, dict[str, Any]]:
+    """`query` as a statement to prepare (under a name of its own), and the values it was built with."""
+    compiled = query.compile(dialect=DIALECT)
+    params = list(compiled.params)
+    name = f"fastlist_{next(_NAMES)}"
+    sql = str(compiled) % {param: f"${i}" for i, param in enumerate(params, start=1)}
+    execute = f"EXECUTE {name}({', '.join(f'%({param})s' for param in params)})" if params else f"EXECUTE {name}"
+    return Statement(name, sql, execute), dict(compiled.params)
