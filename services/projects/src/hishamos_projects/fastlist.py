@@ -90,8 +90,10 @@ async def list_children(
 
     async with db.reads.connection() as conn:
         cursor = AsyncClientCursor(conn)
+        check = shape.check
 
         async def read(page: Statement) -> tuple[Any, Any]:
+            """The page's and the project check's results, preparing what this connection has not."""
             prepare = db.reads.prepare(conn, page.name, page.sql) + db.reads.prepare(conn, check.name, check.sql)
             script = (
                 f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = %(tenant)s; {page.execute}; {check.execute}; COMMIT"
@@ -99,7 +101,6 @@ async def list_children(
             *_, found, live, _ = await run_script(conn, (prepare + cursor.mogrify(script, params)).encode())
             return found, live
 
-        check = shape.check
         found, live = await read(shape.keys)
         entries = cache.get_all([found.get_value(row, 0) for row in range(min(found.ntuples, size))])
         if entries is None:  # a row not cached yet: read the page again, whole
