@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg import AsyncConnection, pq
@@ -77,11 +79,28 @@ class ScriptConnections:
     closed rather than reused, so a restarted database costs one failed call per connection, not a stuck pool.
     """
 
+    PREPARED_PER_CONNECTION = 100
+
     def __init__(self, conninfo: str, size: int) -> None:
         self._conninfo = conninfo
         self._size = size
         self._idle: asyncio.Queue[AsyncConnection[Any]] = asyncio.Queue()
         self._open = 0
+        self._prepared: WeakKeyDictionary[AsyncConnection[Any], OrderedDict[str, None]] = WeakKeyDictionary()
+
+    def prepare(self, conn: AsyncConnection[Any], name: str, sql: str) -> str:
+        """`PREPARE name AS sql;` when `conn` has not prepared `name` yet, else nothing: put it before
+        a script that runs `EXECUTE name(…)`. PostgreSQL then parses and plans the statement once per
+        connection instead of once per call. A connection keeps its most recently used ones."""
+        prepared = self._prepared.setdefault(conn, OrderedDict())
+        if name in prepared:
+            prepared.move_to_end(name)
+            return ""
+        prepared[name] = None
+        text = f"PREPARE {name} AS {sql}; "
+        if len(prepared) > self.PREPARED_PER_CONNECTION:
+            text += f"DEALLOCATE {prepared.popitem(last=False)[0]}; "
+        return text
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:

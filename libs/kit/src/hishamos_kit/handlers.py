@@ -7,12 +7,13 @@ servicer only spells out its custom methods and the standard ones it does differ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
 
 from grpc.aio import ServicerContext as Context
 
+from hishamos_kit import wire
 from hishamos_kit.auth import current_principal
 from hishamos_kit.standard import StandardMethods
 
@@ -39,9 +40,15 @@ def standard_handlers(pb: ModuleType, kind: str, field: str, plural: str) -> Cal
     async def get(self: Any, request: Any, context: Context) -> Any:
         return response["Get"](**{field: await methods(self).get(current_principal(), request.name)})
 
-    async def list_(self: Any, request: Any, context: Context) -> Any:
-        found, token = await methods(self).list(current_principal(), request)
+    fields = listed.DESCRIPTOR.fields_by_name
+    if (fields[plural].number, fields["next_page_token"].number) != (wire.RESOURCES_FIELD, wire.NEXT_PAGE_TOKEN_FIELD):
+        raise TypeError(f"{listed.__name__} must hold {plural} in field 1 and next_page_token in field 2 (AIP-132)")
+
+    def page(found: Sequence[Any], token: str) -> Any:
         return listed(**{plural: found}, next_page_token=token)
+
+    async def list_(self: Any, request: Any, context: Context) -> Any:
+        return await methods(self).list_response(current_principal(), request, page)
 
     async def update(self: Any, request: Any, context: Context) -> Any:
         changed = await methods(self).update(current_principal(), getattr(request, field), request.update_mask)

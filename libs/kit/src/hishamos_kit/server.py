@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from hishamos_kit import api, logs
+from hishamos_kit import api, logs, wire
 from hishamos_kit.auth import ApiKeys, Authenticator, JwksClient, KeySource, TokenVerifier, principal_var
 from hishamos_kit.db import Database
 from hishamos_kit.errors import ApiError, PermissionDenied, Unavailable, internal_status
@@ -120,7 +120,7 @@ class Chassis:
                 return await run(lambda: unary(request, context), context)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
+                unary_unary, handler.request_deserializer, wire.passthrough(handler.response_serializer)
             )
         if handler.stream_unary:
             client_stream = handler.stream_unary

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -26,6 +26,7 @@ from hishamos_kit.db import Database, TenantResource, violated_constraint
 from hishamos_kit.errors import Aborted, AlreadyExists, NotFound, Violations
 from hishamos_kit.listing import ListSpec, list_page
 from hishamos_kit.resources import IdempotencyKeyColumns, ResourcePath
+from hishamos_kit.wire import Encoded
 
 Row = TypeVar("Row", bound=TenantResource)
 Msg = TypeVar("Msg", bound=Message)
@@ -165,6 +166,13 @@ class StandardMethods(Generic[Row, Msg]):
                 scope=(request.parent, request.show_deleted),
             )
         return [self.kind.to_message(row) for row in page.rows], page.next_page_token
+
+    async def list_response(
+        self, principal: Principal, request: ListRequest, page: Callable[[Sequence[Msg], str], Message]
+    ) -> Message | Encoded:
+        """The List response: `page` of what `list` finds. A subclass may instead answer with
+        resources it encoded earlier (`hishamos_kit.wire`)."""
+        return page(*await self.list(principal, request))
 
     async def update(self, principal: Principal, message: Msg, mask: FieldMask) -> Msg:
         given: Any = message  # every resource message has name and etag

@@ -1,51 +1,70 @@
-"""List a project's children in one round trip, the way `Database.read_one` reads one row.
+"""List a project's children in one round trip, answered from a cache of their encoded messages.
 
-Through the ORM a page of 50 stories cost five round trips (BEGIN, tenant setting, project check,
-page, rollup) and an ORM entity per row: several times the database's own work. Here the page query
-is built with the same filter, order and keyset rules as `hishamos_kit.listing.list_page`, compiled,
-its parameters bound client-side by psycopg's own quoting (`ClientCursor.mogrify`, so nothing a client
-sends is spliced in unquoted), and sent with the tenant setting and the project check as one script.
+Through the ORM a page of 50 stories cost five round trips and an ORM entity per row, and building
+fifty messages in Python still cost more CPU than the database's whole work. So:
+
+- The page query has the same filter, order and keyset rules as `hishamos_kit.listing.list_page`.
+  It is built and compiled once per shape (kind, filter, order, page size, show_deleted, token or
+  not) and prepared once per connection; a call binds its own values (organization, project, the
+  token's sort keys) in `EXECUTE` client-side with psycopg's quoting (`ClientCursor.mogrify`), so
+  nothing a client sends is spliced in unquoted. BEGIN READ ONLY, the tenant setting, the page and
+  the project check travel as one script, like `Database.read_one`.
+- The page query returns only each row's cache key and sort keys. The key is the text of the id,
+  the version and the derived figures (`extra_columns`), and a resource's message is a function
+  of exactly those: every write that changes a column of the message bumps the version (the ORM's
+  version_id_col; raw UPDATEs must bump it too; rank renumbering does not, rank is not in the
+  message). So the encoded message is cached under that key: correct across processes because
+  the key comes from the database, never invalidated, only aged out (`LruBytes`).
+- When a row of the page is not cached, the page is read again with every column (a second round
+  trip, only then) and that read alone makes the response, so a page is always one snapshot.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import uuid
+from dataclasses import dataclass
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
-from psycopg import AsyncClientCursor
+from psycopg import AsyncClientCursor, AsyncConnection
 from psycopg.adapt import Transformer
-from sqlalchemy import exists, inspect, select
+from sqlalchemy import bindparam, exists, func, inspect, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
-from sqlalchemy.sql.compiler import Compiled
 
-from hishamos_kit import listing
+from hishamos_kit import listing, wire
 from hishamos_kit.db import TENANT_SETTING, Database, run_script
 from hishamos_kit.errors import InvalidArgument, NotFound
+from hishamos_kit.lru import LruBytes
 from hishamos_kit.standard import ListRequest
 from hishamos_projects.models import Project
 
 DIALECT = postgresql.psycopg.dialect()  # type: ignore[attr-defined,no-untyped-call]
 
 
-_COMPILED: dict[Any, Compiled] = {}  # by statement shape; literal values are parameters
+@dataclass(frozen=True)
+class Statement:
+    """A statement PostgreSQL prepares once per connection (`ScriptConnections.prepare`)."""
+
+    name: str
+    sql: str  # with $1… placeholders
+    execute: str  # `EXECUTE name(%(param)s, …)`, for mogrify
 
 
-def _sql(query: Select[Any], cursor: AsyncClientCursor[Any]) -> str:
-    """The statement as SQL text with its values quoted by psycopg. Compiling costs more than the query,
-    so each shape (filter, order, token or not) is compiled once, as SQLAlchemy's own statement cache
-    does, and reused with the values extracted from the new statement's cache key."""
-    key = query._generate_cache_key()
-    if key is None:
-        compiled: Compiled = query.compile(dialect=DIALECT)
-        return cursor.mogrify(str(compiled), compiled.params)
-    compiled = _COMPILED.get(key.key) or DIALECT.statement_compiler(DIALECT, query, cache_key=key)
-    if len(_COMPILED) < 1000:
-        _COMPILED[key.key] = compiled
-    return cursor.mogrify(str(compiled), compiled.construct_params(extracted_parameters=key.bindparams))
+@dataclass(frozen=True)
+class Shape:
+    """The statements of one kind of page, and how to read their results."""
+
+    keys: Statement  # the page's cache keys and sort keys
+    full: Statement  # the same page with every column after those
+    check: Statement  # whether the project is live
+    params: dict[str, Any]  # the filter's values
+    sort_keys: list[tuple[listing.Field, bool]]
+    names: list[str]  # the row attributes of the full read's columns after the sort keys
 
 
 async def list_children(
@@ -54,50 +73,129 @@ async def list_children(
     organization_id: uuid.UUID,
     project_id: uuid.UUID,
     request: ListRequest,
-) -> tuple[list[SimpleNamespace], str]:
-    """One page of `kind`'s rows in a live project (NOT_FOUND otherwise), and the next page token."""
+    cache: LruBytes,
+) -> wire.Encoded:
+    """The List response for one page of `kind`'s rows in a live project (NOT_FOUND otherwise)."""
     spec: listing.ListSpec = kind.list_spec
     if request.page_size < 0:
         raise InvalidArgument({"page_size": "must not be negative"})
     size = min(request.page_size or listing.DEFAULT_PAGE_SIZE, listing.MAX_PAGE_SIZE)
-    condition = listing.parse_filter(request.filter, spec.filter_fields)
-    order = listing.parse_order_by(request.order_by, spec)
-    keys = [(spec.order_fields[name], desc) for name, desc in order] + [(listing.Field(spec.id_column), False)]
+    order = tuple(listing.parse_order_by(request.order_by, spec))
+    shape = _shape(kind, request.filter, order, request.show_deleted, bool(request.page_token), size)
     fingerprint = listing._fingerprint(request.filter, order, request.parent, request.show_deleted)
-
-    model = kind.model
-    attributes = list(inspect(model).column_attrs)
-    extras = [expression.label(name) for name, expression in kind.extra_columns.items()]
-    live = exists().where(Project.id == project_id, Project.is_deleted.is_(False))
-    query = select(*(a.columns[0] for a in attributes), *extras).where(
-        model.organization_id == organization_id, model.project_id == project_id, live
-    )
-    if not request.show_deleted:
-        query = query.where(model.is_deleted.is_(False))
-    if condition is not None:
-        query = query.where(condition)
+    params = {**shape.params, "tenant": str(organization_id), "organization": organization_id, "project": project_id}
     if request.page_token:
-        query = query.where(listing._after(listing._read_token(request.page_token, fingerprint, keys), keys))
-    query = query.order_by(*(f.column.desc() if desc else f.column.asc() for f, desc in keys)).limit(size + 1)
-    names = [a.key for a in attributes] + list(kind.extra_columns)
+        after = listing._read_token(request.page_token, fingerprint, shape.sort_keys)
+        params.update({f"after_{i}": value for i, value in enumerate(after)})
 
     async with db.scripts.connection() as conn:
         cursor = AsyncClientCursor(conn)
-        page = _sql(query, cursor)
-        check = _sql(select(live), cursor)
-        script = f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = '{organization_id}'; {page}; {check}; COMMIT"
-        _, _, found, project, _ = await run_script(conn, script.encode())
-        loader = Transformer(conn)
-        loader.set_pgresult(found)
-        values = loader.load_rows(0, found.ntuples, tuple)
-        loader.set_pgresult(project)
-        (project_live,) = loader.load_row(0, tuple)
-    if not project_live:
+        check = shape.check
+
+        async def read(page: Statement) -> tuple[Any, Any]:
+            """The page's and the project check's results, preparing what this connection has not."""
+            prepare = db.scripts.prepare(conn, page.name, page.sql) + db.scripts.prepare(conn, check.name, check.sql)
+            script = (
+                f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = %(tenant)s; {page.execute}; {check.execute}; COMMIT"
+            )
+            *_, found, live, _ = await run_script(conn, (prepare + cursor.mogrify(script, params)).encode())
+            return found, live
+
+        found, live = await read(shape.keys)
+        entries = cache.get_all([found.get_value(row, 0) for row in range(min(found.ntuples, size))])
+        if entries is None:  # a row not cached yet: read the page again, whole
+            found, live = await read(shape.full)
+            entries = _encode(kind, conn, found, min(found.ntuples, size), shape, cache)
+        token = _next_token(conn, found, size, shape, fingerprint)
+    if not _live(live):
         raise NotFound(request.parent)
-    rows = [SimpleNamespace(**dict(zip(names, v, strict=True))) for v in values]
-    if len(rows) <= size:
-        return rows, ""
-    last = rows[size - 1]
-    token_values = [listing._encode(getattr(last, f.column.key)) for f, _ in keys]
-    token = base64.urlsafe_b64encode(json.dumps({"k": token_values, "f": fingerprint}).encode()).decode().rstrip("=")
-    return rows[:size], token
+    return wire.list_response(entries, token)
+
+
+def _live(result: Any) -> bool:
+    return bool(result.get_value(0, 0) == b"t")
+
+
+def _encode(
+    kind: Any, conn: AsyncConnection[Any], result: Any, count: int, shape: Shape, cache: LruBytes
+) -> list[bytes]:
+    """The entries of a full read's rows, encoding (and caching) those not cached."""
+    entries = []
+    loader = Transformer(conn)
+    loader.set_pgresult(result)
+    skip = 1 + len(shape.sort_keys)  # the key, the id and the other sort keys
+    for row in range(count):
+        key = result.get_value(row, 0)
+        entry = cache.get(key)
+        if entry is None:
+            item = SimpleNamespace(**dict(zip(shape.names, loader.load_row(row, tuple)[skip:], strict=True)))
+            message = kind.to_message(item)
+            kind.finish(item, message)
+            entry = wire.length_delimited(wire.RESOURCES_FIELD, message.SerializeToString())
+            cache.put(key, entry)
+        entries.append(entry)
+    return entries
+
+
+def _next_token(conn: AsyncConnection[Any], result: Any, size: int, shape: Shape, fingerprint: str) -> str:
+    """The token after the page's last row, when more rows follow it."""
+    if result.ntuples <= size:
+        return ""
+    loader = Transformer(conn)
+    loader.set_pgresult(result)
+    row = loader.load_row(size - 1, tuple)
+    values = [*row[2 : 1 + len(shape.sort_keys)], row[1]]  # the sort keys end with the id
+    keys = [listing._encode(value) for value in values]
+    return base64.urlsafe_b64encode(json.dumps({"k": keys, "f": fingerprint}).encode()).decode().rstrip("=")
+
+
+@lru_cache(maxsize=256)
+def _shape(
+    kind: Any, filter: str, order: tuple[tuple[str, bool], ...], show_deleted: bool, token: bool, size: int
+) -> Shape:
+    """Build and compile the scripts of one kind of page: this costs more than running them."""
+    spec: listing.ListSpec = kind.list_spec
+    model = kind.model
+    condition = listing.parse_filter(filter, spec.filter_fields)
+    sort_keys = [(spec.order_fields[name], desc) for name, desc in order] + [(listing.Field(spec.id_column), False)]
+
+    live = exists().where(Project.id == bindparam("project"), Project.is_deleted.is_(False))
+    where = [model.organization_id == bindparam("organization"), model.project_id == bindparam("project"), live]
+    if not show_deleted:
+        where.append(model.is_deleted.is_(False))
+    if condition is not None:
+        where.append(condition)
+    if token:
+        after: list[Any] = [bindparam(f"after_{i}") for i in range(len(sort_keys))]
+        where.append(listing._after(after, sort_keys))
+    ordering = [f.column.desc() if desc else f.column.asc() for f, desc in sort_keys]
+    # What a message is a function of (module docstring), as one text: the cache key.
+    key = func.concat_ws(" ", model.id, model.version, *kind.extra_columns.values())
+    keys = [key, model.id, *(f.column for f, _ in sort_keys[:-1])]
+    attributes = list(inspect(model).column_attrs)
+    names = [a.key for a in attributes] + list(kind.extra_columns)
+
+    def page(columns: list[Any]) -> Select[Any]:
+        labelled = [column.label(f"c{i}") for i, column in enumerate(columns)]
+        return select(*labelled).where(*where).order_by(*ordering).limit(size + 1)
+
+    full_columns = keys + [a.columns[0] for a in attributes] + list(kind.extra_columns.values())
+    (keys_page, params), (full_page, _), (check, _) = (
+        _statement(query) for query in (page(keys), page(full_columns), select(live))
+    )
+    for name in ("organization", "project", *(f"after_{i}" for i in range(len(sort_keys)))):
+        params.pop(name, None)
+    return Shape(keys_page, full_page, check, params, sort_keys, names)
+
+
+_NAMES = itertools.count()
+
+
+def _statement(query: Select[Any]) -> tuple[Statement, dict[str, Any]]:
+    """`query` as a statement to prepare (under a name of its own), and the values it was built with."""
+    compiled = query.compile(dialect=DIALECT)
+    params = list(compiled.params)
+    name = f"fastlist_{next(_NAMES)}"
+    sql = str(compiled) % {param: f"${i}" for i, param in enumerate(params, start=1)}
+    execute = f"EXECUTE {name}({', '.join(f'%({param})s' for param in params)})" if params else f"EXECUTE {name}"
+    return Statement(name, sql, execute), dict(compiled.params)

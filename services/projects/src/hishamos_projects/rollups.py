@@ -28,10 +28,16 @@ async def logged_hours(session: AsyncSession, by: Any, ids: list[uuid.UUID]) -> 
 
 
 def logged_minutes_of_story() -> Any:
-    """Minutes logged on a story (its `logged_hours` times 60) as a correlated subquery, for fastlist."""
+    """Minutes logged on a story (its `logged_hours` times 60) as a correlated subquery, for fastlist:
+    the same rule as `logged_hours`, so a deleted story lists none, as its Get shows."""
     return (
         select(func.coalesce(func.sum(WorkLog.duration_minutes), 0))
         .join(Task, Task.id == WorkLog.task_id)
-        .where(WorkLog.story_id == Story.id, WorkLog.is_deleted.is_(False), Task.is_deleted.is_(False))
+        .where(
+            WorkLog.story_id == Story.id,
+            WorkLog.is_deleted.is_(False),
+            Task.is_deleted.is_(False),
+            Story.is_deleted.is_(False),
+        )
         .scalar_subquery()
     )
