@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import json
 import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -249,6 +251,9 @@ def test_concurrent_moves_keep_one_consistent_order(channels: Channels, team: Te
         token = reply.next_page_token
         if not token:
             break
+        # Ranks come from a sequence shared by every organization: a token must not carry one.
+        opened = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        assert set(opened) == {"i", "f"} and opened["i"] == reply.stories[-1].name.rsplit("/", 1)[1]
     assert paged == ranked
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, false, not_, or_
+from sqlalchemy import Select, and_, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -221,26 +221,6 @@ def parse_order_by(text: str, spec: ListSpec) -> list[tuple[str, bool]]:
     return order
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
-
-
-def _decode(value: Any, field: Field) -> Any:
-    """A token's value, checked against its column's type: a crafted token is refused, not run."""
-    if field.parse is parse_time:
-        return parse_time(value)
-    expected = field.column.type.python_type
-    if expected is uuid.UUID:
-        return uuid.UUID(str(value))
-    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-        raise ValueError(f"expected {expected.__name__}")
-    return value
-
-
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
@@ -258,55 +238,62 @@ async def list_page(
 ) -> Page:
     """One page of `query` (already scoped to the caller) under the request's filter and order.
 
-    The token holds the last row's sort key; the next page starts strictly after it, so rows
-    inserted or deleted meanwhile never cause repeats or gaps among the rest.
+    The token names the last row; the next page starts strictly after that row's current sort key,
+    so rows inserted or deleted meanwhile never cause repeats or gaps among the rest. It holds no
+    sort value: a value such as a rank drawn from a shared sequence would tell how busy others are.
     """
     if page_size < 0:
         raise InvalidArgument({"page_size": "must not be negative"})
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     condition = parse_filter(filter, spec.filter_fields)
     order = parse_order_by(order_by, spec)
-    keys = [(spec.order_fields[name], desc) for name, desc in order] + [(Field(spec.id_column), False)]
+    keys = sort_keys(spec, order)
     fingerprint = _fingerprint(filter, order, *scope)
 
     if condition is not None:
         query = query.where(condition)
     if page_token:
-        query = query.where(_after(_read_token(page_token, fingerprint, keys), keys))
+        query = query.where(after(read_token(page_token, fingerprint), keys))
     query = query.order_by(*(f.column.desc() if desc else f.column.asc() for f, desc in keys)).limit(size + 1)
     rows = list((await session.scalars(query)).all())
     if len(rows) <= size:
         return Page(rows, "")
-    last = rows[size - 1]
-    values = [_encode(_value_of(last, f.column)) for f, _ in keys]
-    token = base64.urlsafe_b64encode(json.dumps({"k": values, "f": fingerprint}).encode()).decode().rstrip("=")
-    return Page(rows[:size], token)
+    return Page(rows[:size], make_token(getattr(rows[size - 1], spec.id_column.key), fingerprint))
 
 
-def _value_of(row: Any, column: Any) -> Any:
-    return getattr(row, column.key)
+def sort_keys(spec: ListSpec, order: Sequence[tuple[str, bool]]) -> list[tuple[Field, bool]]:
+    """The order's fields, then the id: a total order, so a page ends at exactly one row."""
+    return [(spec.order_fields[name], desc) for name, desc in order] + [(Field(spec.id_column), False)]
 
 
-def _read_token(token: str, fingerprint: str, keys: list[tuple[Field, bool]]) -> list[Any]:
+def make_token(last_id: uuid.UUID, fingerprint: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"i": str(last_id), "f": fingerprint}).encode()).decode().rstrip("=")
+
+
+def read_token(token: str, fingerprint: str) -> uuid.UUID:
+    """The id of the row a page ended with; INVALID_ARGUMENT for a token of another list or none at all."""
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if data["f"] != fingerprint:
             raise InvalidArgument({"page_token": "belongs to a different filter, order or parent; start over"})
-        values = data["k"]
-        if len(values) != len(keys):
-            raise ValueError
-        return [_decode(v, f) for v, (f, _) in zip(values, keys, strict=True)]
+        return uuid.UUID(data["i"])
     except InvalidArgument:
         raise
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise InvalidArgument({"page_token": "is not a token this list issued"}) from None
 
 
-def _after(values: list[Any], keys: list[tuple[Field, bool]]) -> ColumnElement[bool]:
-    """Rows strictly after `values` in the (mixed-direction) key order."""
+def after(last: Any, keys: list[tuple[Field, bool]]) -> ColumnElement[bool]:
+    """Rows strictly after the row whose id is `last` (a value or a bind parameter), in the
+    (mixed-direction) key order. The row's sort values are read in the query, under the same
+    row-level security: another organization's id finds nothing, and so does the page."""
+    id_column = keys[-1][0].column
+    # correlate(None): the subquery reads the named row, not the outer query's current one.
+    values = [select(f.column).where(id_column == last).correlate(None).scalar_subquery() for f, _ in keys[:-1]]
+    values.append(last)
     alternatives = []
     for i, (field, desc) in enumerate(keys):
         equal = [keys[j][0].column == values[j] for j in range(i)]
         beyond = field.column < values[i] if desc else field.column > values[i]
         alternatives.append(and_(*equal, beyond))
-    return or_(*alternatives) if alternatives else false()
+    return or_(*alternatives)

@@ -21,9 +21,7 @@ fifty messages in Python still cost more CPU than the database's whole work. So:
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -85,8 +83,7 @@ async def list_children(
     fingerprint = listing._fingerprint(request.filter, order, request.parent, request.show_deleted)
     params = {**shape.params, "tenant": str(organization_id), "organization": organization_id, "project": project_id}
     if request.page_token:
-        after = listing._read_token(request.page_token, fingerprint, shape.sort_keys)
-        params.update({f"after_{i}": value for i, value in enumerate(after)})
+        params["after"] = listing.read_token(request.page_token, fingerprint)
 
     async with db.scripts.connection() as conn:
         cursor = AsyncClientCursor(conn)
@@ -106,7 +103,7 @@ async def list_children(
         if entries is None:  # a row not cached yet: read the page again, whole
             found, live = await read(shape.full)
             entries = _encode(kind, conn, found, min(found.ntuples, size), shape, cache)
-        token = _next_token(conn, found, size, shape, fingerprint)
+        token = _next_token(found, size, fingerprint)
     if not _live(live):
         raise NotFound(request.parent)
     return wire.list_response(entries, token)
@@ -137,16 +134,11 @@ def _encode(
     return entries
 
 
-def _next_token(conn: AsyncConnection[Any], result: Any, size: int, shape: Shape, fingerprint: str) -> str:
+def _next_token(result: Any, size: int, fingerprint: str) -> str:
     """The token after the page's last row, when more rows follow it."""
     if result.ntuples <= size:
         return ""
-    loader = Transformer(conn)
-    loader.set_pgresult(result)
-    row = loader.load_row(size - 1, tuple)
-    values = [*row[2 : 1 + len(shape.sort_keys)], row[1]]  # the sort keys end with the id
-    keys = [listing._encode(value) for value in values]
-    return base64.urlsafe_b64encode(json.dumps({"k": keys, "f": fingerprint}).encode()).decode().rstrip("=")
+    return listing.make_token(uuid.UUID(result.get_value(size - 1, 1).decode()), fingerprint)
 
 
 @lru_cache(maxsize=256)
@@ -157,7 +149,7 @@ def _shape(
     spec: listing.ListSpec = kind.list_spec
     model = kind.model
     condition = listing.parse_filter(filter, spec.filter_fields)
-    sort_keys = [(spec.order_fields[name], desc) for name, desc in order] + [(listing.Field(spec.id_column), False)]
+    sort_keys = listing.sort_keys(spec, order)
 
     live = exists().where(Project.id == bindparam("project"), Project.is_deleted.is_(False))
     where = [model.organization_id == bindparam("organization"), model.project_id == bindparam("project"), live]
@@ -166,8 +158,7 @@ def _shape(
     if condition is not None:
         where.append(condition)
     if token:
-        after: list[Any] = [bindparam(f"after_{i}") for i in range(len(sort_keys))]
-        where.append(listing._after(after, sort_keys))
+        where.append(listing.after(bindparam("after"), sort_keys))
     ordering = [f.column.desc() if desc else f.column.asc() for f, desc in sort_keys]
     # What a message is a function of (module docstring), as one text: the cache key.
     key = func.concat_ws(" ", model.id, model.version, *kind.extra_columns.values())
@@ -183,7 +174,7 @@ def _shape(
     (keys_page, params), (full_page, _), (check, _) = (
         _statement(query) for query in (page(keys), page(full_columns), select(live))
     )
-    for name in ("organization", "project", *(f"after_{i}" for i in range(len(sort_keys)))):
+    for name in ("organization", "project", "after"):
         params.pop(name, None)
     return Shape(keys_page, full_page, check, params, sort_keys, names)
 
