@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection, pq
+from psycopg import AsyncClientCursor, AsyncConnection, pq
 from psycopg.adapt import Transformer
 from sqlalchemy import DateTime, MetaData, func, make_url, text
 from sqlalchemy.exc import IntegrityError
@@ -79,6 +81,8 @@ class ReadConnections:
         self._size = size
         self._idle: asyncio.Queue[AsyncConnection[Any]] = asyncio.Queue()
         self._open = 0
+        # The `Prepared` statements each connection has planned; forgotten with the connection.
+        self.prepared: weakref.WeakKeyDictionary[AsyncConnection[Any], set[str]] = weakref.WeakKeyDictionary()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -141,6 +145,35 @@ class Database:
             values = loader.load_row(0, tuple)
         return SimpleNamespace(**dict(zip(names, values, strict=True)))
 
+    async def script(self, *statements: tuple[str | Prepared, Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
+        """`statements` as one transaction in one round trip, and the rows each returned.
+
+        For hot paths that write (sign-in): BEGIN, the statements and COMMIT travel as one
+        simple-protocol message, like `read_one`. Each statement's `%(name)s` parameters are bound
+        client-side by psycopg's own quoting (`mogrify`), so values a client sent are never spliced
+        in raw. Row-level security still applies: a statement that sets the tenant comes first.
+        A failing statement raises its error and nothing commits (the connection is discarded).
+        """
+        async with self.reads.connection() as conn:
+            cursor = AsyncClientCursor(conn)
+            known = self.reads.prepared.setdefault(conn, set())
+            new = {s.name: s for s, _ in statements if isinstance(s, Prepared) and s.name not in known}
+            body = [f"PREPARE {s.name} AS {s.sql}" for s in new.values()]
+            for statement, params in statements:
+                sql = statement.execute if isinstance(statement, Prepared) else statement
+                body.append(cursor.mogrify(sql, params))
+            results = await run_script(conn, f"BEGIN; {'; '.join(body)}; COMMIT".encode())
+            known.update(new)
+            loader = Transformer(conn)
+            found: list[list[tuple[Any, ...]]] = []
+            for result in results[1 + len(new) : -1]:
+                if result.status != pq.ExecStatus.TUPLES_OK:
+                    found.append([])
+                    continue
+                loader.set_pgresult(result)
+                found.append(loader.load_rows(0, result.ntuples, tuple))
+        return found
+
     @asynccontextmanager
     async def tenant(self, organization_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
         """A transaction that row-level security confines to one organization."""
@@ -157,6 +190,31 @@ class Database:
     async def close(self) -> None:
         await self.reads.close()
         await self.engine.dispose()
+
+
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+class Prepared:
+    """A statement each connection plans once and then only executes, for `Database.script`.
+
+    PostgreSQL plans every statement of a simple-protocol script anew, and for a statement with
+    CTEs and subqueries the plan costs more than the run. The first script on a connection that
+    uses it sends `PREPARE name AS …` with it; later ones send `EXECUTE name(…)`.
+    `sql` takes `%(name)s` parameters like any statement; their types are inferred by PostgreSQL.
+    """
+
+    def __init__(self, name: str, sql: str) -> None:
+        self.name = name
+        params: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match[1] not in params:
+                params.append(match[1])
+            return f"${params.index(match[1]) + 1}"
+
+        self.sql = PLACEHOLDER.sub(number, sql)
+        self.execute = f"EXECUTE {name}({', '.join(f'%({p})s' for p in params)})" if params else f"EXECUTE {name}"
 
 
 async def run_script(conn: AsyncConnection[Any], script: bytes) -> list[pq.abc.PGresult]:

@@ -55,17 +55,19 @@ def predefined_permissions(role_id: str) -> list[str]:
 
 async def permissions_of(session: AsyncSession, roles: Iterable[str]) -> list[str]:
     """What holding `roles` allows: predefined ones from the catalog, custom ones from the table."""
+    custom = [r for r in roles if r not in PREDEFINED]
+    rows = await session.scalars(select(Role.permissions).where(Role.role_id.in_(custom))) if custom else ()
+    return combined(roles, rows)
+
+
+def combined(roles: Iterable[str], custom: Iterable[Iterable[str]]) -> list[str]:
+    """The permissions of the predefined roles among `roles` and of the custom roles' lists `custom`."""
     granted: set[str] = set()
-    custom = []
     for role in roles:
         if role in PREDEFINED:
             granted.update(predefined_permissions(role))
-        else:
-            custom.append(role)
-    if custom:
-        rows = await session.scalars(select(Role.permissions).where(Role.role_id.in_(custom)))
-        for permissions in rows:
-            granted.update(permissions)
+    for permissions in custom:
+        granted.update(permissions)
     return sorted(granted)
 
 

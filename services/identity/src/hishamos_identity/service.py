@@ -295,7 +295,7 @@ class Identity:
         assert self.key_store is not None
         await self.key_store.ensure_active()
         s = self.settings
-        passwords = Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
+        passwords = Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism, s.argon2_threads)
         issuer = TokenIssuer(db, self.key_store, s)
         recovery = Recovery(db, passwords, Mailer(s), s)
         v1 = "hishamos.identity.v1"

@@ -18,6 +18,7 @@ class IdentitySettings(ServiceSettings):
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456
     argon2_parallelism: int = 1
+    argon2_threads: int = Field(0, description="threads that hash passwords; 0: one per CPU this process may use")
     smtp_host: str = Field("", description="SMTP server for mail; empty writes mail to mail_outbox_dir instead")
     smtp_port: int = 25
     mail_from: str = "HishamOS <no-reply@hishamos.invalid>"

@@ -7,6 +7,7 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -39,7 +40,7 @@ class TokenIssuer:
         self._keys = keys
         self._settings = settings
 
-    async def access_token(self, session: AsyncSession, user: User) -> str:
+    async def access_token(self, user: User, permissions: Sequence[str]) -> str:
         kid, private_key = await self._keys.signing_key()
         now = int(time.time())
         claims = {
@@ -48,31 +49,40 @@ class TokenIssuer:
             "sub": user_name(user),
             "org": str(user.organization_id),
             "roles": list(user.roles),
-            "perms": await permissions_of(session, user.roles),
+            "perms": list(permissions),
             "iat": now,
             "exp": now + self._settings.access_token_seconds,
             "jti": uuid.uuid4().hex,
         }
         return jwt.encode(claims, private_key, algorithm="EdDSA", headers={"kid": kid})
 
-    async def pair(self, session: AsyncSession, user: User, family_id: uuid.UUID | None = None) -> pb.TokenPair:
-        """A new access token and a new refresh token (recorded in `session`'s transaction)."""
+    def new_refresh_token(self, user: User, family_id: uuid.UUID | None = None) -> tuple[str, RefreshToken]:
+        """A new refresh token and the row that records it (only its hash), not yet written."""
         refresh = f"hosr_{user.organization_id.hex}{secrets.token_urlsafe(32)}"
-        session.add(
-            RefreshToken(
-                organization_id=user.organization_id,
-                user_id=user.id,
-                family_id=family_id or uuid.uuid4(),
-                token_hash=hash_refresh_token(refresh),
-                expires_at=datetime.now(UTC) + timedelta(days=self._settings.refresh_token_days),
-            )
+        row = RefreshToken(
+            id=uuid.uuid4(),
+            organization_id=user.organization_id,
+            user_id=user.id,
+            family_id=family_id or uuid.uuid4(),
+            token_hash=hash_refresh_token(refresh),
+            expires_at=datetime.now(UTC) + timedelta(days=self._settings.refresh_token_days),
         )
+        return refresh, row
+
+    def token_pair(self, access_token: str, refresh_token: str) -> pb.TokenPair:
         return pb.TokenPair(
-            access_token=await self.access_token(session, user),
+            access_token=access_token,
             token_type="Bearer",
             expires_in=self._settings.access_token_seconds,
-            refresh_token=refresh,
+            refresh_token=refresh_token,
         )
+
+    async def pair(self, session: AsyncSession, user: User, family_id: uuid.UUID | None = None) -> pb.TokenPair:
+        """A new access token and a new refresh token (recorded in `session`'s transaction)."""
+        refresh, row = self.new_refresh_token(user, family_id)
+        session.add(row)
+        access = await self.access_token(user, await permissions_of(session, user.roles))
+        return self.token_pair(access, refresh)
 
     async def refresh(self, token: str) -> pb.TokenPair:
         """Rotate: the presented token is spent; a spent token presented again ends its family."""
