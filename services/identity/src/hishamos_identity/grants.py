@@ -49,8 +49,15 @@ PREDEFINED: dict[str, tuple[str, str, Callable[[str], bool]]] = {
 
 @cache
 def predefined_permissions(role_id: str) -> list[str]:
+    """The role's rule over the catalog, never reaching the operator permissions (admin included)."""
     allowed = PREDEFINED[role_id][2]
-    return [p for p in api.permissions() if allowed(p)]
+    return [p for p in tenant_permissions() if allowed(p)]
+
+
+@cache
+def tenant_permissions() -> list[str]:
+    """The catalog less the operator permissions: all that a tenant's role may hold."""
+    return [p for p in api.permissions() if p not in api.operator_permissions()]
 
 
 async def permissions_of(session: AsyncSession, roles: Iterable[str]) -> list[str]:
@@ -68,7 +75,7 @@ def combined(roles: Iterable[str], custom: Iterable[Iterable[str]]) -> list[str]
             granted.update(predefined_permissions(role))
     for permissions in custom:
         granted.update(permissions)
-    return sorted(granted)
+    return sorted(granted - api.operator_permissions())  # even if a row were written by hand
 
 
 async def unknown_roles(session: AsyncSession, roles: Iterable[str]) -> list[str]:

@@ -13,6 +13,10 @@ class IdentitySettings(ServiceSettings):
         default_factory=dict, description='JSON {"service": "secret"}: who may call IssueServiceToken'
     )
     service_token_seconds: int = 300
+    operator_credentials: dict[str, str] = Field(
+        default_factory=dict, description='JSON {"operator": "secret"}: who may call IssueOperatorToken'
+    )
+    operator_token_seconds: int = 300
     keys_refresh_seconds: float = Field(30.0, description="how often identity rereads signing keys (rotation)")
     refresh_token_days: int = 30
     argon2_time_cost: int = 2
