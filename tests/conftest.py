@@ -171,3 +171,36 @@ def tenant(channels: Channels) -> Tenant:
 @pytest.fixture
 def other_tenant(channels: Channels) -> Tenant:
     return sign_up(channels.direct("identity"))
+
+
+@dataclass
+class Operator:
+    """A platform operator's token (AuthService.IssueOperatorToken)."""
+
+    access_token: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.access_token}"),)
+
+
+def operator_credential(stack: Stack) -> tuple[tuple[str, str], ...]:
+    """The local stack's operator credential, as `make up` configures it from secrets.json."""
+    return (("x-operator-credential", f"operator:{stack.secrets['operator']}"),)
+
+
+@pytest.fixture
+def operator(channels: Channels) -> Operator:
+    reply = auth_pb2_grpc.AuthServiceStub(channels.direct("identity")).IssueOperatorToken(
+        auth_pb2.IssueOperatorTokenRequest(), metadata=operator_credential(channels.stack), timeout=10
+    )
+    return Operator(reply.access_token)
+
+
+def set_quotas(channels: Channels, operator: Operator, organization: str, **quotas: int) -> Any:
+    """Set an organization's quotas as an operator; returns the organization."""
+    from hishamos.identity.v1 import organization_pb2, organization_pb2_grpc
+
+    request = organization_pb2.SetOrganizationQuotasRequest(name=organization, **quotas)  # type: ignore[arg-type]
+    stub = organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity"))
+    return stub.SetOrganizationQuotas(request, metadata=operator.metadata, timeout=10).organization

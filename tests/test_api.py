@@ -46,6 +46,7 @@ def test_only_credentials_checks_are_public() -> None:
         "ResetPassword",
         "VerifyEmail",
         "IssueServiceToken",
+        "IssueOperatorToken",
     )
     signing_in = {f"AuthService.{m}" for m in credentials}
     assert public == signing_in | {"ApiKeyService.AuthenticateApiKey"}

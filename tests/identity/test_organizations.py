@@ -37,8 +37,9 @@ def test_update_masked_fields_with_etag(channels: Channels, tenant: Tenant) -> N
     change = pb.Organization(
         name=org.name, etag=org.etag, display_name="Renamed", website="https://acme.test", max_projects=5
     )
-    updated = update(channels, tenant, change, "display_name", "website", "max_projects")
-    assert (updated.display_name, updated.website, updated.max_projects) == ("Renamed", "https://acme.test", 5)
+    # Without a mask the quota, which only operators set, is ignored like any output-only field.
+    updated = update(channels, tenant, change)
+    assert (updated.display_name, updated.website, updated.max_projects) == ("Renamed", "https://acme.test", 20)
     assert updated.description == org.description and updated.slug == org.slug
     stale = failure(lambda: update(channels, tenant, change, "display_name"))
     assert stale.code == grpc.StatusCode.ABORTED
@@ -47,15 +48,10 @@ def test_update_masked_fields_with_etag(channels: Channels, tenant: Tenant) -> N
 
 def test_bad_values_are_rejected_and_nothing_changes(channels: Channels, tenant: Tenant) -> None:
     org = get(channels, tenant)
-    bad = pb.Organization(name=org.name, display_name="", contact_email="nope", website="ftp://x", max_users=0)
-    f = failure(lambda: update(channels, tenant, bad, "display_name", "contact_email", "website", "max_users"))
+    bad = pb.Organization(name=org.name, display_name="", contact_email="nope", website="ftp://x")
+    f = failure(lambda: update(channels, tenant, bad, "display_name", "contact_email", "website"))
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert set(f.violations) == {
-        "organization.display_name",
-        "organization.contact_email",
-        "organization.website",
-        "organization.max_users",
-    }
+    assert set(f.violations) == {"organization.display_name", "organization.contact_email", "organization.website"}
     immutable = failure(lambda: update(channels, tenant, pb.Organization(name=org.name, slug="new-slug"), "slug"))
     assert immutable.code == grpc.StatusCode.INVALID_ARGUMENT and "update_mask.paths[0]" in immutable.violations
     assert get(channels, tenant) == org

@@ -34,7 +34,8 @@ def test_predefined_roles_nest_from_viewer_to_admin(channels: Channels, tenant: 
     )
     by_id = {r.name.rsplit("/", 1)[1]: set(r.permissions) for r in listed.roles if r.predefined}
     assert list(by_id) == ["admin", "manager", "developer", "viewer"]
-    assert by_id["viewer"] < by_id["developer"] < by_id["manager"] < by_id["admin"] == set(catalog.permissions())
+    tenant_permissions = set(catalog.permissions()) - catalog.operator_permissions()
+    assert by_id["viewer"] < by_id["developer"] < by_id["manager"] < by_id["admin"] == tenant_permissions
     self_service = {"identity.self.update", "identity.sessions.revoke"}
     assert all(p.split(".")[2] in ("get", "list") or p in self_service for p in by_id["viewer"])
     assert "identity.audit.list" not in by_id["manager"] and "projects.projects.delete" not in by_id["developer"]
@@ -161,6 +162,7 @@ def test_each_role_is_enforced_on_every_rpc_of_every_service(channels: Channels,
         pb.GetRoleRequest(name=f"{tenant.organization}/roles/{role}"), metadata=tenant.metadata, timeout=10
     )
     allowed = set(listed.role.permissions)
+    assert catalog.operator_permissions() and not allowed & catalog.operator_permissions()  # never a tenant's
     symbols = symbol_database.Default()
     assert {backend for backend, _, _ in _every_rpc()} == set(SERVICES)
     for backend, method, request_type in _every_rpc():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2, organization_pb2_grpc, user_pb2_grpc
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, user_pb2_grpc
 from hishamos.identity.v1 import user_pb2 as pb
-from tests.conftest import PASSWORD, Channels, Tenant, add_user
+from tests.conftest import PASSWORD, Channels, Operator, Tenant, add_user, set_quotas
 from tests.errors import failure
 from tests.standard import Case, StandardMethodsContract
 
@@ -60,14 +60,8 @@ def test_profile_fields_are_validated(channels: Channels, tenant: Tenant) -> Non
     assert (updated.avatar_uri, updated.time_zone) == ("https://cdn.test/a.png", "Europe/Berlin")
 
 
-def test_max_users_is_enforced(channels: Channels, tenant: Tenant) -> None:
-    orgs = organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity"))
-    change = organization_pb2.Organization(name=tenant.organization, max_users=2)
-    orgs.UpdateOrganization(
-        organization_pb2.UpdateOrganizationRequest(organization=change, update_mask=FieldMask(paths=["max_users"])),
-        metadata=tenant.metadata,
-        timeout=10,
-    )
+def test_max_users_is_enforced(channels: Channels, tenant: Tenant, operator: Operator) -> None:
+    set_quotas(channels, operator, tenant.organization, max_users=2)
     second = add_user(channels, tenant)
     f = failure(lambda: add_user(channels, tenant))
     assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED and f.metadata["quota"] == "max_users"

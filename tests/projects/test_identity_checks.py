@@ -8,9 +8,9 @@ import uuid
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from hishamos.identity.v1 import organization_pb2, organization_pb2_grpc, user_pb2, user_pb2_grpc
+from hishamos.identity.v1 import user_pb2, user_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc, story_pb2, story_pb2_grpc
-from tests.conftest import Channels, Tenant, add_user
+from tests.conftest import Channels, Operator, Tenant, add_user, set_quotas
 from tests.errors import failure
 from tests.projects.support import add_member, create_project
 
@@ -53,14 +53,8 @@ def test_manager_and_assignee_must_be_active_users(channels: Channels, tenant: T
     ) == {"project.manager"}
 
 
-def test_max_projects_from_identity_is_enforced(channels: Channels, tenant: Tenant) -> None:
-    orgs = organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity"))
-    quota = organization_pb2.Organization(name=tenant.organization, max_projects=2)
-    orgs.UpdateOrganization(
-        organization_pb2.UpdateOrganizationRequest(organization=quota, update_mask=FieldMask(paths=["max_projects"])),
-        metadata=tenant.metadata,
-        timeout=10,
-    )
+def test_max_projects_from_identity_is_enforced(channels: Channels, tenant: Tenant, operator: Operator) -> None:
+    set_quotas(channels, operator, tenant.organization, max_projects=2)
     first = create_project(channels, tenant)
     new_project(channels, tenant, "second")
     f = failure(lambda: new_project(channels, tenant, "third"))

@@ -29,6 +29,10 @@ HishamOS is up.
 Sign up the first organization and its admin:
   .venv/bin/grpcurl -plaintext -d '{{"organization_slug":"acme","organization_display_name":"Acme","email":"admin@acme.test","username":"admin","password":"correct-horse-battery"}}' \\
     127.0.0.1:{p.envoy} hishamos.identity.v1.AuthService/SignUp
+Platform operators (suspend or reactivate an organization, set its quotas) sign in with the credential
+`operator:<secret>`, the secret being "operator" in {stack.data_dir}/secrets.json:
+  .venv/bin/grpcurl -plaintext -H "x-operator-credential: operator:$(python3 -c 'import json; print(json.load(open("{stack.data_dir}/secrets.json"))["operator"])')" \\
+    127.0.0.1:{p.envoy} hishamos.identity.v1.AuthService/IssueOperatorToken
 The README walks on from there. Ctrl-C stops everything.""",
             flush=True,
         )

@@ -59,7 +59,7 @@ class Ports:
 def load_secrets(path: Path) -> dict[str, str]:
     """Random secrets for the local stack, made once and kept beside its data (new ones added as needed)."""
     values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    names = ["postgres", *(f"{s}_{kind}" for s in SERVICES for kind in ("owner", "app", "service"))]
+    names = ["postgres", "operator", *(f"{s}_{kind}" for s in SERVICES for kind in ("owner", "app", "service"))]
     keys = ["identity_key_encryption_key", "agents_credentials_key"]  # 32 random bytes, base64
     missing = {name: secrets.token_urlsafe(24) for name in names if name not in values}
     missing |= {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in keys if name not in values}
@@ -153,6 +153,8 @@ class Stack:
         credentials = {s: self.secrets[f"{s}_service"] for s in SERVICES}
         env.setdefault("HISHAMOS_IDENTITY_SERVICE_CREDENTIALS", json.dumps(credentials))
         env.setdefault(prefix + "SERVICE_CREDENTIAL", f"{service}:{credentials[service]}")
+        # The platform operator's credential (AuthService.IssueOperatorToken): `operator:<secret>`.
+        env.setdefault("HISHAMOS_IDENTITY_OPERATOR_CREDENTIALS", json.dumps({"operator": self.secrets["operator"]}))
         return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:

@@ -65,3 +65,15 @@ def permissions() -> list[str]:
         for method in service.methods
     }
     return sorted(found - {""})
+
+
+@cache
+def operator_permissions() -> frozenset[str]:
+    """The permissions of operator methods (`operator: true`): held by platform operators only,
+    never by a tenant's role, API key or service token."""
+    return frozenset(
+        declared.permission
+        for service in services()
+        for method in service.methods
+        if (declared := authorization(f"/{service.full_name}/{method.name}")).operator
+    )

@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, auth_pb2, auth_pb2_grpc
-from hishamos_kit.errors import ResourceExhausted, Unauthenticated, Unavailable
+from hishamos_kit.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
 
 ALGORITHM = "EdDSA"
 # Header parameters that would let a token choose its own verification key (RFC 7515 §4.1).
@@ -37,6 +37,16 @@ class Principal:
     @property
     def organization_name(self) -> str:
         return f"organizations/{self.organization_id}"
+
+
+# Platform operators act across organizations and belong to none: their tokens carry the nil id
+# as organization, which no tenant has, so any tenant-scoped query they reach finds nothing.
+OPERATOR_PREFIX = "operators/"
+NO_ORGANIZATION = uuid.UUID(int=0)
+
+
+def is_operator(principal: Principal) -> bool:
+    return principal.subject.startswith(OPERATOR_PREFIX) and principal.organization_id == NO_ORGANIZATION
 
 
 principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
@@ -211,6 +221,8 @@ class ApiKeys:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 self._cache.pop(key, None)
                 raise Unauthenticated("the API key is not valid", "API_KEY_INVALID") from None
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # a valid key that may not act now
+                raise PermissionDenied(exc.details() or "the API key may not be used now", "API_KEY_DENIED") from None
             raise Unavailable(
                 "cannot verify API keys now: identity is unreachable; retry", "API_KEY_UNVERIFIED"
             ) from exc

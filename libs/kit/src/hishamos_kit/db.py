@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import psycopg
-from psycopg import AsyncConnection, pq
+from psycopg import AsyncClientCursor, AsyncConnection, pq
 from psycopg.adapt import Transformer
 from sqlalchemy import DateTime, MetaData, func, make_url, text
 from sqlalchemy.exc import IntegrityError
@@ -88,19 +89,19 @@ class ScriptConnections:
         self._open = 0
         self._prepared: WeakKeyDictionary[AsyncConnection[Any], OrderedDict[str, None]] = WeakKeyDictionary()
 
-    def prepare(self, conn: AsyncConnection[Any], name: str, sql: str) -> str:
-        """`PREPARE name AS sql;` when `conn` has not prepared `name` yet, else nothing: put it before
-        a script that runs `EXECUTE name(…)`. PostgreSQL then parses and plans the statement once per
-        connection instead of once per call. A connection keeps its most recently used ones."""
+    def prepare(self, conn: AsyncConnection[Any], name: str, sql: str) -> list[str]:
+        """`PREPARE name AS sql` when `conn` has not prepared `name` yet, else nothing: statements to
+        put before a script that runs `EXECUTE name(…)`. PostgreSQL then parses and plans the statement
+        once per connection instead of once per call. A connection keeps its most recently used ones."""
         prepared = self._prepared.setdefault(conn, OrderedDict())
         if name in prepared:
             prepared.move_to_end(name)
-            return ""
+            return []
         prepared[name] = None
-        text = f"PREPARE {name} AS {sql}; "
+        statements = [f"PREPARE {name} AS {sql}"]
         if len(prepared) > self.PREPARED_PER_CONNECTION:
-            text += f"DEALLOCATE {prepared.popitem(last=False)[0]}; "
-        return text
+            statements.append(f"DEALLOCATE {prepared.popitem(last=False)[0]}")
+        return statements
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -175,6 +176,37 @@ class Database:
             values = loader.load_row(0, tuple)
         return SimpleNamespace(**dict(zip(names, values, strict=True)))
 
+    async def script(self, *statements: tuple[str | Prepared, Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
+        """`statements` as one transaction in one round trip, and the rows each returned.
+
+        For hot paths that write (sign-in): BEGIN, the statements and COMMIT travel as one
+        simple-protocol message, like `read_one`. Each statement's `%(name)s` parameters are bound
+        client-side by psycopg's own quoting (`mogrify`), so values a client sent are never spliced
+        in raw. Row-level security still applies: a statement that sets the tenant comes first.
+        A failing statement raises its error and nothing commits (the connection is discarded).
+        """
+        async with self.scripts.connection() as conn:
+            cursor = AsyncClientCursor(conn)
+            prepare = [
+                line
+                for s in {s.name: s for s, _ in statements if isinstance(s, Prepared)}.values()
+                for line in self.scripts.prepare(conn, s.name, s.sql)
+            ]
+            body = []
+            for statement, params in statements:
+                sql = statement.execute if isinstance(statement, Prepared) else statement
+                body.append(cursor.mogrify(sql, params))
+            results = await run_script(conn, "; ".join([*prepare, "BEGIN", *body, "COMMIT"]).encode())
+            loader = Transformer(conn)
+            found: list[list[tuple[Any, ...]]] = []
+            for result in results[len(prepare) + 1 : -1]:
+                if result.status != pq.ExecStatus.TUPLES_OK:
+                    found.append([])
+                    continue
+                loader.set_pgresult(result)
+                found.append(loader.load_rows(0, result.ntuples, tuple))
+        return found
+
     @asynccontextmanager
     async def tenant(self, organization_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
         """A transaction that row-level security confines to one organization."""
@@ -191,6 +223,31 @@ class Database:
     async def close(self) -> None:
         await self.scripts.close()
         await self.engine.dispose()
+
+
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+class Prepared:
+    """A statement each connection plans once and then only executes, for `Database.script`.
+
+    PostgreSQL plans every statement of a simple-protocol script anew, and for a statement with
+    CTEs and subqueries the plan costs more than the run. The first script on a connection that
+    uses it sends `PREPARE name AS …` with it; later ones send `EXECUTE name(…)`.
+    `sql` takes `%(name)s` parameters like any statement; their types are inferred by PostgreSQL.
+    """
+
+    def __init__(self, name: str, sql: str) -> None:
+        self.name = name
+        params: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match[1] not in params:
+                params.append(match[1])
+            return f"${params.index(match[1]) + 1}"
+
+        self.sql = PLACEHOLDER.sub(number, sql)
+        self.execute = f"EXECUTE {name}({', '.join(f'%({p})s' for p in params)})" if params else f"EXECUTE {name}"
 
 
 async def run_script(conn: AsyncConnection[Any], script: bytes) -> list[pq.abc.PGresult]:

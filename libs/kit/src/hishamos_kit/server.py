@@ -22,7 +22,15 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from hishamos_kit import api, logs, wire
-from hishamos_kit.auth import ApiKeys, Authenticator, JwksClient, KeySource, TokenVerifier, principal_var
+from hishamos_kit.auth import (
+    ApiKeys,
+    Authenticator,
+    JwksClient,
+    KeySource,
+    TokenVerifier,
+    is_operator,
+    principal_var,
+)
 from hishamos_kit.db import Database
 from hishamos_kit.errors import ApiError, PermissionDenied, Unavailable, internal_status
 from hishamos_kit.logs import request_id_var
@@ -60,9 +68,15 @@ class Chassis:
     metrics: RpcMetrics = field(default_factory=RpcMetrics)
 
     async def run(
-        self, method: str, permission: str, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext
+        self,
+        method: str,
+        permission: str,
+        operator: bool,
+        call: Callable[[], Awaitable[Any]],
+        context: grpc.aio.ServicerContext,
     ) -> Any:
-        """`permission` is what the method requires; empty for a public method."""
+        """`permission` is what the method requires, empty for a public method; `operator`: only
+        a platform operator may call it, whatever permissions a token claims."""
         metadata: Mapping[str, str] = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         request_id = metadata.get("x-request-id", "")
         if not REQUEST_ID.match(request_id):  # the caller's id is kept only when it is a sane one
@@ -77,7 +91,7 @@ class Chassis:
             if permission:
                 principal = await self.authenticator.authenticate(metadata)
                 # Checked before the handler runs, so a caller without it learns nothing of existence.
-                if permission not in principal.permissions:
+                if permission not in principal.permissions or (operator and not is_operator(principal)):
                     raise PermissionDenied(
                         f"this call needs the permission {permission}", "PERMISSION_DENIED", {"permission": permission}
                     )
@@ -112,7 +126,8 @@ class Chassis:
         await _abort(context, status, request_id)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        run = functools.partial(self.run, method, api.authorization(method).permission)
+        declared = api.authorization(method)
+        run = functools.partial(self.run, method, declared.permission, declared.operator)
         if handler.unary_unary:
             unary = handler.unary_unary
 

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
-from sqlalchemy import case, func, literal_column, or_, select, update
+from sqlalchemy import func, literal_column, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import auth_pb2 as pb
-from hishamos_identity import audit, organizations, totp, users
+from hishamos_identity import audit, grants, organizations, signin, totp, users
 from hishamos_identity.models import IdempotencyKey, Organization, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_identity.tokens import TokenIssuer
 from hishamos_kit import resources, validate
 from hishamos_kit.crypto import Sealer
-from hishamos_kit.db import TENANT_SETTING, Database, set_local, violated_constraint
+from hishamos_kit.db import Database, violated_constraint
 from hishamos_kit.errors import AlreadyExists, PermissionDenied, Unauthenticated, Violations
 
-SLUG_SETTING = "app.organization_slug"
 # Sign-up ids derive from the request id, so a retried sign-up lands in the same organization.
 SIGNUP_NAMESPACE = uuid.UUID("0b8f5f1e-3c57-4d0b-9a34-5a3b1c1f7e21")
 UNIQUE_FIELDS = {
@@ -28,7 +26,7 @@ UNIQUE_FIELDS = {
     "uq_users_organization_id_username": "username",
 }
 BAD_CREDENTIALS = "wrong organization, login or password"
-MAX_FAILURES = 5
+MAX_FAILURES = signin.MAX_FAILURES
 
 
 def _check_signup(request: pb.SignUpRequest) -> Violations:
@@ -118,7 +116,8 @@ class Accounts:
         v.check(bool(request.login), "login", "is required (email or username)")
         v.check(bool(request.password), "password", "is required")
         v.raise_if_any()
-        org, user, attempt = await self._find(request.organization_slug, request.login.strip())
+        found = await signin.find(self.db, request.organization_slug, request.login.strip())
+        org, user, attempt = found.organization, found.user, found.attempt
         # The hash is checked outside any transaction (it takes tens of milliseconds by design), and
         # checked even when there is no user or no attempt left, so every failure takes as long.
         verified = await self.passwords.verify(user.password_hash if user and attempt else None, request.password)
@@ -133,23 +132,13 @@ class Accounts:
             raise PermissionDenied("this user is deactivated; ask an admin", "USER_DEACTIVATED")
         if user.totp_enabled:
             await self._second_factor(user, attempt, request.totp_code)
-        values: dict[str, object] = {
-            "last_login_at": func.now(),
-            "failed_logins": 0,
-            "lockouts": 0,
-            "locked_until": None,
-        }
+        rehash = None
         if self.passwords.needs_rehash(user.password_hash):
-            values["password_hash"] = await self.passwords.hash(request.password)
-        async with self.db.tenant(org.id) as session:
-            # A Core UPDATE: signing in is not an edit, so it leaves the user's etag alone.
-            await session.execute(
-                update(User).where(User.id == user.id).values(**values).execution_options(synchronize_session=False)
-            )
-            user.last_login_at = datetime.now(UTC)
-            audit.record(session, org.id, "login.succeeded", users.user_name(user), users.user_name(user))
-            tokens = await self.issuer.pair(session, user)
-        return pb.LoginResponse(user=users.to_message(user), tokens=tokens)
+            rehash = await self.passwords.hash(request.password)
+        refresh, row = self.issuer.new_refresh_token(user)
+        access = await self.issuer.access_token(user, grants.combined(user.roles, [found.custom_permissions]))
+        user.last_login_at = await signin.succeeded(self.db, user, rehash, row)
+        return pb.LoginResponse(user=users.to_message(user), tokens=self.issuer.token_pair(access, refresh))
 
     async def _second_factor(self, user: User, attempt: int | None, code: str) -> None:
         """The password was right; now the TOTP or recovery code, which counts against the same attempts."""
@@ -175,34 +164,3 @@ class Accounts:
                     update(User).where(User.id == user.id).values(locked_until=until, lockouts=User.lockouts + 1)
                 )
                 audit.record(session, user.organization_id, "user.locked", target=name)
-
-    async def _find(self, slug: str, login: str) -> tuple[Organization | None, User | None, int | None]:
-        """The organization, the user, and one of the user's MAX_FAILURES attempts, taken before the
-        password is checked and committed at once, so parallel guesses cannot check more passwords
-        than the limit. No attempt (None): the account is locked."""
-        async with self.db.unscoped() as session:
-            # Row-level security shows the organization whose slug was typed, and nothing else.
-            await set_local(session, SLUG_SETTING, slug)
-            org = await session.scalar(select(Organization).where(Organization.slug == slug))
-            if org is None or org.is_deleted:
-                return None, None, None
-            await set_local(session, TENANT_SETTING, str(org.id))
-            user = await session.scalar(
-                select(User).where(
-                    User.organization_id == org.id,
-                    User.is_deleted.is_(False),
-                    or_(User.email == login.lower(), User.username == login),
-                )
-            )
-            if user is None:
-                return org, None, None
-            lock_over = User.locked_until <= func.now()
-            attempt = await session.scalar(
-                update(User)
-                .where(User.id == user.id, or_(User.failed_logins < MAX_FAILURES, lock_over))
-                .where(or_(User.locked_until.is_(None), lock_over))
-                .values(failed_logins=case((lock_over, 1), else_=User.failed_logins + 1), locked_until=None)
-                .returning(User.failed_logins)
-                .execution_options(synchronize_session=False)
-            )
-            return org, user, attempt

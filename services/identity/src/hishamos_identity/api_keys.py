@@ -147,10 +147,11 @@ class ApiKeys:
                 and not owner.is_deleted
                 and owner.state == "active"
                 and org is not None
-                and org.state == "active"
             )
-            if not usable or key is None or owner is None:
+            if not usable or key is None or owner is None or org is None:
                 raise Unauthenticated("the API key is not valid", "API_KEY_INVALID")
+            if org.state != "active":  # the key is genuine, so its holder may learn why it fails
+                raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
             held = set(await permissions_of(session, owner.roles))
             if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
                 key.last_used_at = now

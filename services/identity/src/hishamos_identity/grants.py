@@ -49,24 +49,33 @@ PREDEFINED: dict[str, tuple[str, str, Callable[[str], bool]]] = {
 
 @cache
 def predefined_permissions(role_id: str) -> list[str]:
+    """The role's rule over the catalog, never reaching the operator permissions (admin included)."""
     allowed = PREDEFINED[role_id][2]
-    return [p for p in api.permissions() if allowed(p)]
+    return [p for p in tenant_permissions() if allowed(p)]
+
+
+@cache
+def tenant_permissions() -> list[str]:
+    """The catalog less the operator permissions: all that a tenant's role may hold."""
+    return [p for p in api.permissions() if p not in api.operator_permissions()]
 
 
 async def permissions_of(session: AsyncSession, roles: Iterable[str]) -> list[str]:
     """What holding `roles` allows: predefined ones from the catalog, custom ones from the table."""
+    custom = [r for r in roles if r not in PREDEFINED]
+    rows = await session.scalars(select(Role.permissions).where(Role.role_id.in_(custom))) if custom else ()
+    return combined(roles, rows)
+
+
+def combined(roles: Iterable[str], custom: Iterable[Iterable[str]]) -> list[str]:
+    """The permissions of the predefined roles among `roles` and of the custom roles' lists `custom`."""
     granted: set[str] = set()
-    custom = []
     for role in roles:
         if role in PREDEFINED:
             granted.update(predefined_permissions(role))
-        else:
-            custom.append(role)
-    if custom:
-        rows = await session.scalars(select(Role.permissions).where(Role.role_id.in_(custom)))
-        for permissions in rows:
-            granted.update(permissions)
-    return sorted(granted)
+    for permissions in custom:
+        granted.update(permissions)
+    return sorted(granted - api.operator_permissions())  # even if a row were written by hand
 
 
 async def unknown_roles(session: AsyncSession, roles: Iterable[str]) -> list[str]:

@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import auth_pb2 as pb
 from hishamos_identity import audit, users
-from hishamos_identity.accounts import SLUG_SETTING
 from hishamos_identity.mail import Mailer
 from hishamos_identity.models import EmailToken, Organization, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_identity.settings import IdentitySettings
+from hishamos_identity.signin import SLUG_SETTING
 from hishamos_kit import resources
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import TENANT_SETTING, Database, set_local

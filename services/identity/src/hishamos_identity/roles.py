@@ -74,6 +74,8 @@ def _apply(role: Role, message: pb.Role, paths: Iterable[str], v: Violations) ->
             for i, permission in enumerate(message.permissions):
                 if permission not in catalog:
                     v.add(f"{field}[{i}]", f"`{permission}` is not a permission; see RoleService.ListPermissions")
+                elif permission in api.operator_permissions():
+                    v.add(f"{field}[{i}]", f"`{permission}` belongs to platform operators; no role can hold it")
             role.permissions = sorted(set(message.permissions))
 
 

@@ -27,6 +27,7 @@ from hishamos_identity.accounts import Accounts
 from hishamos_identity.api_keys import ApiKeys
 from hishamos_identity.keys import KeyStore
 from hishamos_identity.mail import Mailer
+from hishamos_identity.operators import OperatorTokens
 from hishamos_identity.passwords import Passwords
 from hishamos_identity.recovery import Recovery
 from hishamos_identity.roles import Roles
@@ -42,21 +43,36 @@ from hishamos_kit.db import Database
 from hishamos_kit.server import Service
 
 
+def _metadata(context: Context) -> dict[str, str]:
+    return {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+
+
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
     def __init__(
-        self, accounts: Accounts, issuer: TokenIssuer, keys: KeyStore, recovery: Recovery, services: ServiceTokens
+        self,
+        accounts: Accounts,
+        issuer: TokenIssuer,
+        keys: KeyStore,
+        recovery: Recovery,
+        services: ServiceTokens,
+        operators: OperatorTokens,
     ) -> None:
         self.accounts = accounts
         self.issuer = issuer
         self.keys = keys
         self.recovery = recovery
         self.services = services
+        self.operators = operators
 
     async def IssueServiceToken(
         self, request: auth_pb2.IssueServiceTokenRequest, context: Context
     ) -> auth_pb2.IssueServiceTokenResponse:
-        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        return await self.services.issue(request, metadata)
+        return await self.services.issue(request, _metadata(context))
+
+    async def IssueOperatorToken(
+        self, request: auth_pb2.IssueOperatorTokenRequest, context: Context
+    ) -> auth_pb2.IssueOperatorTokenResponse:
+        return await self.operators.issue(_metadata(context))
 
     async def RequestPasswordReset(
         self, request: auth_pb2.RequestPasswordResetRequest, context: Context
@@ -116,6 +132,28 @@ class OrganizationService(organization_pb2_grpc.OrganizationServiceServicer):
     ) -> organization_pb2.UpdateOrganizationResponse:
         org = await organizations.update(self.db, current_principal(), request.organization, request.update_mask)
         return organization_pb2.UpdateOrganizationResponse(organization=org)
+
+    async def SuspendOrganization(
+        self, request: organization_pb2.SuspendOrganizationRequest, context: Context
+    ) -> organization_pb2.SuspendOrganizationResponse:
+        org = await organizations.set_state(
+            self.db, current_principal(), request.name, request.reason, request.etag, "suspended"
+        )
+        return organization_pb2.SuspendOrganizationResponse(organization=org)
+
+    async def ReactivateOrganization(
+        self, request: organization_pb2.ReactivateOrganizationRequest, context: Context
+    ) -> organization_pb2.ReactivateOrganizationResponse:
+        org = await organizations.set_state(
+            self.db, current_principal(), request.name, request.reason, request.etag, "active"
+        )
+        return organization_pb2.ReactivateOrganizationResponse(organization=org)
+
+    async def SetOrganizationQuotas(
+        self, request: organization_pb2.SetOrganizationQuotasRequest, context: Context
+    ) -> organization_pb2.SetOrganizationQuotasResponse:
+        org = await organizations.set_quotas(self.db, current_principal(), request)
+        return organization_pb2.SetOrganizationQuotasResponse(organization=org)
 
 
 class UserService(user_pb2_grpc.UserServiceServicer):
@@ -295,7 +333,7 @@ class Identity:
         assert self.key_store is not None
         await self.key_store.ensure_active()
         s = self.settings
-        passwords = Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
+        passwords = Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism, s.argon2_threads)
         issuer = TokenIssuer(db, self.key_store, s)
         recovery = Recovery(db, passwords, Mailer(s), s)
         v1 = "hishamos.identity.v1"
@@ -308,6 +346,7 @@ class Identity:
                     self.key_store,
                     recovery,
                     ServiceTokens(db, self.key_store, s),
+                    OperatorTokens(self.key_store, s),
                 ),
                 auth_pb2_grpc.add_AuthServiceServicer_to_server,
             ),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import time
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -21,7 +23,7 @@ from hishamos_identity.models import Organization, RefreshToken, User
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.users import user_name
 from hishamos_kit.db import Database
-from hishamos_kit.errors import Unauthenticated
+from hishamos_kit.errors import PermissionDenied, Unauthenticated
 
 # hosr_<organization id, 32 hex><secret>: the organization tells which tenant's table to look in.
 REFRESH = re.compile(r"^hosr_(?P<org>[0-9a-f]{32})(?P<secret>[A-Za-z0-9_-]{43})$")
@@ -33,46 +35,86 @@ def hash_refresh_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+async def sign(
+    keys: KeyStore,
+    settings: IdentitySettings,
+    subject: str,
+    organization_id: uuid.UUID,
+    permissions: Iterable[str],
+    lifetime: int,
+    roles: Iterable[str] = (),
+) -> str:
+    """An access token: an EdDSA JWT, signed by the active key, that every service verifies alike."""
+    kid, private_key = await keys.signing_key()
+    now = int(time.time())
+    claims = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": subject,
+        "org": str(organization_id),
+        "roles": list(roles),
+        "perms": list(permissions),
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, private_key, algorithm="EdDSA", headers={"kid": kid})
+
+
+def credential_holder(metadata: Mapping[str, str], header: str, configured: Mapping[str, str], reason: str) -> str:
+    """Who sent `<header>: <name>:<secret>`, when that secret is the one configured for `name`
+    (compared in constant time); UNAUTHENTICATED otherwise."""
+    name, _, secret = metadata.get(header, "").partition(":")
+    expected = configured.get(name, "")
+    if not expected or not hmac.compare_digest(expected.encode(), secret.encode()):
+        raise Unauthenticated(f"send a valid `{header}: <name>:<secret>`", reason)
+    return name
+
+
 class TokenIssuer:
     def __init__(self, db: Database, keys: KeyStore, settings: IdentitySettings) -> None:
         self._db = db
         self._keys = keys
         self._settings = settings
 
-    async def access_token(self, session: AsyncSession, user: User) -> str:
-        kid, private_key = await self._keys.signing_key()
-        now = int(time.time())
-        claims = {
-            "iss": self._settings.jwt_issuer,
-            "aud": self._settings.jwt_audience,
-            "sub": user_name(user),
-            "org": str(user.organization_id),
-            "roles": list(user.roles),
-            "perms": await permissions_of(session, user.roles),
-            "iat": now,
-            "exp": now + self._settings.access_token_seconds,
-            "jti": uuid.uuid4().hex,
-        }
-        return jwt.encode(claims, private_key, algorithm="EdDSA", headers={"kid": kid})
+    async def access_token(self, user: User, permissions: Sequence[str]) -> str:
+        return await sign(
+            self._keys,
+            self._settings,
+            user_name(user),
+            user.organization_id,
+            permissions,
+            self._settings.access_token_seconds,
+            roles=user.roles,
+        )
+
+    def new_refresh_token(self, user: User, family_id: uuid.UUID | None = None) -> tuple[str, RefreshToken]:
+        """A new refresh token and the row that records it (only its hash), not yet written."""
+        refresh = f"hosr_{user.organization_id.hex}{secrets.token_urlsafe(32)}"
+        row = RefreshToken(
+            id=uuid.uuid4(),
+            organization_id=user.organization_id,
+            user_id=user.id,
+            family_id=family_id or uuid.uuid4(),
+            token_hash=hash_refresh_token(refresh),
+            expires_at=datetime.now(UTC) + timedelta(days=self._settings.refresh_token_days),
+        )
+        return refresh, row
+
+    def token_pair(self, access_token: str, refresh_token: str) -> pb.TokenPair:
+        return pb.TokenPair(
+            access_token=access_token,
+            token_type="Bearer",
+            expires_in=self._settings.access_token_seconds,
+            refresh_token=refresh_token,
+        )
 
     async def pair(self, session: AsyncSession, user: User, family_id: uuid.UUID | None = None) -> pb.TokenPair:
         """A new access token and a new refresh token (recorded in `session`'s transaction)."""
-        refresh = f"hosr_{user.organization_id.hex}{secrets.token_urlsafe(32)}"
-        session.add(
-            RefreshToken(
-                organization_id=user.organization_id,
-                user_id=user.id,
-                family_id=family_id or uuid.uuid4(),
-                token_hash=hash_refresh_token(refresh),
-                expires_at=datetime.now(UTC) + timedelta(days=self._settings.refresh_token_days),
-            )
-        )
-        return pb.TokenPair(
-            access_token=await self.access_token(session, user),
-            token_type="Bearer",
-            expires_in=self._settings.access_token_seconds,
-            refresh_token=refresh,
-        )
+        refresh, row = self.new_refresh_token(user, family_id)
+        session.add(row)
+        access = await self.access_token(user, await permissions_of(session, user.roles))
+        return self.token_pair(access, refresh)
 
     async def refresh(self, token: str) -> pb.TokenPair:
         """Rotate: the presented token is spent; a spent token presented again ends its family."""
@@ -93,8 +135,10 @@ class TokenIssuer:
                 user = await session.get(User, record.user_id)
                 org = await session.get(Organization, organization_id)
                 usable = user is not None and not user.is_deleted and user.state == "active"
-                if not usable or org is None or org.state != "active":
+                if not usable or org is None:
                     raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
+                if org.state != "active":  # raised inside the transaction: the token is not spent
+                    raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
                 assert user is not None
                 tokens = await self.pair(session, user, record.family_id)
         if reuse:  # raised after commit, so the family stays revoked

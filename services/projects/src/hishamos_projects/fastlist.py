@@ -95,7 +95,8 @@ async def list_children(
             script = (
                 f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = %(tenant)s; {page.execute}; {check.execute}; COMMIT"
             )
-            *_, found, live, _ = await run_script(conn, (prepare + cursor.mogrify(script, params)).encode())
+            prefix = "".join(f"{statement}; " for statement in prepare)
+            *_, found, live, _ = await run_script(conn, (prefix + cursor.mogrify(script, params)).encode())
             return found, live
 
         found, live = await read(shape.keys)
