@@ -25,8 +25,13 @@ class Mailbox:
     def __init__(self, port: int) -> None:
         self.port = port
         self.messages: list[EmailMessage] = []
+        self.refusing = False  # answer as a mail server that is having trouble does
+        self.refused = 0
 
     async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        if self.refusing:
+            self.refused += 1
+            return "451 4.3.0 try again later"
         self.messages.append(message_from_bytes(envelope.content, _class=EmailMessage, policy=default))  # type: ignore[arg-type]
         return "250 OK"
 

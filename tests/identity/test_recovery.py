@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -38,7 +39,8 @@ def test_password_reset_by_mail_works_once_and_ends_sessions(
     token = TOKEN.search(mail.get_content())
     assert token and mail["Subject"] == "Reset your HishamOS password"
     with superuser(stack, "identity") as conn:
-        assert token[0] not in str(conn.execute("select * from email_tokens").fetchall())
+        for table in ("email_tokens", "jobs"):  # the queued mail is sealed, too
+            assert token[0] not in str(conn.execute(f"select * from {table}").fetchall())
     weak = auth_pb2.ResetPasswordRequest(token=token[0], new_password="short")
     assert "new_password" in failure(lambda: auth(channels).ResetPassword(weak, timeout=30)).violations
     reset = auth_pb2.ResetPasswordRequest(token=token[0], new_password="fresh-password-42")
@@ -69,3 +71,29 @@ def test_email_verification_and_a_changed_address_needs_it_again(
         pb.UpdateUserRequest(user=moved, update_mask=FieldMask(paths=["email"])), metadata=tenant.metadata, timeout=10
     ).user
     assert not changed.email_verified
+
+
+def test_mail_waits_out_a_mail_server_that_refuses_and_arrives_once(
+    stack: Stack, channels: Channels, mailbox: Mailbox, tenant: Tenant
+) -> None:
+    member = add_user(channels, tenant)
+    email = f"{member.username}@{tenant.slug}.test"
+    mailbox.refusing, refused = True, mailbox.refused
+    try:
+        request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
+        auth(channels).RequestPasswordReset(request, timeout=10)  # answered at once, whatever the mail server does
+        deadline = time.monotonic() + 10
+        while mailbox.refused == refused and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mailbox.refused > refused, "identity tried to send"
+    finally:
+        mailbox.refusing = False
+    mail = mailbox.wait_for(email, timeout=20)  # the queue retries after a backoff
+    assert TOKEN.search(mail.get_content()) and mail["Message-ID"]
+    time.sleep(1)
+    assert all(m["To"] != email for m in mailbox.messages), "delivered once"
+    with superuser(stack, "identity") as conn:
+        (attempts, finished) = conn.execute(
+            "select attempts, finished_at is not null from jobs where payload->>'to' = %s", (email,)
+        ).fetchone()
+    assert attempts >= 2 and finished

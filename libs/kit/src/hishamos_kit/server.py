@@ -9,7 +9,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,15 @@ class Service:
     full_name: str
     servicer: Any
     register: Register
+
+
+@dataclass
+class Background:
+    """Work a process does beside serving (a job worker): started with the server, told to stop by
+    the event when the server drains, and awaited before the process ends."""
+
+    name: str
+    run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -198,12 +207,14 @@ class ChassisRegistrar:
 async def serve(
     name: str,
     settings: ServiceSettings,
-    services: Iterable[Service],
+    parts: Iterable[Service | Background],
     authenticator: Authenticator,
     on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING first, then finish calls within the grace."""
-    services = list(services)
+    parts = list(parts)
+    services = [p for p in parts if isinstance(p, Service)]
+    background = [p for p in parts if isinstance(p, Background)]
     chassis = Chassis(
         domain=f"{name}.hishamos.dev",
         authenticator=authenticator,
@@ -237,16 +248,18 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    working = [asyncio.create_task(b.run(stop), name=b.name) for b in background]
     await stop.wait()
     log.info("draining", extra={"grace_seconds": settings.grace_seconds})
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
+    await asyncio.gather(*working)
     if on_stop is not None:
         await on_stop()
     log.info("stopped")
 
 
-ServicesFactory = Callable[[Database], Awaitable[list[Service]]]
+ServicesFactory = Callable[[Database], Awaitable[Sequence[Service | Background]]]
 
 
 async def run(

@@ -1,59 +1,74 @@
-"""Outgoing mail: SMTP when a server is configured, otherwise .eml files in an outbox directory."""
+"""Outgoing mail: SMTP when a server is configured, otherwise .eml files in an outbox directory.
+
+A message is a job (hishamos_kit.jobs) written in the transaction that issues what it carries, so
+a reset token and the mail that delivers it exist together or not at all, and a mail server that
+is down only delays it. Its body is sealed in the queue: it may hold a token, and no token is
+stored in plaintext.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import base64
 import logging
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from hishamos_identity.models import Job
 from hishamos_identity.settings import IdentitySettings
-from hishamos_kit.errors import Unavailable
+from hishamos_kit import jobs
+from hishamos_kit.crypto import Sealer
 
 log = logging.getLogger("hishamos.mail")
 
+KIND = "mail"
+
+
+class MailUnconfigured(RuntimeError):
+    pass
+
 
 class Mailer:
-    def __init__(self, settings: IdentitySettings) -> None:
+    def __init__(self, settings: IdentitySettings, sealer: Sealer) -> None:
         self._settings = settings
-        self._pending: set[asyncio.Task[None]] = set()
+        self._sealer = sealer
 
-    async def send(self, to: str, subject: str, body: str) -> None:
-        message = EmailMessage()
-        message["From"] = self._settings.mail_from
-        message["To"] = to
-        message["Subject"] = subject
-        message.set_content(body)
+    async def enqueue(self, session: AsyncSession, to: str, subject: str, body: str) -> None:
+        """Send once the caller's transaction commits; the caller never waits for the mail server."""
+        sealed = self._sealer.seal(body.encode(), _context(to, subject))
+        payload = {"to": to, "subject": subject, "body": base64.b64encode(sealed).decode()}
+        await jobs.enqueue(session, Job, KIND, payload)
+
+    async def deliver(self, job_id: uuid.UUID, payload: dict[str, Any]) -> None:
+        """The job handler. A failure raises, and the queue retries later."""
         s = self._settings
+        message = EmailMessage()
+        message["From"] = s.mail_from
+        message["To"] = payload["to"]
+        message["Subject"] = payload["subject"]
+        message["Message-ID"] = f"<{job_id}@hishamos>"  # the same on a repeat, so a receiver can tell
+        body = self._sealer.open(base64.b64decode(payload["body"]), _context(payload["to"], payload["subject"]))
+        message.set_content(body.decode())
         if s.smtp_host:
-            try:
-                await aiosmtplib.send(message, hostname=s.smtp_host, port=s.smtp_port, timeout=10)
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                log.warning("mail not sent", extra={"fields": {"error_type": type(exc).__name__}})
-                raise Unavailable("mail could not be sent; try again later", "MAIL_UNAVAILABLE") from None
+            await aiosmtplib.send(message, hostname=s.smtp_host, port=s.smtp_port, timeout=10)
         elif s.mail_outbox_dir:
-            await asyncio.to_thread(_write, Path(s.mail_outbox_dir), bytes(message))
+            await asyncio.to_thread(_write, Path(s.mail_outbox_dir) / f"{job_id}.eml", bytes(message))
         else:
-            raise Unavailable(
-                "no mail transport: set HISHAMOS_IDENTITY_SMTP_HOST or _MAIL_OUTBOX_DIR", "MAIL_UNCONFIGURED"
-            )
+            raise MailUnconfigured("no mail transport: set HISHAMOS_IDENTITY_SMTP_HOST or _MAIL_OUTBOX_DIR")
 
-    def send_later(self, to: str, subject: str, body: str) -> None:
-        """Send without making the caller wait, so the answer's timing tells nothing."""
-
-        async def deliver() -> None:
-            with contextlib.suppress(Unavailable):  # logged by send; the requester may ask again
-                await self.send(to, subject, body)
-
-        task = asyncio.get_running_loop().create_task(deliver())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    def worker(self, db: Any) -> jobs.Worker:
+        return jobs.Worker(db, Job, {KIND: self.deliver})
 
 
-def _write(outbox: Path, message: bytes) -> None:
-    outbox.mkdir(parents=True, exist_ok=True)
-    (outbox / f"{uuid.uuid4()}.eml").write_bytes(message)
+def _context(to: str, subject: str) -> str:
+    return f"mail\0{to}\0{subject}"
+
+
+def _write(path: Path, message: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(message)

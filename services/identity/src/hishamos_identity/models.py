@@ -11,11 +11,16 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from hishamos_kit.db import Resource, TenantResource, Timestamps, new_metadata
+from hishamos_kit.jobs import JobColumns
 from hishamos_kit.resources import IdempotencyKeyColumns
 
 
 class Base(DeclarativeBase):
     metadata = new_metadata()
+
+
+class Job(JobColumns, Base):
+    pass
 
 
 class IdempotencyKey(IdempotencyKeyColumns, Base):

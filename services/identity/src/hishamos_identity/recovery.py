@@ -71,13 +71,13 @@ class Recovery:
                 return
             token = _issue(session, user, RESET)
             audit.record(session, org.id, "password.reset_requested", target=users.user_name(user))
-        body = (
-            f"Someone asked to reset your HishamOS password for {org.display_name}.\n\n"
-            f"Reset token (valid for an hour, once): {token}\n"
-            f"Use it with AuthService/ResetPassword, or open {self.url}/reset-password?token={token}\n\n"
-            "If it was not you, ignore this message; your password stays as it is.\n"
-        )
-        self.mailer.send_later(user.email, "Reset your HishamOS password", body)
+            body = (
+                f"Someone asked to reset your HishamOS password for {org.display_name}.\n\n"
+                f"Reset token (valid for an hour, once): {token}\n"
+                f"Use it with AuthService/ResetPassword, or open {self.url}/reset-password?token={token}\n\n"
+                "If it was not you, ignore this message; your password stays as it is.\n"
+            )
+            await self.mailer.enqueue(session, user.email, "Reset your HishamOS password", body)
 
     async def _consume(self, token: str, purpose: str, field: str = "token") -> tuple[uuid.UUID, uuid.UUID]:
         match = TOKEN.match(token)
@@ -121,13 +121,12 @@ class Recovery:
         async with self.db.tenant(principal.organization_id) as session:
             user = await users.live_user(session, user_id, name)
             token = _issue(session, user, VERIFY)
-            email = user.email
-        body = (
-            "Confirm that this address is yours for HishamOS.\n\n"
-            f"Verification token (valid for a day, once): {token}\n"
-            f"Use it with AuthService/VerifyEmail, or open {self.url}/verify-email?token={token}\n"
-        )
-        await self.mailer.send(email, "Verify your email address", body)
+            body = (
+                "Confirm that this address is yours for HishamOS.\n\n"
+                f"Verification token (valid for a day, once): {token}\n"
+                f"Use it with AuthService/VerifyEmail, or open {self.url}/verify-email?token={token}\n"
+            )
+            await self.mailer.enqueue(session, user.email, "Verify your email address", body)
 
     async def verify(self, request: pb.VerifyEmailRequest) -> users.UserMessage:
         organization_id, user_id = await self._consume(request.token, VERIFY)

@@ -40,7 +40,7 @@ from hishamos_kit import api
 from hishamos_kit.auth import current_principal
 from hishamos_kit.crypto import Sealer, load_key
 from hishamos_kit.db import Database
-from hishamos_kit.server import Service
+from hishamos_kit.server import Background, Service
 
 
 def _metadata(context: Context) -> dict[str, str]:
@@ -329,13 +329,14 @@ class Identity:
         self.key_store = KeyStore(db, self.sealer, s.access_token_seconds + 60, s.keys_refresh_seconds)
         return self.key_store
 
-    async def build(self, db: Database) -> list[Service]:
+    async def build(self, db: Database) -> list[Service | Background]:
         assert self.key_store is not None
         await self.key_store.ensure_active()
         s = self.settings
         passwords = Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism, s.argon2_threads)
         issuer = TokenIssuer(db, self.key_store, s)
-        recovery = Recovery(db, passwords, Mailer(s), s)
+        mailer = Mailer(s, self.sealer)
+        recovery = Recovery(db, passwords, mailer, s)
         v1 = "hishamos.identity.v1"
         return [
             Service(
@@ -370,4 +371,5 @@ class Identity:
             Service(
                 f"{v1}.ApiKeyService", ApiKeyService(ApiKeys(db)), api_key_pb2_grpc.add_ApiKeyServiceServicer_to_server
             ),
+            Background("mail", mailer.worker(db).run),
         ]

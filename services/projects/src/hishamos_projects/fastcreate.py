@@ -1,13 +1,13 @@
-"""Create one resource in a project in two round trips on a plain connection, as fastlist reads a page.
+"""Create one resource in a project in one round trip on a plain connection, as fastlist reads a page.
 
 Through the ORM a create cost six statements (BEGIN, tenant setting, project lock, checks, INSERT,
-COMMIT), each with the ORM's per-statement CPU: several times the database's own work. Here the
-first script opens the transaction, sets the tenant, locks the live project FOR KEY SHARE (as
-`children.live_project` does) and asks every check at once: the ancestors, the guards of referenced
-rows and the project columns the rules read. The second inserts and commits. With a request_id the
-first script also claims the key, and the response is stored before COMMIT (AIP-155, as
-`hishamos_kit.resources.once`). Values reach SQL only through psycopg's quoting.
-"""
+COMMIT), each with the ORM's per-statement CPU: several times the database's own work. Here one
+statement locks the live project FOR KEY SHARE (as `children.live_project` does), evaluates every
+check (the ancestors, the guards of referenced rows) and inserts only when all of them hold; it
+travels with BEGIN, the tenant setting and COMMIT. When nothing is inserted, the same answer says
+why (NOT_FOUND, the violations, or a project changed since its columns were checked). With a
+request_id the statement also claims the key, and the response is stored before COMMIT (AIP-155,
+as `hishamos_kit.resources.once`). Values reach SQL only through psycopg's quoting."""
 
 from __future__ import annotations
 

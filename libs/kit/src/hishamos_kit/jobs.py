@@ -1,0 +1,154 @@
+"""Durable background jobs in the service's own database (DESIGN §7).
+
+A job is a row written in the transaction of the request that needs it, so it exists exactly when
+that request's other changes do: a crash before COMMIT loses both, a crash after loses neither. A
+worker in every process of the service claims due jobs with FOR UPDATE SKIP LOCKED (so any number
+of processes share the queue) and leases each for `LEASE`: a process that dies mid-job leaves it
+due again when the lease ends. A failed job is retried with exponential backoff, at most
+`MOST_ATTEMPTS` times, then kept as failed with its last error. Delivery is at least once: a
+handler must tolerate a repeat (e.g. mail carries the job id as its Message-ID, so a receiver can
+tell a repeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy import DateTime, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from hishamos_kit.db import Database, Timestamps
+
+log = logging.getLogger("hishamos.jobs")
+
+LEASE_SECONDS = 300
+MOST_ATTEMPTS = 8
+Handler = Callable[[uuid.UUID, dict[str, Any]], Awaitable[None]]
+
+
+class JobColumns(Timestamps):
+    """The queue. Each service maps it to its own `jobs` table; it holds no organization column, since
+    a worker serves every organization (a payload names the one it concerns)."""
+
+    __tablename__ = "jobs"
+
+    kind: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(200))  # the same (kind, key) enqueued twice is one job
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=sa.func.now())
+    attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:  # noqa: N805 - declared_attr receives the class
+        return (
+            UniqueConstraint("kind", "key"),
+            Index("ix_jobs_due", "run_at", postgresql_where=text("finished_at IS NULL")),
+        )
+
+
+def create_jobs_table() -> None:
+    """The migration of JobColumns; the app role may read, add and update jobs, never delete them."""
+    from hishamos_kit import migrations
+
+    op.create_table(
+        "jobs",
+        sa.Column("kind", sa.String(length=100), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("payload", JSONB(), nullable=False),
+        sa.Column("run_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_error", sa.Text(), server_default="", nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("failed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        *migrations.base_columns(),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
+        sa.UniqueConstraint("kind", "key", name=op.f("uq_jobs_kind_key")),
+    )
+    op.create_index("ix_jobs_due", "jobs", ["run_at"], postgresql_where=sa.text("finished_at IS NULL"))
+    migrations.grant("jobs", "SELECT, INSERT, UPDATE")
+
+
+async def enqueue(
+    session: AsyncSession, model: type[JobColumns], kind: str, payload: Mapping[str, Any], key: str = ""
+) -> None:
+    """Add a job in the caller's transaction; with a `key`, once per (kind, key)."""
+    await session.execute(
+        insert(model)
+        .values(id=uuid.uuid4(), kind=kind, key=key or str(uuid.uuid4()), payload=dict(payload))
+        .on_conflict_do_nothing(index_elements=["kind", "key"])
+    )
+
+
+def backoff(attempts: int) -> int:
+    """Seconds before attempt `attempts + 1`: 2, 4, 8 … at most an hour."""
+    return int(min(2**attempts, 3600))
+
+
+class Worker:
+    """Runs due jobs of the kinds in `handlers`, one at a time, until `stop` is set."""
+
+    def __init__(
+        self, db: Database, model: type[JobColumns], handlers: Mapping[str, Handler], poll_seconds: float = 0.5
+    ) -> None:
+        self.db, self.handlers, self.poll_seconds = db, dict(handlers), poll_seconds
+        table = model.__tablename__
+        self._claim = text(
+            f"UPDATE {table} SET attempts = attempts + 1, run_at = now() + make_interval(secs => :lease) "
+            f"WHERE id = (SELECT id FROM {table} WHERE finished_at IS NULL AND run_at <= now() AND kind = ANY(:kinds) "
+            "ORDER BY run_at FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id, kind, payload, attempts"
+        )
+        self._done = text(f"UPDATE {table} SET finished_at = now(), last_error = '' WHERE id = :id")
+        self._retry = text(
+            f"UPDATE {table} SET run_at = now() + make_interval(secs => :delay), last_error = :error, "
+            "finished_at = CASE WHEN :give_up THEN now() END, failed = :give_up WHERE id = :id"
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                worked = await self.run_one()
+            except Exception:
+                log.warning("job queue unavailable; retrying", exc_info=True)
+                worked = False
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll_seconds)
+
+    async def run_one(self) -> bool:
+        """Claim and run one due job; False when none is due."""
+        async with self.db.unscoped() as session:
+            claimed = (
+                await session.execute(self._claim, {"lease": LEASE_SECONDS, "kinds": list(self.handlers)})
+            ).one_or_none()
+        if claimed is None:
+            return False
+        job_id, kind, payload, attempts = claimed
+        try:
+            await self.handlers[kind](job_id, payload)
+        except Exception as exc:  # noqa: BLE001 - any failure is retried later, and recorded
+            give_up = attempts >= MOST_ATTEMPTS
+            log.warning(
+                "job failed",
+                extra={"fields": {"job": str(job_id), "kind": kind, "attempts": attempts, "given_up": give_up}},
+            )
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            async with self.db.unscoped() as session:
+                params = {"id": job_id, "delay": backoff(attempts), "error": error, "give_up": give_up}
+                await session.execute(self._retry, params)
+            return True
+        async with self.db.unscoped() as session:
+            await session.execute(self._done, {"id": job_id})
+        return True
