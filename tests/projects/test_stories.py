@@ -398,3 +398,18 @@ def test_concurrent_retries_of_one_request_id_create_one_story(channels: Channel
         made = list(pool.map(lambda _: api(channels).CreateStory(request, metadata=team.metadata).story, range(8)))
     assert all(story == made[0] for story in made)
     assert [s.name for s in listed(channels, team, filter='title = "Exactly once"')] == [made[0].name]
+
+
+def test_a_retry_after_the_project_is_gone_still_gets_the_first_result(channels: Channels, team: Tenant) -> None:
+    request = story_pb2.CreateStoryRequest(
+        parent=team.organization, story=Story(title="Kept"), request_id=str(uuid.uuid4())
+    )
+    first = api(channels).CreateStory(request, metadata=team.metadata).story
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    delete = project_pb2.DeleteProjectRequest(name=team.organization, force=True)
+    projects.DeleteProject(delete, metadata=team.metadata)
+    assert api(channels).CreateStory(request, metadata=team.metadata).story == first
+    fresh = story_pb2.CreateStoryRequest(
+        parent=team.organization, story=Story(title="New"), request_id=str(uuid.uuid4())
+    )
+    assert failure(lambda: api(channels).CreateStory(fresh, metadata=team.metadata)).code == grpc.StatusCode.NOT_FOUND

@@ -121,6 +121,8 @@ class ChildMethods(StandardMethods[Child, Msg]):
     def __init__(self, db: Database, kind: ChildType[Child, Msg], keys: type[IdempotencyKeyColumns]) -> None:
         super().__init__(db, kind, keys)
         self.encoded = LruBytes(ENCODED_CACHE_BYTES)  # fastlist's encoded messages
+        if kind.fast_create and type(kind).before_write is not ChildType.before_write:
+            raise TypeError(f"{type(kind).__name__} writes in before_write, which fastcreate skips: set fast_create")
 
     def name(self, row: Child) -> str:
         return self.kind.path.format(row.organization_id, *(getattr(row, c) for c in self.kind.scope), row.id)

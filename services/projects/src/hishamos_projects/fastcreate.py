@@ -11,8 +11,9 @@ as `hishamos_kit.resources.once`). Values reach SQL only through psycopg's quoti
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from functools import cache
+from functools import cache, lru_cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from psycopg import AsyncClientCursor
 from psycopg.adapt import Transformer
 from psycopg.types.json import Jsonb
 from sqlalchemy import inspect
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
 from hishamos_kit.auth import Principal
@@ -31,11 +33,14 @@ from hishamos_projects.guards import Guard, facts_query, live
 from hishamos_projects.models import IdempotencyKey
 
 KEYS = IdempotencyKey.__tablename__
+DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 SEEN_PROJECTS = 10_000
 CLAIM = (
     f"INSERT INTO {KEYS} (id, organization_id, method, request_id) VALUES (%s, %s, %s, %s) "
     "ON CONFLICT (organization_id, method, request_id) DO NOTHING RETURNING id"
 )
+
+ONE_ROW = "(VALUES (1)) AS one(x) LEFT JOIN facts ON true"
 
 # project id → (version, values of the project columns) last read: the rules checked against them
 # hold while the project keeps that version, which the INSERT's condition confirms.
@@ -82,7 +87,12 @@ async def create(
                 project = SimpleNamespace(**dict(zip(kind.project_columns, seen[1], strict=True)))
                 kind.check_project(row, project, paths, checked)
                 ready = not checked.items
-            ctes, selected, source = [f"facts AS ({facts})"], ["facts.*"], "facts"
+            # One row whatever the facts: a replay is recognised even when the project is gone.
+            ctes, selected, source = (
+                [f"facts AS ({facts})"],
+                ["facts.*"],
+                "(VALUES (1)) AS one(x) LEFT JOIN facts ON true",
+            )
             params: list[Any] = list(facts_params)
             if request_id:
                 ctes.insert(0, f"claim AS ({CLAIM})")
@@ -96,25 +106,33 @@ async def create(
                 insert, values = _insert(kind.model, row, sources, " AND ".join(conditions) or "true")
                 ctes.append(f"made AS ({insert})")
                 selected.append("made.*")
-                source = "facts LEFT JOIN made ON true"
+                source += " LEFT JOIN made ON true"
                 params += values + ([seen[0]] if kind.project_columns else [])
             statement = f"WITH {', '.join(ctes)} SELECT {', '.join(selected)} FROM {source}"
-            script = f"BEGIN; SET LOCAL {TENANT_SETTING} = '{organization_id}'; {statement}"
-            script += "" if request_id else "; COMMIT"
+            name, sql, count = _prepared(statement)
+            script = [
+                *methods.db.scripts.prepare(conn, name, sql),
+                "BEGIN",
+                f"SET LOCAL {TENANT_SETTING} = '{organization_id}'",
+                # The lock first, on its own: the checks then read what was committed before it was
+                # granted (a sprint completed while this create waited is seen completed).
+                cursor.mogrify("SELECT 1 FROM projects WHERE id = %s AND NOT is_deleted FOR KEY SHARE", (project_id,)),
+                cursor.mogrify(f"EXECUTE {name}({', '.join(['%s'] * count)})", params),
+                *([] if request_id else ["COMMIT"]),
+            ]
             try:
-                results = await run_script(conn, cursor.mogrify(script, params).encode())
+                results = await run_script(conn, "; ".join(script).encode())
             except psycopg.errors.UniqueViolation as exc:
                 duplicate = methods.duplicate(exc.diag.constraint_name)
                 if duplicate is None:
                     raise
                 raise duplicate from None
-            found = results[2]
-            loader.set_pgresult(found)
-            answer = loader.load_row(0, tuple) if found.ntuples else None
-            claimed = bool(answer and answer[0]) if request_id else True
-            facts_row = (answer[1:] if request_id else answer) if answer else None
+            loader.set_pgresult(results[script.index("BEGIN") + 3])
+            answer = loader.load_row(0, tuple)
+            claimed = bool(answer[0]) if request_id else True
+            facts_row = answer[1:] if request_id else answer
             width = 1 + len(kind.project_columns) + len(checks)
-            made_row = facts_row[width:] if facts_row and len(facts_row) > width else None
+            made_row = facts_row[width:]
             if made_row and made_row[0] is not None:
                 made = kind.to_message(SimpleNamespace(**dict(zip(_attributes(kind.model), made_row, strict=True))))
                 if request_id:
@@ -123,9 +141,9 @@ async def create(
                 return made
             if request_id:
                 await run_script(conn, b"ROLLBACK")
-                if answer is not None and not claimed:
+                if not claimed:
                     return await _stored(conn, cursor, organization_id, method, request_id, kind.message)
-            if facts_row is None:
+            if facts_row[0] is None:  # no live project
                 raise NotFound(parent)
             version, *values = facts_row[:width]
             project_values, live_values = values[: len(kind.project_columns)], values[len(kind.project_columns) :]
@@ -158,9 +176,18 @@ async def _stored(
     return kind.FromString(bytes(response or b""))
 
 
+@lru_cache(maxsize=1000)
+def _prepared(statement: str) -> tuple[str, str, int]:
+    """A name for `statement`, its text with `$n` parameters, and how many: PostgreSQL plans a
+    statement with CTEs in more time than it runs, so each connection prepares it once."""
+    head, *rest = statement.split("%s")
+    sql = head + "".join(f"${i}{part}" for i, part in enumerate(rest, start=1))
+    return f"fastcreate_{hashlib.sha1(statement.encode()).hexdigest()[:20]}", sql, len(rest)
+
+
 @cache
-def _columns(model: Any) -> tuple[tuple[str, str, Any, bool], ...]:
-    """(attribute, column, scalar default or None, is JSONB) of every column of `model`."""
+def _columns(model: Any) -> tuple[tuple[str, str, Any, bool, str], ...]:
+    """(attribute, column, scalar default or None, is JSONB, SQL type) of every column of `model`."""
     return tuple(
         (
             attribute.key,
@@ -169,6 +196,7 @@ def _columns(model: Any) -> tuple[tuple[str, str, Any, bool], ...]:
             if attribute.columns[0].default is not None and attribute.columns[0].default.is_scalar
             else None,
             isinstance(attribute.columns[0].type, JSONB),
+            attribute.columns[0].type.compile(dialect=DIALECT),
         )
         for attribute in inspect(model).column_attrs
     )
@@ -178,20 +206,21 @@ def _insert(model: Any, row: Any, sources: str, condition: str) -> tuple[str, li
     """INSERT of what is set on `row` (scalar defaults for the rest; the server's where there are none)
     for each row of `sources` meeting `condition`, returning every column (see `_attributes`); and
     its values, which come before the condition's parameters."""
-    columns, values = [], []
-    for key, column, default, is_json in _columns(model):
+    columns, casts, values = [], [], []
+    for key, column, default, is_json, sql_type in _columns(model):
         value = row.__dict__.get(key, default)
         if key in row.__dict__ or default is not None:
             columns.append(f'"{column}"')
+            casts.append(f"CAST(%s AS {sql_type})")  # a prepared statement's parameters need their types
             values.append(Jsonb(value) if is_json and value is not None else value)
-    returning = ", ".join(f'"{column}"' for _, column, _, _ in _columns(model))
+    returning = ", ".join(f'"{column[1]}"' for column in _columns(model))
     table = inspect(model).local_table.name
     sql = (
-        f'INSERT INTO "{table}" ({", ".join(columns)}) SELECT {", ".join(["%s"] * len(values))} '
+        f'INSERT INTO "{table}" ({", ".join(columns)}) SELECT {", ".join(casts)} '
         f"FROM {sources} WHERE {condition} RETURNING {returning}"
     )
     return sql, values
 
 
 def _attributes(model: Any) -> list[str]:
-    return [key for key, _, _, _ in _columns(model)]
+    return [column[0] for column in _columns(model)]

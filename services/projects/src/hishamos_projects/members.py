@@ -65,12 +65,13 @@ class MemberType(ChildType[Member, pb.Member]):
                 row.role = ROLES.check(v, field, message.role or pb.Member.ROLE_CONTRIBUTOR)
 
     async def before_write(self, session: AsyncSession, row: Member, action: str) -> None:
-        """Keep the project's member_count: a row lock on the project orders concurrent changes."""
+        """Keep the project's member_count: a row lock on the project orders concurrent changes. The
+        project's etag and update_time stay: a derived figure is not an edit of the project."""
         if change := COUNT_CHANGE.get(action):
             with session.no_autoflush:  # the member's own row is flushed after, where a duplicate is ALREADY_EXISTS
                 await session.execute(
                     update(Project)
                     .where(Project.id == row.project_id)
-                    .values(member_count=Project.member_count + change)
+                    .values(member_count=Project.member_count + change, updated_at=Project.updated_at)
                     .execution_options(synchronize_session=False)
                 )
