@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import re
+from typing import Any
 
 import pytest
 
 from hishamos_kit import api
 from hishamos_kit.errors import InvalidArgument
-from hishamos_kit.listing import parse_filter, read_token
+from hishamos_kit.listing import Field, make_token, parse_filter, read_token
 from hishamos_projects.projects import ProjectType
 
 PERMISSION = re.compile(r"^(?P<context>[a-z]+)\.[a-z_]+\.[a-z_]+$")
@@ -59,7 +60,17 @@ def test_hostile_list_parameters_are_invalid_argument_not_internal() -> None:
     for text in ("NOT " * 500 + 'slug = "a"', "(" * 100 + 'slug = "a"' + ")" * 100, "x" * 5000):
         with pytest.raises(InvalidArgument):
             parse_filter(text, spec.filter_fields)
-    for data in ({"i": "x", "f": "fp"}, {"i": 5, "f": "fp"}, {"i": {"a": 1}, "f": "fp"}, {"f": "fp"}, ["fp"]):
-        token = base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+    keys = [(spec.order_fields["display_name"], False), (spec.order_fields["create_time"], False)]
+    keys.append((Field(spec.id_column), False))
+    good = ["a", "2026-01-01T00:00:00+00:00", "00000000-0000-0000-0000-000000000000"]
+    assert read_token(make_token(good, "fp"), "fp", keys)[0] == "a"
+    forged = base64.urlsafe_b64encode(json.dumps({"k": good, "f": "fp"}).encode()).decode()
+    wrong_types: list[list[Any]] = [
+        [5, good[1], good[2]],
+        [good[0], good[1], "x"],
+        [{"a": 1}, good[1], good[2]],
+        good[:2],
+    ]
+    for token in (forged, "garbage!", "", make_token(good, "other list"), *(make_token(v, "fp") for v in wrong_types)):
         with pytest.raises(InvalidArgument):
-            read_token(token, "fp")
+            read_token(token, "fp", keys)

@@ -60,7 +60,7 @@ def load_secrets(path: Path) -> dict[str, str]:
     """Random secrets for the local stack, made once and kept beside its data (new ones added as needed)."""
     values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     names = ["postgres", "operator", *(f"{s}_{kind}" for s in SERVICES for kind in ("owner", "app", "service"))]
-    keys = ["identity_key_encryption_key", "agents_credentials_key"]  # 32 random bytes, base64
+    keys = ["identity_key_encryption_key", "agents_credentials_key", *(f"{s}_page_token_key" for s in SERVICES)]
     missing = {name: secrets.token_urlsafe(24) for name in names if name not in values}
     missing |= {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in keys if name not in values}
     if missing:
@@ -148,6 +148,7 @@ class Stack:
         )
         env.setdefault("HISHAMOS_IDENTITY_KEY_ENCRYPTION_KEY", self.secrets["identity_key_encryption_key"])
         env.setdefault("HISHAMOS_AGENTS_CREDENTIALS_KEY", self.secrets["agents_credentials_key"])
+        env.setdefault(prefix + "PAGE_TOKEN_KEY", self.secrets[f"{service}_page_token_key"])
         env.setdefault("HISHAMOS_IDENTITY_MAIL_OUTBOX_DIR", str(self.outbox))
         # Each service's own credential for background work (AuthService.IssueServiceToken).
         credentials = {s: self.secrets[f"{s}_service"] for s in SERVICES}

@@ -12,8 +12,10 @@ true/false, enum names or RFC 3339 timestamps.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
+import os
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -21,10 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, not_, or_, select
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import Select, and_, not_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from hishamos_kit.crypto import Sealer
 from hishamos_kit.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
@@ -238,9 +242,10 @@ async def list_page(
 ) -> Page:
     """One page of `query` (already scoped to the caller) under the request's filter and order.
 
-    The token names the last row; the next page starts strictly after that row's current sort key,
-    so rows inserted or deleted meanwhile never cause repeats or gaps among the rest. It holds no
-    sort value: a value such as a rank drawn from a shared sequence would tell how busy others are.
+    The token holds the last row's sort key, sealed (AES-GCM, `use_token_key`): the next page
+    starts strictly after it, so rows inserted, changed or deleted meanwhile never cause repeats or
+    gaps among the rest; and a client can neither read it (a story's rank comes from a sequence
+    every organization shares, and would tell how busy the others are) nor forge one.
     """
     if page_size < 0:
         raise InvalidArgument({"page_size": "must not be negative"})
@@ -253,12 +258,13 @@ async def list_page(
     if condition is not None:
         query = query.where(condition)
     if page_token:
-        query = query.where(after(read_token(page_token, fingerprint), keys))
+        query = query.where(after(read_token(page_token, fingerprint, keys), keys))
     query = query.order_by(*(f.column.desc() if desc else f.column.asc() for f, desc in keys)).limit(size + 1)
     rows = list((await session.scalars(query)).all())
     if len(rows) <= size:
         return Page(rows, "")
-    return Page(rows[:size], make_token(getattr(rows[size - 1], spec.id_column.key), fingerprint))
+    last = rows[size - 1]
+    return Page(rows[:size], make_token([getattr(last, f.column.key) for f, _ in keys], fingerprint))
 
 
 def sort_keys(spec: ListSpec, order: Sequence[tuple[str, bool]]) -> list[tuple[Field, bool]]:
@@ -266,31 +272,56 @@ def sort_keys(spec: ListSpec, order: Sequence[tuple[str, bool]]) -> list[tuple[F
     return [(spec.order_fields[name], desc) for name, desc in order] + [(Field(spec.id_column), False)]
 
 
-def make_token(last_id: uuid.UUID, fingerprint: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"i": str(last_id), "f": fingerprint}).encode()).decode().rstrip("=")
+_sealer = Sealer(os.urandom(32))  # until use_token_key: tokens then last as long as the process
 
 
-def read_token(token: str, fingerprint: str) -> uuid.UUID:
-    """The id of the row a page ended with; INVALID_ARGUMENT for a token of another list or none at all."""
+def use_token_key(key: bytes) -> None:
+    """The service's key for page tokens, the same in every process of it (a setting)."""
+    global _sealer
+    _sealer = Sealer(key)
+
+
+def make_token(values: Sequence[Any], fingerprint: str) -> str:
+    plain = json.dumps([_encode(v) for v in values]).encode()
+    return base64.urlsafe_b64encode(_sealer.seal(plain, fingerprint)).decode().rstrip("=")
+
+
+def read_token(token: str, fingerprint: str, keys: list[tuple[Field, bool]]) -> list[Any]:
+    """The sort key a page ended with. A token of another list (filter, order or parent), of another
+    key, or none at all is INVALID_ARGUMENT; its values are checked against the columns' types."""
     try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if data["f"] != fingerprint:
-            raise InvalidArgument({"page_token": "belongs to a different filter, order or parent; start over"})
-        return uuid.UUID(data["i"])
-    except InvalidArgument:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise InvalidArgument({"page_token": "is not a token this list issued"}) from None
+        plain = _sealer.open(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)), fingerprint)
+        values = json.loads(plain)
+        if not isinstance(values, list) or len(values) != len(keys):
+            raise ValueError
+        return [_decode(v, f) for v, (f, _) in zip(values, keys, strict=True)]
+    except (InvalidTag, ValueError, TypeError, binascii.Error):
+        raise InvalidArgument(
+            {"page_token": "is not a token of this list: keep the filter, order and parent, or start over"}
+        ) from None
 
 
-def after(last: Any, keys: list[tuple[Field, bool]]) -> ColumnElement[bool]:
-    """Rows strictly after the row whose id is `last` (a value or a bind parameter), in the
-    (mixed-direction) key order. The row's sort values are read in the query, under the same
-    row-level security: another organization's id finds nothing, and so does the page."""
-    id_column = keys[-1][0].column
-    # correlate(None): the subquery reads the named row, not the outer query's current one.
-    values = [select(f.column).where(id_column == last).correlate(None).scalar_subquery() for f, _ in keys[:-1]]
-    values.append(last)
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _decode(value: Any, field: Field) -> Any:
+    if field.parse is parse_time:
+        return parse_time(value)
+    expected = field.column.type.python_type
+    if expected is uuid.UUID:
+        return uuid.UUID(str(value))
+    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+        raise ValueError(f"expected {expected.__name__}")
+    return value
+
+
+def after(values: Sequence[Any], keys: list[tuple[Field, bool]]) -> ColumnElement[bool]:
+    """Rows strictly after `values` (values or bind parameters) in the (mixed-direction) key order."""
     alternatives = []
     for i, (field, desc) in enumerate(keys):
         equal = [keys[j][0].column == values[j] for j in range(i)]

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from hishamos_kit import api, logs, wire
+from hishamos_kit import api, listing, logs, wire
 from hishamos_kit.auth import (
     ApiKeys,
     Authenticator,
@@ -31,6 +31,7 @@ from hishamos_kit.auth import (
     is_operator,
     principal_var,
 )
+from hishamos_kit.crypto import load_key
 from hishamos_kit.db import Database
 from hishamos_kit.errors import ApiError, PermissionDenied, Unavailable, internal_status
 from hishamos_kit.logs import request_id_var
@@ -269,6 +270,10 @@ async def run(
     keys: Callable[[Database], KeySource] | None = None,
 ) -> None:
     """Open the database, build the service's servicers, verify tokens against identity, and serve."""
+    if settings.page_token_key:
+        listing.use_token_key(load_key(settings.page_token_key, f"HISHAMOS_{name.upper()}_PAGE_TOKEN_KEY"))
+    else:
+        log.warning("no page token key: page tokens work only in this process, until it stops")
     db = Database(settings.database_url, settings.db_pool_size)
     jwks = None if keys else JwksClient(settings.identity_target, settings.jwks_cache_seconds)
     key_source: KeySource = keys(db) if keys else jwks  # type: ignore[assignment]

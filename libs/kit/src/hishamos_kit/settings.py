@@ -35,6 +35,9 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     service_credential: str = Field("", description="`<service>:<secret>` for AuthService.IssueServiceToken")
     slow_call_ms: float = Field(250.0, description="access-log successful calls slower than this; errors always")
+    page_token_key: str = Field(
+        "", description="base64 of 32 bytes sealing page tokens; the same in every process of the service"
+    )
 
     @classmethod
     def for_service(cls, service: str) -> Self:

@@ -83,7 +83,8 @@ async def list_children(
     fingerprint = listing._fingerprint(request.filter, order, request.parent, request.show_deleted)
     params = {**shape.params, "tenant": str(organization_id), "organization": organization_id, "project": project_id}
     if request.page_token:
-        params["after"] = listing.read_token(request.page_token, fingerprint)
+        after = listing.read_token(request.page_token, fingerprint, shape.sort_keys)
+        params.update({f"after_{i}": value for i, value in enumerate(after)})
 
     async with db.scripts.connection() as conn:
         cursor = AsyncClientCursor(conn)
@@ -104,7 +105,7 @@ async def list_children(
         if entries is None:  # a row not cached yet: read the page again, whole
             found, live = await read(shape.full)
             entries = _encode(kind, conn, found, min(found.ntuples, size), shape, cache)
-        token = _next_token(found, size, fingerprint)
+        token = _next_token(conn, found, size, shape, fingerprint)
     if not _live(live):
         raise NotFound(request.parent)
     return wire.list_response(entries, token)
@@ -135,11 +136,14 @@ def _encode(
     return entries
 
 
-def _next_token(result: Any, size: int, fingerprint: str) -> str:
+def _next_token(conn: AsyncConnection[Any], result: Any, size: int, shape: Shape, fingerprint: str) -> str:
     """The token after the page's last row, when more rows follow it."""
     if result.ntuples <= size:
         return ""
-    return listing.make_token(uuid.UUID(result.get_value(size - 1, 1).decode()), fingerprint)
+    loader = Transformer(conn)
+    loader.set_pgresult(result)
+    row = loader.load_row(size - 1, tuple)
+    return listing.make_token([*row[2 : 1 + len(shape.sort_keys)], row[1]], fingerprint)  # the id sorts last
 
 
 @lru_cache(maxsize=256)
@@ -159,7 +163,7 @@ def _shape(
     if condition is not None:
         where.append(condition)
     if token:
-        where.append(listing.after(bindparam("after"), sort_keys))
+        where.append(listing.after([bindparam(f"after_{i}") for i in range(len(sort_keys))], sort_keys))
     ordering = [f.column.desc() if desc else f.column.asc() for f, desc in sort_keys]
     # What a message is a function of (module docstring), as one text: the cache key.
     key = func.concat_ws(" ", model.id, model.version, *kind.extra_columns.values())
@@ -175,7 +179,7 @@ def _shape(
     (keys_page, params), (full_page, _), (check, _) = (
         _statement(query) for query in (page(keys), page(full_columns), select(live))
     )
-    for name in ("organization", "project", "after"):
+    for name in ("organization", "project", *(f"after_{i}" for i in range(len(sort_keys)))):
         params.pop(name, None)
     return Shape(keys_page, full_page, check, params, sort_keys, names)
 
