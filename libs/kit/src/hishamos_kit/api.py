@@ -53,6 +53,8 @@ def authorization(method: str) -> authorization_pb2.Authorization:
     declared: authorization_pb2.Authorization = options.Extensions[authorization_pb2.authorization]
     if not declared.public and not declared.permission:
         raise SystemExit(f"{method} declares no (hishamos.api.v1.authorization) option")
+    if declared.operator and (declared.public or not declared.permission):
+        raise SystemExit(f"{method}: an operator method names its permission and is never public")
     return declared
 
 
@@ -71,9 +73,8 @@ def permissions() -> list[str]:
 def operator_permissions() -> frozenset[str]:
     """The permissions of operator methods (`operator: true`): held by platform operators only,
     never by a tenant's role, API key or service token."""
-    return frozenset(
-        declared.permission
-        for service in services()
-        for method in service.methods
-        if (declared := authorization(f"/{service.full_name}/{method.name}")).operator
-    )
+    declared = [authorization(f"/{s.full_name}/{m.name}") for s in services() for m in s.methods]
+    operators = frozenset(d.permission for d in declared if d.operator)
+    if shared := operators & {d.permission for d in declared if not d.operator}:
+        raise SystemExit(f"operator permissions also guard tenant methods: {', '.join(sorted(shared))}")
+    return operators

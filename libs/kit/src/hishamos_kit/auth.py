@@ -17,6 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, auth_pb2, auth_pb2_grpc
+from hishamos_kit import outbound
 from hishamos_kit.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
 
 ALGORITHM = "EdDSA"
@@ -107,7 +108,9 @@ class JwksClient:
                 self._channel = grpc.aio.insecure_channel(self._target)
             stub = auth_pb2_grpc.AuthServiceStub(self._channel)
             try:
-                response = await stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=5)
+                response = await stub.GetJwks(
+                    auth_pb2.GetJwksRequest(), metadata=outbound.traced(), timeout=outbound.timeout()
+                )
             except grpc.aio.AioRpcError as exc:
                 if self._keys:
                     return  # keep serving with the keys we have; identity is briefly away
@@ -216,7 +219,9 @@ class ApiKeys:
             self._channel = grpc.aio.insecure_channel(self._target)
         stub = api_key_pb2_grpc.ApiKeyServiceStub(self._channel)
         try:
-            reply = await stub.AuthenticateApiKey(api_key_pb2.AuthenticateApiKeyRequest(key=key), timeout=5)
+            reply = await stub.AuthenticateApiKey(
+                api_key_pb2.AuthenticateApiKeyRequest(key=key), metadata=outbound.traced(), timeout=outbound.timeout()
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 self._cache.pop(key, None)

@@ -20,6 +20,12 @@ MOST_SECONDS = 5.0  # the longest any call to another service may take
 inbound_deadline: ContextVar[float | None] = ContextVar("inbound_deadline", default=None)
 
 
+def traced(*pairs: tuple[str, str]) -> Metadata:
+    """Metadata for a call to another service: `pairs` and the request id being served, if any."""
+    request_id = request_id_var.get()
+    return (*pairs, ("x-request-id", request_id)) if request_id else pairs
+
+
 def timeout() -> float:
     """Seconds an outbound call may take: what is left of the inbound call's deadline, at most
     MOST_SECONDS, so a call on behalf of a caller who has given up stops too."""
@@ -48,10 +54,10 @@ class ServiceTokens:
             )
             try:
                 reply = await self._auth.IssueServiceToken(
-                    request, metadata=(("x-service-credential", self._credential),), timeout=timeout()
+                    request, metadata=traced(("x-service-credential", self._credential)), timeout=timeout()
                 )
             except grpc.aio.AioRpcError as exc:
                 raise Unavailable("identity is unreachable; retry shortly", "IDENTITY_UNAVAILABLE") from exc
             token, renew_at = reply.access_token, time.monotonic() + max(reply.expires_in - 60, 1)
             self._tokens[organization_id] = (token, renew_at)
-        return (("authorization", f"Bearer {token}"), ("x-request-id", request_id_var.get()))
+        return traced(("authorization", f"Bearer {token}"))

@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 from google.protobuf.struct_pb2 import Struct
-from psycopg.types.json import Jsonb
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +13,7 @@ from hishamos.identity.v1 import audit_pb2 as pb
 from hishamos_identity.models import AuditEvent
 from hishamos_kit import resources
 from hishamos_kit.auth import Principal
-from hishamos_kit.db import Database, Prepared
+from hishamos_kit.db import Database
 from hishamos_kit.listing import Field, ListSpec, list_page, parse_time
 from hishamos_kit.logs import request_id_var
 
@@ -45,29 +44,6 @@ def record(
             details=details,
         )
     )
-
-
-INSERT = Prepared(
-    "audit_insert",
-    "INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details) "
-    "VALUES (%(id)s, %(organization_id)s, %(action)s, %(actor)s, %(target)s, %(request_id)s, %(details)s)",
-)
-
-
-def statement(
-    organization_id: uuid.UUID, action: str, actor: str = "", target: str = "", **details: Any
-) -> tuple[Prepared, dict[str, Any]]:
-    """The same event as `record`, as a statement for `Database.script` (the sign-in path)."""
-    values = {
-        "id": uuid.uuid4(),
-        "organization_id": organization_id,
-        "action": action,
-        "actor": actor,
-        "target": target,
-        "request_id": request_id_var.get(),
-        "details": Jsonb(details),
-    }
-    return INSERT, values
 
 
 def to_message(event: AuditEvent) -> pb.AuditEvent:

@@ -8,14 +8,17 @@ row-level security as everywhere (the organization is set first, from the slug a
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import inspect
 
-from hishamos_identity import audit, users
+from hishamos_identity import users
 from hishamos_identity.models import Organization, RefreshToken, User
 from hishamos_kit.db import TENANT_SETTING, Database, Prepared
+from hishamos_kit.errors import Unauthenticated
+from hishamos_kit.logs import request_id_var
 
 SLUG_SETTING = "app.organization_slug"
 MAX_FAILURES = 5
@@ -58,19 +61,27 @@ FROM org LEFT JOIN found ON true
 )
 
 SET_TENANT = Prepared("signin_set_tenant", f"SELECT set_config('{TENANT_SETTING}', %(organization_id)s, true)")
-# Signing in is not an edit: the user's version (etag) and update time stay as they were.
+# Signing in is not an edit: the user's version (etag) and update time stay as they were. The user
+# must still be as the password check found them: a password changed, an account deactivated or
+# deleted while argon2 ran refuses the sign-in (no row), and then neither a session nor an event is
+# written (each is inserted from the updated row).
 SUCCEEDED = Prepared(
     "signin_succeeded",
     """
-UPDATE users SET last_login_at = now(), failed_logins = 0, lockouts = 0, locked_until = NULL,
-    password_hash = coalesce(%(rehash)s, password_hash)
-WHERE id = %(user_id)s RETURNING last_login_at
-""",
+WITH signed AS (
+    UPDATE users SET last_login_at = now(), failed_logins = 0, lockouts = 0, locked_until = NULL,
+        password_hash = coalesce(%(rehash)s, password_hash)
+    WHERE id = %(user_id)s AND password_hash = %(verified_hash)s AND state = 'active' AND NOT is_deleted
+    RETURNING last_login_at
+), session AS (
+    INSERT INTO refresh_tokens (id, organization_id, user_id, family_id, token_hash, expires_at)
+    SELECT %(id)s, %(organization_id)s, %(user_id)s, %(family_id)s, %(token_hash)s, %(expires_at)s FROM signed
+), event AS (
+    INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details)
+    SELECT %(event_id)s, %(organization_id)s, 'login.succeeded', %(name)s, %(name)s, %(request_id)s, '{}' FROM signed
 )
-INSERT_REFRESH = Prepared(
-    "signin_insert_refresh_token",
-    "INSERT INTO refresh_tokens (id, organization_id, user_id, family_id, token_hash, expires_at) "
-    "VALUES (%(id)s, %(organization_id)s, %(user_id)s, %(family_id)s, %(token_hash)s, %(expires_at)s)",
+SELECT last_login_at FROM signed
+""",
 )
 
 
@@ -101,21 +112,24 @@ async def find(db: Database, slug: str, login: str) -> Found:
 
 async def succeeded(db: Database, user: User, rehash: str | None, refresh: RefreshToken) -> datetime:
     """Record a sign-in in one round trip: the user's last login and cleared attempts (and a new
-    hash when the parameters changed), the audit event, and the session's refresh token."""
+    hash when the parameters changed), the audit event, and the session's refresh token. A user
+    changed since the password was checked is UNAUTHENTICATED, with nothing written."""
     name = users.user_name(user)
-    refresh_values = {
+    values = {
+        "rehash": rehash,
+        "user_id": user.id,
+        "verified_hash": user.password_hash,
         "id": refresh.id,
         "organization_id": refresh.organization_id,
-        "user_id": refresh.user_id,
         "family_id": refresh.family_id,
         "token_hash": refresh.token_hash,
         "expires_at": refresh.expires_at,
+        "event_id": uuid.uuid4(),
+        "name": name,
+        "request_id": request_id_var.get(),
     }
-    _, (row,), _, _ = await db.script(
-        (SET_TENANT, {"organization_id": str(user.organization_id)}),
-        (SUCCEEDED, {"rehash": rehash, "user_id": user.id}),
-        audit.statement(user.organization_id, "login.succeeded", name, name),
-        (INSERT_REFRESH, refresh_values),
-    )
-    last_login: datetime = row[0]
+    _, rows = await db.script((SET_TENANT, {"organization_id": str(user.organization_id)}), (SUCCEEDED, values))
+    if not rows:
+        raise Unauthenticated("the account changed while signing in; sign in again", "INVALID_CREDENTIALS")
+    last_login: datetime = rows[0][0]
     return last_login
