@@ -225,7 +225,8 @@ def parse_order_by(text: str, spec: ListSpec) -> list[tuple[str, bool]]:
     return order
 
 
-def _fingerprint(*parts: object) -> str:
+def fingerprint_of(*parts: object) -> str:
+    """What a page token is bound to: the filter, order and scope of the list it continues."""
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
@@ -247,13 +248,11 @@ async def list_page(
     gaps among the rest; and a client can neither read it (a story's rank comes from a sequence
     every organization shares, and would tell how busy the others are) nor forge one.
     """
-    if page_size < 0:
-        raise InvalidArgument({"page_size": "must not be negative"})
-    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    size = page_size_of(page_size)
     condition = parse_filter(filter, spec.filter_fields)
     order = parse_order_by(order_by, spec)
     keys = sort_keys(spec, order)
-    fingerprint = _fingerprint(filter, order, *scope)
+    fingerprint = fingerprint_of(filter, order, *scope)
 
     if condition is not None:
         query = query.where(condition)
@@ -265,6 +264,13 @@ async def list_page(
         return Page(rows, "")
     last = rows[size - 1]
     return Page(rows[:size], make_token([getattr(last, f.column.key) for f, _ in keys], fingerprint))
+
+
+def page_size_of(requested: int) -> int:
+    """AIP-158: 0 means the default, more than the most means the most; negative is refused."""
+    if requested < 0:
+        raise InvalidArgument({"page_size": "must not be negative"})
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def sort_keys(spec: ListSpec, order: Sequence[tuple[str, bool]]) -> list[tuple[Field, bool]]:

@@ -36,7 +36,7 @@ from sqlalchemy.sql import Select
 
 from hishamos_kit import listing, wire
 from hishamos_kit.db import TENANT_SETTING, Database, run_script
-from hishamos_kit.errors import InvalidArgument, NotFound
+from hishamos_kit.errors import NotFound
 from hishamos_kit.lru import LruBytes
 from hishamos_kit.standard import ListRequest
 from hishamos_projects.models import Project
@@ -75,12 +75,10 @@ async def list_children(
 ) -> wire.Encoded:
     """The List response for one page of `kind`'s rows in a live project (NOT_FOUND otherwise)."""
     spec: listing.ListSpec = kind.list_spec
-    if request.page_size < 0:
-        raise InvalidArgument({"page_size": "must not be negative"})
-    size = min(request.page_size or listing.DEFAULT_PAGE_SIZE, listing.MAX_PAGE_SIZE)
+    size = listing.page_size_of(request.page_size)
     order = tuple(listing.parse_order_by(request.order_by, spec))
     shape = _shape(kind, request.filter, order, request.show_deleted, bool(request.page_token), size)
-    fingerprint = listing._fingerprint(request.filter, order, request.parent, request.show_deleted)
+    fingerprint = listing.fingerprint_of(request.filter, order, request.parent, request.show_deleted)
     params = {**shape.params, "tenant": str(organization_id), "organization": organization_id, "project": project_id}
     if request.page_token:
         after = listing.read_token(request.page_token, fingerprint, shape.sort_keys)
