@@ -63,3 +63,43 @@ def test_deleting_a_project_with_live_work_needs_force_and_undelete_restores_it_
     projects.UndeleteProject(project_pb2.UndeleteProjectRequest(name=project.name), metadata=m)
     assert stories.GetStory(story_pb2.GetStoryRequest(name=story.name), metadata=m).story == story
     assert sprints.GetSprint(sprint_pb2.GetSprintRequest(name=sprint.name), metadata=m).sprint == sprint
+
+
+def test_an_archived_projects_work_is_read_only_until_it_is_unarchived(
+    channels: Channels, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    stories = story_pb2_grpc.StoryServiceStub(channels.direct("projects"))
+    m = tenant.metadata
+    project = create_project(channels, tenant)
+    story = stories.CreateStory(
+        story_pb2.CreateStoryRequest(parent=project.name, story=story_pb2.Story(title="Before")), metadata=m
+    ).story
+    stale = project_pb2.ArchiveProjectRequest(name=project.name, etag="v99")
+    assert failure(lambda: projects.ArchiveProject(stale, metadata=m)).code == grpc.StatusCode.ABORTED
+    archive = project_pb2.ArchiveProjectRequest(name=project.name)
+    f = failure(lambda: projects.ArchiveProject(archive, metadata=other_tenant.metadata))
+    assert f.code == grpc.StatusCode.NOT_FOUND
+    archived = projects.ArchiveProject(archive, metadata=m).project
+    assert not archived.is_active and archived.etag == "v2"
+    assert projects.ArchiveProject(archive, metadata=m).project == archived  # already archived: nothing changes
+
+    writes = [
+        lambda: stories.CreateStory(
+            story_pb2.CreateStoryRequest(parent=project.name, story=story_pb2.Story(title="After")), metadata=m
+        ),
+        lambda: stories.UpdateStory(
+            story_pb2.UpdateStoryRequest(story=story_pb2.Story(name=story.name, title="Changed")), metadata=m
+        ),
+        lambda: stories.DeleteStory(story_pb2.DeleteStoryRequest(name=story.name), metadata=m),
+    ]
+    for write in writes:
+        f = failure(write)
+        assert (f.code, f.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PROJECT_ARCHIVED")
+    listed = stories.ListStories(story_pb2.ListStoriesRequest(parent=project.name), metadata=m).stories
+    assert [s.name for s in listed] == [story.name] and listed[0].title == "Before"  # reads go on
+
+    unarchived = projects.UnarchiveProject(project_pb2.UnarchiveProjectRequest(name=project.name), metadata=m)
+    assert unarchived.project.is_active
+    writes[0]()
+    assert len(stories.ListStories(story_pb2.ListStoriesRequest(parent=project.name), metadata=m).stories) == 2

@@ -31,7 +31,7 @@ def _viewer(p: str) -> bool:
 
 def _developer(p: str) -> bool:
     context, resource, verb = _parts(p)
-    return _viewer(p) or (context in WORK and verb != "delete") or resource == "api_keys"
+    return _viewer(p) or (context in WORK and verb not in ("delete", "archive")) or resource == "api_keys"
 
 
 def _manager(p: str) -> bool:
@@ -42,7 +42,11 @@ def _manager(p: str) -> bool:
 PREDEFINED: dict[str, tuple[str, str, Callable[[str], bool]]] = {
     "admin": ("Admin", "Everything, including the organization, roles, API keys and the audit log.", lambda p: True),
     "manager": ("Manager", "Runs the work and the team: all work resources, users and role grants.", _manager),
-    "developer": ("Developer", "Reads everything and creates and edits work; deletes nothing.", _developer),
+    "developer": (
+        "Developer",
+        "Reads everything, creates and edits work; deletes and archives nothing.",
+        _developer,
+    ),
     "viewer": ("Viewer", "Reads everything but the audit log; changes only their own password.", _viewer),
 }
 

@@ -31,7 +31,7 @@ from hishamos_kit.standard import ListRequest, ResourceType, StandardMethods
 from hishamos_kit.wire import Encoded
 from hishamos_projects import directory, fastcreate, fastlist
 from hishamos_projects.common import Path
-from hishamos_projects.guards import Guard, facts_query, is_member
+from hishamos_projects.guards import Guard, archived, facts_query, is_member
 from hishamos_projects.models import Project, ProjectChild
 
 ENCODED_CACHE_BYTES = 32 << 20  # per kind and process: some 100,000 stories without long descriptions
@@ -93,6 +93,8 @@ async def live_project(session: AsyncSession, project_id: uuid.UUID, name: str, 
     project = (await session.scalars(query)).one_or_none()
     if project is None:
         raise NotFound(name)
+    if lock and not project.is_active:
+        raise archived(project_id)
     return project
 
 
@@ -192,7 +194,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
         if guards or self.kind.project_columns:
             sql, params = facts_query(self.kind, row.project_id, guards.values())
             facts = (await (await session.connection()).exec_driver_sql(sql, params)).one()
-            self.judge(row, paths, guards, facts[1:], violations)
+            self.judge(row, paths, guards, facts[2:], violations)  # after the version and is_active
 
     async def _apply(self, session: AsyncSession, row: Child, message: Msg, paths: list[str]) -> None:
         violations = Violations()

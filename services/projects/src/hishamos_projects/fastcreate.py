@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import TENANT_SETTING, run_script
 from hishamos_kit.errors import Aborted, NotFound, Violations
-from hishamos_projects.guards import Guard, facts_query, live
+from hishamos_projects.guards import Guard, archived, facts_query, live
 from hishamos_projects.models import IdempotencyKey
 
 KEYS = IdempotencyKey.__tablename__
@@ -111,7 +111,7 @@ async def create(
                 params = [key_id, organization_id, method, request_id, *params]
             if seen is not None and ready:
                 # The insert happens only when every fact holds, in the statement that reads them.
-                conditions = [f"facts.ok{i}" for i in range(len(checks))]
+                conditions = ["facts.is_active", *(f"facts.ok{i}" for i in range(len(checks)))]
                 conditions += ["facts.version = %s"] if kind.project_columns else []
                 sources = "facts, claim" if request_id else "facts"
                 insert, values = _insert(kind.model, row, sources, " AND ".join(conditions) or "true")
@@ -142,7 +142,7 @@ async def create(
             answer = loader.load_row(0, tuple)
             claimed = bool(answer[0]) if request_id else True
             facts_row = answer[1:] if request_id else answer
-            width = 1 + len(kind.project_columns) + len(checks)
+            width = 2 + len(kind.project_columns) + len(checks)
             made_row = facts_row[width:]
             if made_row and made_row[0] is not None:
                 made = kind.to_message(SimpleNamespace(**dict(zip(_attributes(kind.model), made_row, strict=True))))
@@ -156,7 +156,9 @@ async def create(
                     return await _stored(conn, cursor, organization_id, method, request_id, kind.message)
             if facts_row[0] is None:  # no live project
                 raise NotFound(parent)
-            version, *values = facts_row[:width]
+            version, active, *values = facts_row[:width]
+            if not active:
+                raise archived(project_id)
             project_values, live_values = values[: len(kind.project_columns)], values[len(kind.project_columns) :]
             if not all(live_values[: len(ancestors)]):
                 raise NotFound(parent)

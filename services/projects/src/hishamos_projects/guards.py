@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import inspect
 
+from hishamos_kit.errors import FailedPrecondition
 from hishamos_projects.models import ProjectChild
 
 
@@ -43,10 +44,19 @@ def is_member(row: ProjectChild, user: str) -> Guard:
 
 
 def facts_query(kind: Any, project_id: uuid.UUID, checks: Iterable[Guard]) -> tuple[str, tuple[Any, ...]]:
-    """The live project's version and `project_columns`, and one boolean per check, locking the
+    """The live project's version, whether it is active, its `project_columns`, and one boolean per check, locking the
     project FOR KEY SHARE; no row when the project is missing or deleted."""
     checks = list(checks)
     columns = "".join(f', "{column}"' for column in kind.project_columns)
     columns += "".join(f", {c.sql} AS ok{i}" for i, c in enumerate(checks))
-    sql = f"SELECT version{columns} FROM projects WHERE id = %s AND NOT is_deleted FOR KEY SHARE"
+    sql = f"SELECT version, is_active{columns} FROM projects WHERE id = %s AND NOT is_deleted FOR KEY SHARE"
     return sql, (*(p for c in checks for p in c.params), project_id)
+
+
+def archived(project_id: uuid.UUID) -> FailedPrecondition:
+    """The error for a write to the work of an archived project."""
+    return FailedPrecondition(
+        "the project is archived and its work is read-only; unarchive it first",
+        "PROJECT_ARCHIVED",
+        {"project_id": str(project_id)},
+    )

@@ -163,3 +163,19 @@ class ProjectMethods(StandardMethods[Project, pb.Project]):
                     )
             await self._flush(session, name)
             return self.kind.to_message(row)
+
+    async def set_active(self, principal: Principal, name: str, etag: str, *, active: bool) -> pb.Project:
+        """Archive (active=False) or unarchive a live project; the state it is in already changes nothing.
+
+        The project row is locked FOR UPDATE, so the switch waits for the writes under way in its work
+        (they hold it FOR KEY SHARE), and every later one sees the new state.
+        """
+        project_id = resources.own_name(principal, self.kind.path, name)
+        async with self.db.tenant(principal.organization_id) as session:
+            row = await session.get(Project, project_id, with_for_update=True)
+            if row is None or row.is_deleted:
+                raise NotFound(name)
+            resources.check_etag(row, etag, name)
+            row.is_active = active
+            await self._flush(session, name)
+            return self.kind.to_message(row)

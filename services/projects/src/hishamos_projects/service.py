@@ -37,7 +37,7 @@ from hishamos_projects.tasks import TaskType, WorkLogType
 
 @standard_handlers(pb, "Project", "project", "projects")
 class ProjectService(project_pb2_grpc.ProjectServiceServicer):
-    """The standard handlers, but Delete takes `force`."""
+    """The standard handlers (Delete takes `force`), and Archive/Unarchive."""
 
     def __init__(self, db: Database) -> None:
         self.methods = ProjectMethods(db, ProjectType(), IdempotencyKey)
@@ -47,6 +47,16 @@ class ProjectService(project_pb2_grpc.ProjectServiceServicer):
             current_principal(), request.name, request.etag, force=request.force
         )
         return pb.DeleteProjectResponse(project=project)
+
+    async def ArchiveProject(self, request: pb.ArchiveProjectRequest, context: Context) -> pb.ArchiveProjectResponse:
+        project = await self.methods.set_active(current_principal(), request.name, request.etag, active=False)
+        return pb.ArchiveProjectResponse(project=project)
+
+    async def UnarchiveProject(
+        self, request: pb.UnarchiveProjectRequest, context: Context
+    ) -> pb.UnarchiveProjectResponse:
+        project = await self.methods.set_active(current_principal(), request.name, request.etag, active=True)
+        return pb.UnarchiveProjectResponse(project=project)
 
 
 @standard_handlers(member_pb2, "Member", "member", "members")
