@@ -97,3 +97,27 @@ def test_mail_waits_out_a_mail_server_that_refuses_and_arrives_once(
             "select attempts, finished_at is not null from jobs where payload->>'to' = %s", (email,)
         ).fetchone()
     assert attempts >= 2 and finished
+
+
+def test_an_invited_user_chooses_a_password_from_the_mail_and_is_verified(
+    channels: Channels, mailbox: Mailbox, tenant: Tenant
+) -> None:
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    email = f"guest-{tenant.slug}@{tenant.slug}.test"
+    invite = pb.CreateUserRequest(
+        parent=tenant.organization, user=pb.User(email=email, username=f"guest-{tenant.slug}")
+    )
+    invited = users.CreateUser(invite, metadata=tenant.metadata, timeout=30).user
+    assert not invited.email_verified
+    mail = mailbox.wait_for(email)
+    token = TOKEN.search(mail.get_content())
+    assert token and "invited you" in mail.get_content()
+    login = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=email, password="any-guess-12345")
+    f = failure(lambda: auth(channels).Login(login, timeout=30))  # no password works before it is accepted
+    assert f.code == grpc.StatusCode.UNAUTHENTICATED
+    accept = auth_pb2.ResetPasswordRequest(token=token[0], new_password="my-own-choice-77")
+    auth(channels).ResetPassword(accept, timeout=30)
+    assert failure(lambda: auth(channels).ResetPassword(accept, timeout=30)).code == grpc.StatusCode.INVALID_ARGUMENT
+    login.password = "my-own-choice-77"
+    signed_in = auth(channels).Login(login, timeout=30).user
+    assert signed_in.name == invited.name and signed_in.email_verified

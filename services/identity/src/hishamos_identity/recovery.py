@@ -24,8 +24,8 @@ from hishamos_kit.db import TENANT_SETTING, Database, set_local
 from hishamos_kit.errors import InvalidArgument, Violations
 
 TOKEN = re.compile(r"^hose_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
-RESET, VERIFY = "password_reset", "email_verification"
-LIFETIME = {RESET: timedelta(hours=1), VERIFY: timedelta(days=1)}
+RESET, VERIFY, INVITE = "password_reset", "email_verification", "invitation"
+LIFETIME = {RESET: timedelta(hours=1), VERIFY: timedelta(days=1), INVITE: timedelta(days=7)}
 
 
 def _hash(token: str) -> str:
@@ -79,42 +79,67 @@ class Recovery:
             )
             await self.mailer.enqueue(session, user.email, "Reset your HishamOS password", body)
 
-    async def _consume(self, token: str, purpose: str, field: str = "token") -> tuple[uuid.UUID, uuid.UUID]:
+    async def invite(self, session: AsyncSession, user: User, organization: str, inviter: str) -> None:
+        """Mail an invited user (created without a password) a token to choose one, in the caller's
+        transaction: the user and the invitation exist together or not at all."""
+        token = _issue(session, user, INVITE)
+        body = (
+            f"{inviter} invited you to {organization} on HishamOS, as {user.username}.\n\n"
+            f"Invitation token (valid for a week, once): {token}\n"
+            f"Choose your password with AuthService/ResetPassword, or open {self.url}/accept-invitation?token={token}\n"
+        )
+        await self.mailer.enqueue(session, user.email, f"You are invited to {organization} on HishamOS", body)
+
+    async def _consume(
+        self, token: str, purposes: tuple[str, ...], field: str = "token"
+    ) -> tuple[uuid.UUID, uuid.UUID, str]:
         match = TOKEN.match(token)
         bad = InvalidArgument({field: "is not valid, has expired or was used; ask for a new one"}, "TOKEN_INVALID")
         if match is None:
             raise bad
         organization_id = uuid.UUID(match["org"])
         async with self.db.tenant(organization_id) as session:
-            user_id = await session.scalar(
-                update(EmailToken)
-                .where(
-                    EmailToken.token_hash == _hash(token),
-                    EmailToken.purpose == purpose,
-                    EmailToken.used_at.is_(None),
-                    EmailToken.expires_at > func.now(),
+            found = (
+                await session.execute(
+                    update(EmailToken)
+                    .where(
+                        EmailToken.token_hash == _hash(token),
+                        EmailToken.purpose.in_(purposes),
+                        EmailToken.used_at.is_(None),
+                        EmailToken.expires_at > func.now(),
+                    )
+                    .values(used_at=func.now())
+                    .returning(EmailToken.user_id, EmailToken.purpose)
                 )
-                .values(used_at=func.now())
-                .returning(EmailToken.user_id)
-            )
-        if user_id is None:
+            ).one_or_none()
+        if found is None:
             raise bad
-        return organization_id, user_id
+        return organization_id, found[0], found[1]
 
     async def reset(self, request: pb.ResetPasswordRequest) -> None:
         v = Violations()
         check_strength(v, "new_password", request.new_password)
         v.raise_if_any()
-        organization_id, user_id = await self._consume(request.token, RESET)
+        organization_id, user_id, purpose = await self._consume(request.token, (RESET, INVITE))
         new_hash = await self.passwords.hash(request.new_password)
+        accepted = purpose == INVITE  # the invitation reached this address: it is verified too
         async with self.db.tenant(organization_id) as session:
             await session.execute(
                 update(User)
                 .where(User.id == user_id)
-                .values(password_hash=new_hash, failed_logins=0, locked_until=None, updated_at=func.now())
+                .values(
+                    password_hash=new_hash,
+                    failed_logins=0,
+                    locked_until=None,
+                    updated_at=func.now(),
+                    **({"email_verified": True} if accepted else {}),
+                )
             )
             await users.revoke_sessions(session, user_id)
-            audit.record(session, organization_id, "password.reset", target=users.PATH.format(organization_id, user_id))
+            target = users.PATH.format(organization_id, user_id)
+            audit.record(
+                session, organization_id, "invitation.accepted" if accepted else "password.reset", target=target
+            )
 
     async def send_verification(self, principal: Principal, name: str) -> None:
         user_id = resources.own_name(principal, users.PATH, name)
@@ -129,7 +154,7 @@ class Recovery:
             await self.mailer.enqueue(session, user.email, "Verify your email address", body)
 
     async def verify(self, request: pb.VerifyEmailRequest) -> users.UserMessage:
-        organization_id, user_id = await self._consume(request.token, VERIFY)
+        organization_id, user_id, _ = await self._consume(request.token, (VERIFY,))
         async with self.db.tenant(organization_id) as session:
             user = await session.get(User, user_id)
             if user is None or user.is_deleted:

@@ -358,7 +358,7 @@ class Identity:
             ),
             Service(
                 f"{v1}.UserService",
-                UserService(Users(db, passwords, self.sealer), recovery),
+                UserService(Users(db, passwords, self.sealer, recovery), recovery),
                 user_pb2_grpc.add_UserServiceServicer_to_server,
             ),
             Service(f"{v1}.RoleService", RoleService(Roles(db)), role_pb2_grpc.add_RoleServiceServicer_to_server),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import any_, func, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +32,9 @@ from hishamos_kit.errors import (
 from hishamos_kit.listing import Field, ListSpec, parse_time
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ResourceType, StandardMethods, base_fields
+
+if TYPE_CHECKING:
+    from hishamos_identity.recovery import Recovery
 
 UserMessage = pb.User
 PATH = ResourcePath("organizations/{organization}/users/{user}")
@@ -180,12 +184,14 @@ class UserType(ResourceType[User, pb.User]):
 
 
 class Users(StandardMethods[User, pb.User]):
-    """Get, List, Update, Delete and Undelete come from the kit; creation needs a password and a quota."""
+    """Get, List, Update, Delete and Undelete come from the kit; creation takes a password or mails an
+    invitation, within the quota."""
 
-    def __init__(self, db: Database, passwords: Passwords, sealer: Sealer) -> None:
+    def __init__(self, db: Database, passwords: Passwords, sealer: Sealer, recovery: Recovery) -> None:
         super().__init__(db, UserType(), IdempotencyKey)
         self.passwords = passwords
         self.sealer = sealer
+        self.recovery = recovery
 
     async def create_user(self, principal: Principal, request: pb.CreateUserRequest) -> pb.User:
         organization_id = resources.own_parent(principal, request.parent)
@@ -193,9 +199,10 @@ class Users(StandardMethods[User, pb.User]):
         row = User(id=uuid.uuid4(), organization_id=organization_id, state="active")
         v = Violations()
         self.kind.apply(row, request.user, sorted(self.kind.updatable), v)
-        check_strength(v, "password", request.password)
+        if request.password:  # none: an invitation, by mail, to choose one
+            check_strength(v, "password", request.password)
         v.raise_if_any()
-        row.password_hash = await self.passwords.hash(request.password)
+        row.password_hash = await self.passwords.hash(request.password) if request.password else ""
         roles = list(dict.fromkeys(request.roles)) or ["viewer"]
 
         async def create(session: AsyncSession) -> pb.CreateUserResponse:
@@ -218,6 +225,9 @@ class Users(StandardMethods[User, pb.User]):
                     f"another user has this {field.split('.')[1]}", "ALREADY_EXISTS", {"field": field}
                 ) from None
             audit.record(session, organization_id, "user.created", principal.subject, user_name(row), roles=roles)
+            if not request.password:
+                organization = await session.get_one(Organization, organization_id)
+                await self.recovery.invite(session, row, organization.display_name, principal.subject)
             return pb.CreateUserResponse(user=to_message(row))
 
         async with self.db.tenant(organization_id) as session:
