@@ -239,14 +239,9 @@ class Prepared:
 
     def __init__(self, name: str, sql: str) -> None:
         self.name = name
-        params: list[str] = []
-
-        def number(match: re.Match[str]) -> str:
-            if match[1] not in params:
-                params.append(match[1])
-            return f"${params.index(match[1]) + 1}"
-
-        self.sql = PLACEHOLDER.sub(number, sql)
+        params = list(dict.fromkeys(PLACEHOLDER.findall(sql)))
+        # `%` formatting, as psycopg reads the text: `%(name)s` becomes `$n`, and `%%` a `%`.
+        self.sql = sql % {param: f"${i}" for i, param in enumerate(params, start=1)}
         self.execute = f"EXECUTE {name}({', '.join(f'%({p})s' for p in params)})" if params else f"EXECUTE {name}"
 
 

@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 
 from hishamos_kit import listing, wire
-from hishamos_kit.db import TENANT_SETTING, Database, run_script
+from hishamos_kit.db import TENANT_SETTING, Database, Prepared, run_script
 from hishamos_kit.errors import NotFound
 from hishamos_kit.lru import LruBytes
 from hishamos_kit.standard import ListRequest
@@ -45,21 +45,12 @@ DIALECT = postgresql.psycopg.dialect()  # type: ignore[attr-defined,no-untyped-c
 
 
 @dataclass(frozen=True)
-class Statement:
-    """A statement PostgreSQL prepares once per connection (`ScriptConnections.prepare`)."""
-
-    name: str
-    sql: str  # with $1… placeholders
-    execute: str  # `EXECUTE name(%(param)s, …)`, for mogrify
-
-
-@dataclass(frozen=True)
 class Shape:
     """The statements of one kind of page, and how to read their results."""
 
-    keys: Statement  # the page's cache keys and sort keys
-    full: Statement  # the same page with every column after those
-    check: Statement  # whether the project is live
+    keys: Prepared  # the page's cache keys and sort keys
+    full: Prepared  # the same page with every column after those
+    check: Prepared  # whether the project is live
     params: dict[str, Any]  # the filter's values
     sort_keys: list[tuple[listing.Field, bool]]
     names: list[str]  # the row attributes of the full read's columns after the sort keys
@@ -88,7 +79,7 @@ async def list_children(
         cursor = AsyncClientCursor(conn)
         check = shape.check
 
-        async def read(page: Statement) -> tuple[Any, Any]:
+        async def read(page: Prepared) -> tuple[Any, Any]:
             """The page's and the project check's results, preparing what this connection has not."""
             prepare = db.scripts.prepare(conn, page.name, page.sql) + db.scripts.prepare(conn, check.name, check.sql)
             script = (
@@ -185,11 +176,7 @@ def _shape(
 _NAMES = itertools.count()
 
 
-def _statement(query: Select[Any]) -> tuple[Statement, dict[str, Any]]:
+def _statement(query: Select[Any]) -> tuple[Prepared, dict[str, Any]]:
     """`query` as a statement to prepare (under a name of its own), and the values it was built with."""
     compiled = query.compile(dialect=DIALECT)
-    params = list(compiled.params)
-    name = f"fastlist_{next(_NAMES)}"
-    sql = str(compiled) % {param: f"${i}" for i, param in enumerate(params, start=1)}
-    execute = f"EXECUTE {name}({', '.join(f'%({param})s' for param in params)})" if params else f"EXECUTE {name}"
-    return Statement(name, sql, execute), dict(compiled.params)
+    return Prepared(f"fastlist_{next(_NAMES)}", str(compiled)), dict(compiled.params)
