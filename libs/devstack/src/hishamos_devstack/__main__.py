@@ -49,7 +49,10 @@ def main() -> None:
     parser.add_argument("command", choices=["up", "migrate", "envoy-config"])
     opts = parser.parse_args()
     if opts.command == "envoy-config":
-        (ROOT / "deploy" / "envoy" / "envoy.yaml").write_text(envoy.to_yaml(envoy.render(envoy.deployment())))
+        config = envoy.to_yaml(envoy.render(envoy.deployment()))
+        # The kustomize copy too: kustomize reads no file outside its own directory.
+        for path in ("deploy/envoy/envoy.yaml", "deploy/k8s/gateway-envoy.yaml"):
+            (ROOT / path).write_text(config)
         return
     stack = Stack(DATA)
     if opts.command == "up":
