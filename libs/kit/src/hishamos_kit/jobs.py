@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import op
 from sqlalchemy import DateTime, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -57,28 +56,6 @@ class JobColumns(Timestamps):
             UniqueConstraint("kind", "key"),
             Index("ix_jobs_due", "run_at", postgresql_where=text("finished_at IS NULL")),
         )
-
-
-def create_jobs_table() -> None:
-    """The migration of JobColumns; the app role may read, add and update jobs, never delete them."""
-    from hishamos_kit import migrations
-
-    op.create_table(
-        "jobs",
-        sa.Column("kind", sa.String(length=100), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=False),
-        sa.Column("payload", JSONB(), nullable=False),
-        sa.Column("run_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("last_error", sa.Text(), server_default="", nullable=False),
-        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("failed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        *migrations.base_columns(),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
-        sa.UniqueConstraint("kind", "key", name=op.f("uq_jobs_kind_key")),
-    )
-    op.create_index("ix_jobs_due", "jobs", ["run_at"], postgresql_where=sa.text("finished_at IS NULL"))
-    migrations.grant("jobs", "SELECT, INSERT, UPDATE")
 
 
 async def enqueue(

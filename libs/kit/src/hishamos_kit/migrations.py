@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy import MetaData, create_engine, pool
+from sqlalchemy.dialects.postgresql import JSONB
 
 from hishamos_kit.db import TENANT_SETTING
 
@@ -114,3 +115,23 @@ def create_idempotency_keys() -> None:
         ),
     )
     tenant_table("idempotency_keys")
+
+
+def create_jobs() -> None:
+    """The queue of hishamos_kit.jobs.JobColumns; the app role may read, add and update jobs, never delete them."""
+    op.create_table(
+        "jobs",
+        sa.Column("kind", sa.String(length=100), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("payload", JSONB(), nullable=False),
+        sa.Column("run_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_error", sa.Text(), server_default="", nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("failed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        *base_columns(),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
+        sa.UniqueConstraint("kind", "key", name=op.f("uq_jobs_kind_key")),
+    )
+    op.create_index("ix_jobs_due", "jobs", ["run_at"], postgresql_where=sa.text("finished_at IS NULL"))
+    grant("jobs", "SELECT, INSERT, UPDATE")

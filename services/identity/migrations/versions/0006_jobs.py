@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from hishamos_kit import jobs
+from hishamos_kit import migrations
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -18,7 +18,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    jobs.create_jobs_table()
+    migrations.create_jobs()
 
 
 def downgrade() -> None:

@@ -99,11 +99,7 @@ async def create(
                 kind.check_project(row, project, paths, checked)
                 ready = not checked.items
             # One row whatever the facts: a replay is recognised even when the project is gone.
-            ctes, selected, source = (
-                [f"facts AS ({facts})"],
-                ["facts.*"],
-                "(VALUES (1)) AS one(x) LEFT JOIN facts ON true",
-            )
+            ctes, selected, source = [f"facts AS ({facts})"], ["facts.*"], ONE_ROW
             params: list[Any] = list(facts_params)
             if request_id:
                 ctes.insert(0, f"claim AS ({CLAIM})")
@@ -114,7 +110,7 @@ async def create(
                 conditions = ["facts.is_active", *(f"facts.ok{i}" for i in range(len(checks)))]
                 conditions += ["facts.version = %s"] if kind.project_columns else []
                 sources = "facts, claim" if request_id else "facts"
-                insert, values = _insert(kind.model, row, sources, " AND ".join(conditions) or "true")
+                insert, values = _insert(kind.model, row, sources, " AND ".join(conditions))
                 ctes.append(f"made AS ({insert})")
                 selected.append("made.*")
                 source += " LEFT JOIN made ON true"
