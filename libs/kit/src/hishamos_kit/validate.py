@@ -24,6 +24,8 @@ def text(v: Violations, field: str, value: str, *, required: bool = False, max_l
     value = value.strip()
     if required and not value:
         v.add(field, "is required")
+    elif "\x00" in value:  # PostgreSQL cannot store it
+        v.add(field, "must not contain NUL characters")
     elif len(value) > max_length:
         v.add(field, f"must be at most {max_length} characters")
     return value

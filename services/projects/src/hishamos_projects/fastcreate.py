@@ -7,7 +7,7 @@ check (the ancestors, the guards of referenced rows) and inserts only when all o
 travels with BEGIN, the tenant setting and COMMIT. When nothing is inserted, the same answer says
 why (NOT_FOUND, the violations, or a project changed since its columns were checked). With a
 request_id the statement also claims the key, and the response is stored before COMMIT (AIP-155,
-as `hishamos_kit.resources.once`). Values reach SQL only through psycopg's quoting."""
+as `hishamos_kit.resources.once`). Values reach SQL only as quoted literals (`hishamos_kit.db.bind`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from google.protobuf.message import Message
-from psycopg import AsyncClientCursor
+from psycopg import abc
 from psycopg.adapt import Transformer
 from psycopg.types.json import Jsonb
 from sqlalchemy import inspect
@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
 from hishamos_kit.auth import Principal
-from hishamos_kit.db import TENANT_SETTING, run_script
+from hishamos_kit.db import TENANT_SETTING, Prepared, bind, run_script
 from hishamos_kit.errors import Aborted, NotFound, Violations
 from hishamos_projects.guards import Guard, archived, facts_query, live
 from hishamos_projects.models import IdempotencyKey
@@ -41,6 +41,9 @@ CLAIM = (
 )
 
 ONE_ROW = "(VALUES (1)) AS one(x) LEFT JOIN facts ON true"
+# Taken on its own, before the checks: they then read what was committed before it was granted
+# (a sprint completed while this create waited is seen completed).
+LOCK = Prepared("fastcreate_lock", "SELECT 1 FROM projects WHERE id = %(project)s AND NOT is_deleted FOR KEY SHARE")
 
 # project id → (version, values of the project columns) last read: the rules checked against them
 # hold while the project keeps that version, which the INSERT's condition confirms.
@@ -88,7 +91,6 @@ async def create(
     method = f"Create{type(message).__name__}"
     key_id = uuid.uuid4()
     async with methods.db.scripts.connection() as conn:
-        cursor = AsyncClientCursor(conn)
         loader = Transformer(conn)
         for _ in range(3):
             seen = _projects.get(project_id) if kind.project_columns else (0, ())
@@ -119,12 +121,11 @@ async def create(
             name, sql, count = _prepared(statement)
             script = [
                 *methods.db.scripts.prepare(conn, name, sql),
+                *methods.db.scripts.prepare(conn, LOCK.name, LOCK.sql),
                 "BEGIN",
-                f"SET LOCAL {TENANT_SETTING} = '{organization_id}'",
-                # The lock first, on its own: the checks then read what was committed before it was
-                # granted (a sprint completed while this create waited is seen completed).
-                f"SELECT 1 FROM projects WHERE id = '{project_id}' AND NOT is_deleted FOR KEY SHARE",  # a UUID
-                cursor.mogrify(f"EXECUTE {name}({', '.join(['%s'] * count)})", params),
+                f"SET LOCAL {TENANT_SETTING} = '{organization_id}'",  # UUIDs: their text cannot inject SQL
+                bind(LOCK.execute, {"project": project_id}, loader),
+                bind(f"EXECUTE {name}({', '.join(['%s'] * count)})", params, loader),
                 *([] if request_id else ["COMMIT"]),
             ]
             try:
@@ -144,12 +145,12 @@ async def create(
                 made = kind.to_message(SimpleNamespace(**dict(zip(_attributes(kind.model), made_row, strict=True))))
                 if request_id:
                     store = f"UPDATE {KEYS} SET response = %s WHERE id = %s; COMMIT"
-                    await run_script(conn, cursor.mogrify(store, (made.SerializeToString(), key_id)).encode())
+                    await run_script(conn, bind(store, (made.SerializeToString(), key_id), loader).encode())
                 return made
             if request_id:
                 await run_script(conn, b"ROLLBACK")
                 if not claimed:
-                    return await _stored(conn, cursor, organization_id, method, request_id, kind.message)
+                    return await _stored(conn, loader, organization_id, method, request_id, kind.message)
             if facts_row[0] is None:  # no live project
                 raise NotFound(parent)
             version, active, *values = facts_row[:width]
@@ -170,16 +171,16 @@ async def create(
 
 
 async def _stored(
-    conn: Any, cursor: AsyncClientCursor[Any], organization_id: uuid.UUID, method: str, request_id: str, kind: Any
+    conn: Any, loader: abc.Transformer, organization_id: uuid.UUID, method: str, request_id: str, kind: Any
 ) -> Any:
     """The response the first create with this request_id stored."""
-    read = cursor.mogrify(
+    read = bind(
         f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = %s; "
         f"SELECT response FROM {KEYS} WHERE organization_id = %s AND method = %s AND request_id = %s; COMMIT",
         (str(organization_id), organization_id, method, request_id),
+        loader,
     )
     _, _, found, _ = await run_script(conn, read.encode())
-    loader = Transformer(conn)
     loader.set_pgresult(found)
     (response,) = loader.load_row(0, tuple)
     return kind.FromString(bytes(response or b""))

@@ -6,7 +6,7 @@ fifty messages in Python still cost more CPU than the database's whole work. So:
 - The page query has the same filter, order and keyset rules as `hishamos_kit.listing.list_page`.
   It is built and compiled once per shape (kind, filter, order, page size, show_deleted, token or
   not) and prepared once per connection; a call binds its own values (organization, project, the
-  token's sort keys) in `EXECUTE` client-side with psycopg's quoting (`ClientCursor.mogrify`), so
+  token's sort keys) in `EXECUTE` client-side as quoted literals (`hishamos_kit.db.bind`), so
   nothing a client sends is spliced in unquoted. BEGIN READ ONLY, the tenant setting, the page and
   the project check travel as one script, like `Database.read_one`.
 - The page query returns only each row's cache key and sort keys. The key is the text of the id,
@@ -28,14 +28,14 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
-from psycopg import AsyncClientCursor, AsyncConnection
+from psycopg import AsyncConnection
 from psycopg.adapt import Transformer
 from sqlalchemy import bindparam, exists, func, inspect, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 
 from hishamos_kit import listing, wire
-from hishamos_kit.db import TENANT_SETTING, Database, Prepared, run_script
+from hishamos_kit.db import TENANT_SETTING, Database, Prepared, bind, run_script
 from hishamos_kit.errors import NotFound
 from hishamos_kit.lru import LruBytes
 from hishamos_kit.standard import ListRequest
@@ -76,7 +76,7 @@ async def list_children(
         params.update({f"after_{i}": value for i, value in enumerate(after)})
 
     async with db.scripts.connection() as conn:
-        cursor = AsyncClientCursor(conn)
+        loader = Transformer(conn)
         check = shape.check
 
         async def read(page: Prepared) -> tuple[Any, Any]:
@@ -86,7 +86,7 @@ async def list_children(
                 f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = %(tenant)s; {page.execute}; {check.execute}; COMMIT"
             )
             prefix = "".join(f"{statement}; " for statement in prepare)
-            *_, found, live, _ = await run_script(conn, (prefix + cursor.mogrify(script, params)).encode())
+            *_, found, live, _ = await run_script(conn, (prefix + bind(script, params, loader)).encode())
             return found, live
 
         found, live = await read(shape.keys)

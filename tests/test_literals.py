@@ -1,0 +1,115 @@
+"""Scripts bind values as quoted literals (`hishamos_kit.db.bind`): whatever a value holds, PostgreSQL
+reads back exactly that value, and nothing of it runs as SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import grpc
+import pytest
+
+from hishamos.projects.v1 import story_pb2, story_pb2_grpc
+from hishamos_devstack.stack import Stack
+from hishamos_kit.db import Database
+from tests.conftest import Channels, Tenant
+from tests.errors import failure
+from tests.projects.support import create_project
+
+HOSTILE_TEXTS = [
+    "it's",
+    "''",
+    "back\\slash\\' and \\",
+    "'); DROP TABLE stories; --",
+    "$$ $1 %(name)s %s %% :name ?",
+    "ünïcødé ✓ 𝄞 中文",
+    "-- not a comment",
+    "",
+    "\n\t\r",
+]
+
+
+def round_trip(stack: Stack, values: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        db = Database(stack.databases["projects"].app_url, pool_size=1)
+        try:
+            columns = ", ".join(f"%({name})s::{types[name]}" for name in values)
+            (rows,) = await db.script((f"SELECT {columns}", values))
+        finally:
+            await db.close()
+        return dict(zip(values, rows[0], strict=True))
+
+    return asyncio.run(run())
+
+
+def test_texts_come_back_exactly(stack: Stack) -> None:
+    values = {f"t{i}": text for i, text in enumerate(HOSTILE_TEXTS)}
+    assert round_trip(stack, values, dict.fromkeys(values, "text")) == values
+
+
+def test_other_types_come_back_exactly(stack: Stack) -> None:
+    values: dict[str, Any] = {
+        "negative": -5,
+        "smallest": -(2**63),
+        "largest": 2**63 - 1,
+        "yes": True,
+        "no": False,
+        "nothing": None,
+        "id": uuid.uuid4(),
+        "when": datetime(2026, 11, 23, 4, 5, 6, 789012, tzinfo=UTC),
+        "day": date(2026, 2, 28),
+        "amount": Decimal("-12.50"),
+        "labels": ["a'b", 'c"d', "e\\f", "{g,h}", "NULL"],
+    }
+    types = {
+        "negative": "int8",
+        "smallest": "int8",
+        "largest": "int8",
+        "yes": "bool",
+        "no": "bool",
+        "nothing": "text",
+        "id": "uuid",
+        "when": "timestamptz",
+        "day": "date",
+        "amount": "numeric",
+        "labels": "text[]",
+    }
+    assert round_trip(stack, values, types) == values
+
+
+def test_a_negative_number_after_a_minus_is_not_a_comment(stack: Stack) -> None:
+    async def run() -> int:
+        db = Database(stack.databases["projects"].app_url, pool_size=1)
+        try:
+            (rows,) = await db.script(("SELECT 10 -%(n)s", {"n": -3}))
+        finally:
+            await db.close()
+        return int(rows[0][0])
+
+    assert asyncio.run(run()) == 13
+
+
+@pytest.mark.parametrize("title", HOSTILE_TEXTS[:6])
+def test_a_story_keeps_its_title_whatever_it_holds(channels: Channels, tenant: Tenant, title: str) -> None:
+    stories = story_pb2_grpc.StoryServiceStub(channels.envoy())
+    project = create_project(channels, tenant).name
+    made = stories.CreateStory(
+        story_pb2.CreateStoryRequest(parent=project, story=story_pb2.Story(title=f"x{title}", labels=[title or "l"])),
+        metadata=tenant.metadata,
+    ).story
+    found = stories.GetStory(story_pb2.GetStoryRequest(name=made.name), metadata=tenant.metadata).story
+    assert (found.title, list(found.labels)) == (f"x{title}".strip(), [title or "l"])
+
+
+def test_a_nul_character_is_a_field_violation(channels: Channels, tenant: Tenant) -> None:
+    stories = story_pb2_grpc.StoryServiceStub(channels.envoy())
+    project = create_project(channels, tenant).name
+    request = story_pb2.CreateStoryRequest(parent=project, story=story_pb2.Story(title="a\x00b"))
+    refused = failure(lambda: stories.CreateStory(request, metadata=tenant.metadata))
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "story.title" in refused.violations
+    listed = stories.ListStories(story_pb2.ListStoriesRequest(parent=project), metadata=tenant.metadata)
+    assert list(listed.stories) == []
