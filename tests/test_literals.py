@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from psycopg.types.json import Jsonb
 
 from hishamos.projects.v1 import story_pb2, story_pb2_grpc
 from hishamos_devstack.stack import Stack
@@ -62,7 +63,9 @@ def test_other_types_come_back_exactly(stack: Stack) -> None:
         "when": datetime(2026, 11, 23, 4, 5, 6, 789012, tzinfo=UTC),
         "day": date(2026, 2, 28),
         "amount": Decimal("-12.50"),
-        "labels": ["a'b", 'c"d', "e\\f", "{g,h}", "NULL"],
+        "labels": ["a'b", 'c"d', "e\\f", "{g,h}", "NULL", ""],
+        "no_labels": [],
+        "document": Jsonb({"a'b": ["c\\d", 'e"f', None, 1.5, {"$$": "--"}]}),
     }
     types = {
         "negative": "int8",
@@ -76,8 +79,10 @@ def test_other_types_come_back_exactly(stack: Stack) -> None:
         "day": "date",
         "amount": "numeric",
         "labels": "text[]",
+        "no_labels": "text[]",
+        "document": "jsonb",
     }
-    assert round_trip(stack, values, types) == values
+    assert round_trip(stack, values, types) == {**values, "document": values["document"].obj}
 
 
 def test_a_negative_number_after_a_minus_is_not_a_comment(stack: Stack) -> None:
@@ -111,5 +116,19 @@ def test_a_nul_character_is_a_field_violation(channels: Channels, tenant: Tenant
     refused = failure(lambda: stories.CreateStory(request, metadata=tenant.metadata))
     assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "story.title" in refused.violations
+    listed = stories.ListStories(story_pb2.ListStoriesRequest(parent=project), metadata=tenant.metadata)
+    assert list(listed.stories) == []
+
+
+def test_a_nul_anywhere_is_invalid_argument_and_changes_nothing(channels: Channels, tenant: Tenant) -> None:
+    stories = story_pb2_grpc.StoryServiceStub(channels.envoy())
+    project = create_project(channels, tenant).name
+    in_label = story_pb2.Story(title="t", labels=["a\x00"])
+    in_custom_field = story_pb2.Story(title="t")
+    in_custom_field.custom_fields.update({"note": "a\x00b"})
+    for story, field in ((in_label, "story.labels[0]"), (in_custom_field, "request")):
+        request = story_pb2.CreateStoryRequest(parent=project, story=story)
+        refused = failure(lambda r=request: stories.CreateStory(r, metadata=tenant.metadata))
+        assert (refused.code, list(refused.violations)) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
     listed = stories.ListStories(story_pb2.ListStoriesRequest(parent=project), metadata=tenant.metadata)
     assert list(listed.stories) == []

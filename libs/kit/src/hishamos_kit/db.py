@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from weakref import WeakKeyDictionary
 import psycopg
 from psycopg import AsyncConnection, abc, pq
 from psycopg.adapt import Transformer
+from psycopg.types.json import Jsonb
 from sqlalchemy import DateTime, MetaData, func, make_url, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -262,15 +264,10 @@ def bind(sql: str, params: Mapping[str, Any] | Sequence[Any], transformer: abc.T
 
 def literal(value: Any, transformer: abc.Transformer) -> str:
     """`value` as an SQL literal. The common types are quoted here, in a fraction of the time
-    psycopg's adapters take (a script binds dozens of values); the rest by psycopg.
-
-    A string's only special character is the quote, since the session has standard_conforming_strings
-    on and speaks UTF-8 (no multi-byte character hides a quote byte)."""
+    psycopg's adapters take (a script binds dozens of values); the rest by psycopg."""
     kind = type(value)
     if kind is str:
-        if "\x00" in value:
-            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
-        return "'" + str.replace(value, "'", "''") + "'"
+        return _quote(value)
     if value is None:
         return "NULL"
     if kind is bool:
@@ -280,7 +277,20 @@ def literal(value: Any, transformer: abc.Transformer) -> str:
         return f"({value})" if value < 0 else str(value)
     if kind is uuid.UUID:
         return f"'{value}'::uuid"
+    if kind is Jsonb:
+        return _quote(json.dumps(value.obj)) + "::jsonb"
+    if kind is list and all(type(item) is str for item in value):
+        items = (item.replace("\\", "\\\\").replace('"', '\\"') for item in value)
+        return _quote("{" + ",".join(f'"{item}"' for item in items) + "}")
     return bytes(transformer.as_literal(value)).decode()
+
+
+def _quote(text: str) -> str:
+    """A string literal. Its only special character is the quote: the session has
+    standard_conforming_strings on and speaks UTF-8 (no multi-byte character hides a quote byte)."""
+    if "\x00" in text:
+        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    return "'" + text.replace("'", "''") + "'"
 
 
 async def run_script(conn: AsyncConnection[Any], script: bytes) -> list[pq.abc.PGresult]:

@@ -34,7 +34,7 @@ from hishamos_kit.auth import (
 )
 from hishamos_kit.crypto import load_key
 from hishamos_kit.db import Database
-from hishamos_kit.errors import ApiError, PermissionDenied, Unavailable, internal_status
+from hishamos_kit.errors import ApiError, InvalidArgument, PermissionDenied, Unavailable, internal_status
 from hishamos_kit.logs import request_id_var
 from hishamos_kit.metrics import RpcMetrics, serve_metrics
 from hishamos_kit.outbound import inbound_deadline
@@ -114,6 +114,12 @@ class Chassis:
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
+        except (psycopg.DataError, sqlalchemy.exc.DataError):
+            # A value validation let through that PostgreSQL cannot take (a NUL inside JSON, say).
+            log.warning("database refused a value in %s", method)
+            refused = {"request": "holds a value the database cannot store, such as a NUL character"}
+            status = InvalidArgument(refused, "INVALID_VALUE").to_status(self.domain, request_id)
+            code = "INVALID_ARGUMENT"
         except (psycopg.OperationalError, sqlalchemy.exc.OperationalError):
             log.warning("database unavailable in %s", method)
             status = Unavailable("the database is unavailable; retry shortly", "DATABASE_UNAVAILABLE").to_status(

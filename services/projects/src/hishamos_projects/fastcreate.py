@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import TENANT_SETTING, Prepared, bind, run_script
 from hishamos_kit.errors import Aborted, NotFound, Violations
-from hishamos_projects.guards import Guard, archived, facts_query, live
+from hishamos_projects.guards import Guard, archived, facts_sql, live
 from hishamos_projects.models import IdempotencyKey
 
 KEYS = IdempotencyKey.__tablename__
@@ -87,7 +87,8 @@ async def create(
         for depth, model in enumerate(kind.ancestors, start=1)
     ]
     checks = [*ancestors, *guards.values()]
-    facts, facts_params = facts_query(kind, project_id, checks)
+    texts = tuple(check.sql for check in checks)
+    facts_params = (*(p for check in checks for p in check.params), project_id)
     method = f"Create{type(message).__name__}"
     key_id = uuid.uuid4()
     async with methods.db.scripts.connection() as conn:
@@ -100,25 +101,14 @@ async def create(
                 project = SimpleNamespace(**dict(zip(kind.project_columns, seen[1], strict=True)))
                 kind.check_project(row, project, paths, checked)
                 ready = not checked.items
-            # One row whatever the facts: a replay is recognised even when the project is gone.
-            ctes, selected, source = [f"facts AS ({facts})"], ["facts.*"], ONE_ROW
-            params: list[Any] = list(facts_params)
-            if request_id:
-                ctes.insert(0, f"claim AS ({CLAIM})")
-                selected.insert(0, "(SELECT count(*) FROM claim)")
-                params = [key_id, organization_id, method, request_id, *params]
+            params: list[Any] = [key_id, organization_id, method, request_id] if request_id else []
+            params += facts_params
+            inserted = None
             if seen is not None and ready:
-                # The insert happens only when every fact holds, in the statement that reads them.
-                conditions = ["facts.is_active", *(f"facts.ok{i}" for i in range(len(checks)))]
-                conditions += ["facts.version = %s"] if kind.project_columns else []
-                sources = "facts, claim" if request_id else "facts"
-                insert, values = _insert(kind.model, row, sources, " AND ".join(conditions))
-                ctes.append(f"made AS ({insert})")
-                selected.append("made.*")
-                source += " LEFT JOIN made ON true"
-                params += values + ([seen[0]] if kind.project_columns else [])
-            statement = f"WITH {', '.join(ctes)} SELECT {', '.join(selected)} FROM {source}"
-            name, sql, count = _prepared(statement)
+                inserted = _inserted(kind.model, row)
+                params += _values(kind.model, row, inserted)
+                params += [seen[0]] if kind.project_columns else []
+            name, sql, count = _statement(kind, texts, bool(request_id), inserted)
             script = [
                 *methods.db.scripts.prepare(conn, name, sql),
                 *methods.db.scripts.prepare(conn, LOCK.name, LOCK.sql),
@@ -187,9 +177,27 @@ async def _stored(
 
 
 @lru_cache(maxsize=1000)
-def _prepared(statement: str) -> tuple[str, str, int]:
-    """A name for `statement`, its text with `$n` parameters, and how many: PostgreSQL plans a
-    statement with CTEs in more time than it runs, so each connection prepares it once."""
+def _statement(
+    kind: Any, checks: tuple[str, ...], claim: bool, inserted: tuple[int, ...] | None
+) -> tuple[str, str, int]:
+    """The statement of one shape of create (its checks, a request_id or not, the columns it sets;
+    no insert while the project columns are unknown): a name, its text with `$n` parameters, and how
+    many. PostgreSQL plans a statement with CTEs in more time than it runs, so each connection
+    prepares it once; building its text costs more than binding the values, so it is built once.
+
+    One row whatever the facts: a replay is recognised even when the project is gone."""
+    ctes, selected, source = [f"facts AS ({facts_sql(kind, checks)})"], ["facts.*"], ONE_ROW
+    if claim:
+        ctes.insert(0, f"claim AS ({CLAIM})")
+        selected.insert(0, "(SELECT count(*) FROM claim)")
+    if inserted is not None:
+        # The insert happens only when every fact holds, in the statement that reads them.
+        conditions = ["facts.is_active", *(f"facts.ok{i}" for i in range(len(checks)))]
+        conditions += ["facts.version = %s"] if kind.project_columns else []
+        ctes.append(f"made AS ({_insert(kind.model, inserted, 'facts, claim' if claim else 'facts', conditions)})")
+        selected.append("made.*")
+        source += " LEFT JOIN made ON true"
+    statement = f"WITH {', '.join(ctes)} SELECT {', '.join(selected)} FROM {source}"
     head, *rest = statement.split("%s")
     sql = head + "".join(f"${i}{part}" for i, part in enumerate(rest, start=1))
     return f"fastcreate_{hashlib.sha1(statement.encode()).hexdigest()[:20]}", sql, len(rest)
@@ -212,24 +220,36 @@ def _columns(model: Any) -> tuple[tuple[str, str, Any, bool, str], ...]:
     )
 
 
-def _insert(model: Any, row: Any, sources: str, condition: str) -> tuple[str, list[Any]]:
-    """INSERT of what is set on `row` (scalar defaults for the rest; the server's where there are none)
-    for each row of `sources` meeting `condition`, returning every column (see `_attributes`); and
-    its values, which come before the condition's parameters."""
-    columns, casts, values = [], [], []
-    for key, column, default, is_json, sql_type in _columns(model):
-        value = row.__dict__.get(key, default)
-        if key in row.__dict__ or default is not None:
-            columns.append(f'"{column}"')
-            casts.append(f"CAST(%s AS {sql_type})")  # a prepared statement's parameters need their types
-            values.append(Jsonb(value) if is_json and value is not None else value)
-    returning = ", ".join(f'"{column[1]}"' for column in _columns(model))
+def _inserted(model: Any, row: Any) -> tuple[int, ...]:
+    """The columns (by position in `_columns`) the INSERT sets: those set on `row`, and those with
+    a scalar default; the server's defaults fill the rest."""
+    values = row.__dict__
+    return tuple(i for i, (key, _, default, _, _) in enumerate(_columns(model)) if key in values or default is not None)
+
+
+def _values(model: Any, row: Any, inserted: tuple[int, ...]) -> list[Any]:
+    """The values of the `inserted` columns of `row`, which come before the condition's parameters."""
+    columns, values = _columns(model), row.__dict__
+    found = []
+    for i in inserted:
+        key, _, default, is_json, _ = columns[i]
+        value = values.get(key, default)
+        found.append(Jsonb(value) if is_json and value is not None else value)
+    return found
+
+
+def _insert(model: Any, inserted: tuple[int, ...], sources: str, conditions: list[str]) -> str:
+    """INSERT of the `inserted` columns for each row of `sources` meeting `conditions`, returning
+    every column (see `_attributes`)."""
+    columns = _columns(model)
+    names = ", ".join(f'"{columns[i][1]}"' for i in inserted)
+    casts = ", ".join(f"CAST(%s AS {columns[i][4]})" for i in inserted)  # prepared parameters need types
+    returning = ", ".join(f'"{column[1]}"' for column in columns)
     table = inspect(model).local_table.name
-    sql = (
-        f'INSERT INTO "{table}" ({", ".join(columns)}) SELECT {", ".join(casts)} '
-        f"FROM {sources} WHERE {condition} RETURNING {returning}"
+    return (
+        f'INSERT INTO "{table}" ({names}) SELECT {casts} FROM {sources} '
+        f"WHERE {' AND '.join(conditions)} RETURNING {returning}"
     )
-    return sql, values
 
 
 def _attributes(model: Any) -> list[str]:

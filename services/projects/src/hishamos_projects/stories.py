@@ -208,6 +208,8 @@ def _texts(v: Violations, field: str, values: Any, *, most: int, longest: int) -
     for i, item in enumerate(items):
         if not item or len(item) > longest:
             v.add(f"{field}[{i}]", f"must be 1-{longest} characters")
+        elif "\x00" in item:
+            v.add(f"{field}[{i}]", "must not contain NUL characters")
     return items
 
 
