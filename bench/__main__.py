@@ -26,11 +26,11 @@ import psycopg
 
 from bench import argon2_rate
 from bench.echo import METHOD as ECHO
-from bench.load import Figure, measure
-from hishamos.identity.v1 import auth_pb2
+from bench.load import CONCURRENCY, Figure, measure
+from hishamos.identity.v1 import auth_pb2, user_pb2, user_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc, story_pb2, story_pb2_grpc
 from hishamos_devstack.stack import Ports, Stack, free_port
-from tests.conftest import sign_up
+from tests.conftest import Tenant, sign_up
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 TARGETS = {
@@ -79,6 +79,19 @@ def seed_stories(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...], p
         ]
         batch = story_pb2.BatchCreateStoriesRequest(parent=project, requests=requests)
         stories.BatchCreateStories(batch, metadata=metadata, timeout=120)
+
+
+def sign_in_users(identity: str, tenant: Tenant) -> list[str]:
+    """A user per concurrent caller, all with the tenant's password: many people sign in at once,
+    and one user's parallel attempts are capped by the lockout (more than five in flight fail)."""
+    with grpc.insecure_channel(identity) as channel:
+        users = user_pb2_grpc.UserServiceStub(channel)
+        names = [f"bench-{i}" for i in range(CONCURRENCY)]
+        for name in names:
+            user = user_pb2.User(email=f"{name}@{tenant.slug}.test", username=name)
+            request = user_pb2.CreateUserRequest(parent=tenant.organization, user=user, password=tenant.password)
+            users.CreateUser(request, metadata=tenant.metadata, timeout=30)
+    return names
 
 
 def analyze(stack: Stack) -> None:
@@ -136,9 +149,12 @@ def main(selected: list[str]) -> None:
             parent=project.name,
             story=story_pb2.Story(title="Bench story", description="d" * 200, story_points=3, labels=["bench"]),
         ).SerializeToString()
-        login = auth_pb2.LoginRequest(
-            organization_slug=tenant.slug, login=tenant.username, password=tenant.password
-        ).SerializeToString()
+        logins = [
+            auth_pb2.LoginRequest(
+                organization_slug=tenant.slug, login=user, password=tenant.password
+            ).SerializeToString()
+            for user in (sign_in_users(identity, tenant) if "login" in needed else [])
+        ]
         reply_size = project_pb2.GetProjectResponse(project=project).ByteSize()
         organization_id = tenant.organization.split("/")[1]
         ceilings = [
@@ -148,7 +164,7 @@ def main(selected: list[str]) -> None:
         ]
         (_, echo), (_, unauthed), (_, echo_list_sized) = ceilings
         try:
-            print(f"==> measuring: 16 concurrent callers, {ROUNDS} rounds of {SECONDS:.0f} s per figure")
+            print(f"==> measuring: {CONCURRENCY} concurrent callers, {ROUNDS} rounds of {SECONDS:.0f} s per figure")
             print(f"    replies: GetProject {reply_size} B, a ListStories page {list_reply_size} B")
             # The ceiling gets the same bytes and metadata, so the client does the same work for each.
             runs: dict[str, Callable[[], Figure]] = {
@@ -167,7 +183,7 @@ def main(selected: list[str]) -> None:
                 "get_project_unauthed": lambda: measure(
                     unauthed, GET_PROJECT, request, tenant.metadata, seconds=SECONDS
                 ),
-                "login": lambda: measure(identity, LOGIN, login, concurrency=4, seconds=SECONDS),
+                "login": lambda: measure(identity, LOGIN, logins, seconds=SECONDS),
                 "argon2id_verify": lambda: argon2_rate.measure(SECONDS),
             }
             measured = rounds({name: run for name, run in runs.items() if name in needed})

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import grpc
 
+CONCURRENCY = 16  # callers of every figure
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -32,7 +34,7 @@ class Figure:
 async def _measure(
     target: str,
     method: str,
-    request: bytes,
+    requests: Sequence[bytes],
     metadata: Sequence[tuple[str, str]],
     concurrency: int,
     seconds: float,
@@ -46,7 +48,7 @@ async def _measure(
         recording = False
         stop_at = time.perf_counter() + warmup + seconds
 
-        async def caller() -> None:
+        async def caller(request: bytes) -> None:
             nonlocal errors
             while (now := time.perf_counter()) < stop_at:
                 try:
@@ -64,7 +66,7 @@ async def _measure(
             return time.perf_counter()
 
         started = asyncio.create_task(clock())
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        await asyncio.gather(*(caller(requests[i % len(requests)]) for i in range(concurrency)))
         elapsed = time.perf_counter() - started.result()
     if not latencies:
         raise SystemExit(f"no successful calls to {method} at {target} ({errors} errors)")
@@ -75,10 +77,12 @@ async def _measure(
 def measure(
     target: str,
     method: str,
-    request: bytes,
+    request: bytes | Sequence[bytes],
     metadata: Sequence[tuple[str, str]] = (),
-    concurrency: int = 16,
+    concurrency: int = CONCURRENCY,
     seconds: float = 5.0,
     warmup: float = 1.0,
 ) -> Figure:
-    return asyncio.run(_measure(target, method, request, metadata, concurrency, seconds, warmup))
+    """Caller i sends `request`, or the i-th of `request` when it is several (one per user, say)."""
+    requests = [request] if isinstance(request, bytes) else list(request)
+    return asyncio.run(_measure(target, method, requests, metadata, concurrency, seconds, warmup))

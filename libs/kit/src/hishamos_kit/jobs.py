@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from hishamos_kit.db import Database, Timestamps
+from hishamos_kit.db import Database, Prepared, Timestamps
 
 log = logging.getLogger("hishamos.jobs")
 
@@ -82,10 +82,13 @@ class Worker:
     ) -> None:
         self.db, self.handlers, self.poll_seconds = db, dict(handlers), poll_seconds
         table = model.__tablename__
-        self._claim = text(
-            f"UPDATE {table} SET attempts = attempts + 1, run_at = now() + make_interval(secs => :lease) "
-            f"WHERE id = (SELECT id FROM {table} WHERE finished_at IS NULL AND run_at <= now() AND kind = ANY(:kinds) "
-            "ORDER BY run_at FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id, kind, payload, attempts"
+        # A poll that finds nothing is most of what a worker does: one prepared round trip.
+        self._claim = Prepared(
+            f"jobs_claim_{table}",
+            f"UPDATE {table} SET attempts = attempts + 1, run_at = now() + make_interval(secs => %(lease)s) "
+            f"WHERE id = (SELECT id FROM {table} WHERE finished_at IS NULL AND run_at <= now() "
+            "AND kind = ANY(%(kinds)s) ORDER BY run_at FOR UPDATE SKIP LOCKED LIMIT 1) "
+            "RETURNING id, kind, payload, attempts",
         )
         self._done = text(f"UPDATE {table} SET finished_at = now(), last_error = '' WHERE id = :id")
         self._retry = text(
@@ -106,13 +109,10 @@ class Worker:
 
     async def run_one(self) -> bool:
         """Claim and run one due job; False when none is due."""
-        async with self.db.unscoped() as session:
-            claimed = (
-                await session.execute(self._claim, {"lease": LEASE_SECONDS, "kinds": list(self.handlers)})
-            ).one_or_none()
-        if claimed is None:
+        (claimed,) = await self.db.script((self._claim, {"lease": LEASE_SECONDS, "kinds": list(self.handlers)}))
+        if not claimed:
             return False
-        job_id, kind, payload, attempts = claimed
+        job_id, kind, payload, attempts = claimed[0]
         try:
             await self.handlers[kind](job_id, payload)
         except Exception as exc:  # noqa: BLE001 - any failure is retried later, and recorded
