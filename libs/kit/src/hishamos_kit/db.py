@@ -175,7 +175,7 @@ class Database:
         if not all(isinstance(i, uuid.UUID) for i in (organization_id, *ids)):
             raise TypeError("read_one interpolates UUID objects only")
         literals = [f"'{i}'::uuid" for i in ids]
-        script = f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = '{organization_id}'; {query.format(*literals)}; COMMIT"
+        script = "; ".join(in_tenant(organization_id, query.format(*literals), read_only=True))
 
         async with self.scripts.connection() as conn:
             _, _, rows, _ = await run_script(conn, script.encode())
@@ -235,6 +235,7 @@ class Database:
 
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+POSITIONAL = re.compile(r"%%|%s")
 
 
 class Prepared:
@@ -242,16 +243,32 @@ class Prepared:
 
     PostgreSQL plans every statement of a simple-protocol script anew, and for a statement with
     CTEs and subqueries the plan costs more than the run. The first script on a connection that
-    uses it sends `PREPARE name AS …` with it; later ones send `EXECUTE name(…)`.
-    `sql` takes `%(name)s` parameters like any statement; their types are inferred by PostgreSQL.
+    uses it sends `PREPARE name AS …` with it; later ones send `EXECUTE name(…)`, bound with `bind`.
+    `sql` takes `%(name)s` parameters, or `%s` ones bound in order, as any statement; their types
+    are inferred by PostgreSQL.
     """
 
     def __init__(self, name: str, sql: str) -> None:
         self.name = name
         params = list(dict.fromkeys(PLACEHOLDER.findall(sql)))
-        # `%` formatting, as psycopg reads the text: `%(name)s` becomes `$n`, and `%%` a `%`.
-        self.sql = sql % {param: f"${i}" for i, param in enumerate(params, start=1)}
-        self.execute = f"EXECUTE {name}({', '.join(f'%({p})s' for p in params)})" if params else f"EXECUTE {name}"
+        # `%` formatting, as psycopg reads the text: a parameter becomes `$n`, and `%%` a `%`.
+        if params:
+            self.sql = sql % {param: f"${i}" for i, param in enumerate(params, start=1)}
+            arguments = [f"%({p})s" for p in params]
+        else:
+            count = POSITIONAL.findall(sql).count("%s")
+            self.sql = sql % tuple(f"${i}" for i in range(1, count + 1))
+            arguments = ["%s"] * count
+        self.execute = f"EXECUTE {name}({', '.join(arguments)})" if arguments else f"EXECUTE {name}"
+
+
+def in_tenant(organization_id: uuid.UUID, *statements: str, read_only: bool = False, commit: bool = True) -> list[str]:
+    """A script's statements as one transaction of one organization: BEGIN, the tenant setting that
+    row-level security reads, `statements`, and COMMIT (left to the caller with `commit=False`)."""
+    if type(organization_id) is not uuid.UUID:  # its text, spliced in, cannot inject SQL
+        raise TypeError("in_tenant takes the organization as a UUID")
+    begin = "BEGIN READ ONLY" if read_only else "BEGIN"
+    return [begin, f"SET LOCAL {TENANT_SETTING} = '{organization_id}'", *statements, *(["COMMIT"] if commit else [])]
 
 
 def bind(sql: str, params: Mapping[str, Any] | Sequence[Any], transformer: abc.Transformer) -> str:

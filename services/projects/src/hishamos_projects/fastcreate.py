@@ -1,13 +1,14 @@
 """Create one resource in a project in one round trip on a plain connection, as fastlist reads a page.
 
 Through the ORM a create cost six statements (BEGIN, tenant setting, project lock, checks, INSERT,
-COMMIT), each with the ORM's per-statement CPU: several times the database's own work. Here one
-statement locks the live project FOR KEY SHARE (as `children.live_project` does), evaluates every
-check (the ancestors, the guards of referenced rows) and inserts only when all of them hold; it
-travels with BEGIN, the tenant setting and COMMIT. When nothing is inserted, the same answer says
-why (NOT_FOUND, the violations, or a project changed since its columns were checked). With a
-request_id the statement also claims the key, and the response is stored before COMMIT (AIP-155,
-as `hishamos_kit.resources.once`). Values reach SQL only as quoted literals (`hishamos_kit.db.bind`)."""
+COMMIT), each with the ORM's per-statement CPU: several times the database's own work. Here a
+statement locks the live project FOR KEY SHARE (as `children.live_project` does), and one more
+evaluates every check (the ancestors, the guards of referenced rows) and inserts only when all of
+them hold; both are prepared, and travel with BEGIN, the tenant setting and COMMIT. When nothing is
+inserted, the same answer says why (NOT_FOUND, the violations, or a project changed since its columns
+were checked). With a request_id the statement also claims the key, and the response is stored before
+COMMIT (AIP-155, as `hishamos_kit.resources.once`). Values reach SQL only as quoted literals
+(`hishamos_kit.db.bind`)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
 from hishamos_kit.auth import Principal
-from hishamos_kit.db import TENANT_SETTING, Prepared, bind, run_script
+from hishamos_kit.db import Prepared, bind, in_tenant, run_script
 from hishamos_kit.errors import Aborted, NotFound, Violations
 from hishamos_projects.guards import Guard, archived, facts_sql, live
 from hishamos_projects.models import IdempotencyKey
@@ -108,15 +109,16 @@ async def create(
                 inserted = _inserted(kind.model, row)
                 params += _values(kind.model, row, inserted)
                 params += [seen[0]] if kind.project_columns else []
-            name, sql, count = _statement(kind, texts, bool(request_id), inserted)
+            statement = _statement(kind, texts, bool(request_id), inserted)
             script = [
-                *methods.db.scripts.prepare(conn, name, sql),
+                *methods.db.scripts.prepare(conn, statement.name, statement.sql),
                 *methods.db.scripts.prepare(conn, LOCK.name, LOCK.sql),
-                "BEGIN",
-                f"SET LOCAL {TENANT_SETTING} = '{organization_id}'",  # UUIDs: their text cannot inject SQL
-                bind(LOCK.execute, {"project": project_id}, loader),
-                bind(f"EXECUTE {name}({', '.join(['%s'] * count)})", params, loader),
-                *([] if request_id else ["COMMIT"]),
+                *in_tenant(
+                    organization_id,
+                    bind(LOCK.execute, {"project": project_id}, loader),
+                    bind(statement.execute, params, loader),
+                    commit=not request_id,  # with a request_id, COMMIT follows the stored response
+                ),
             ]
             try:
                 results = await run_script(conn, "; ".join(script).encode())
@@ -164,11 +166,9 @@ async def _stored(
     conn: Any, loader: abc.Transformer, organization_id: uuid.UUID, method: str, request_id: str, kind: Any
 ) -> Any:
     """The response the first create with this request_id stored."""
+    query = f"SELECT response FROM {KEYS} WHERE organization_id = %s AND method = %s AND request_id = %s"
     read = bind(
-        f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = %s; "
-        f"SELECT response FROM {KEYS} WHERE organization_id = %s AND method = %s AND request_id = %s; COMMIT",
-        (str(organization_id), organization_id, method, request_id),
-        loader,
+        "; ".join(in_tenant(organization_id, query, read_only=True)), (organization_id, method, request_id), loader
     )
     _, _, found, _ = await run_script(conn, read.encode())
     loader.set_pgresult(found)
@@ -177,13 +177,11 @@ async def _stored(
 
 
 @lru_cache(maxsize=1000)
-def _statement(
-    kind: Any, checks: tuple[str, ...], claim: bool, inserted: tuple[int, ...] | None
-) -> tuple[str, str, int]:
+def _statement(kind: Any, checks: tuple[str, ...], claim: bool, inserted: tuple[int, ...] | None) -> Prepared:
     """The statement of one shape of create (its checks, a request_id or not, the columns it sets;
-    no insert while the project columns are unknown): a name, its text with `$n` parameters, and how
-    many. PostgreSQL plans a statement with CTEs in more time than it runs, so each connection
-    prepares it once; building its text costs more than binding the values, so it is built once.
+    no insert while the project columns are unknown). PostgreSQL plans a statement with CTEs in more
+    time than it runs, so each connection prepares it once; building its text costs more than binding
+    the values, so it is built once.
 
     One row whatever the facts: a replay is recognised even when the project is gone."""
     ctes, selected, source = [f"facts AS ({facts_sql(kind, checks)})"], ["facts.*"], ONE_ROW
@@ -198,9 +196,7 @@ def _statement(
         selected.append("made.*")
         source += " LEFT JOIN made ON true"
     statement = f"WITH {', '.join(ctes)} SELECT {', '.join(selected)} FROM {source}"
-    head, *rest = statement.split("%s")
-    sql = head + "".join(f"${i}{part}" for i, part in enumerate(rest, start=1))
-    return f"fastcreate_{hashlib.sha1(statement.encode()).hexdigest()[:20]}", sql, len(rest)
+    return Prepared(f"fastcreate_{hashlib.sha1(statement.encode()).hexdigest()[:20]}", statement)
 
 
 @cache

@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 
 from hishamos_kit import listing, wire
-from hishamos_kit.db import TENANT_SETTING, Database, Prepared, bind, run_script
+from hishamos_kit.db import Database, Prepared, bind, in_tenant, run_script
 from hishamos_kit.errors import NotFound
 from hishamos_kit.lru import LruBytes
 from hishamos_kit.standard import ListRequest
@@ -70,7 +70,7 @@ async def list_children(
     order = tuple(listing.parse_order_by(request.order_by, spec))
     shape = _shape(kind, request.filter, order, request.show_deleted, bool(request.page_token), size)
     fingerprint = listing.fingerprint_of(request.filter, order, request.parent, request.show_deleted)
-    params = {**shape.params, "tenant": str(organization_id), "organization": organization_id, "project": project_id}
+    params = {**shape.params, "organization": organization_id, "project": project_id}
     if request.page_token:
         after = listing.read_token(request.page_token, fingerprint, shape.sort_keys)
         params.update({f"after_{i}": value for i, value in enumerate(after)})
@@ -82,9 +82,7 @@ async def list_children(
         async def read(page: Prepared) -> tuple[Any, Any]:
             """The page's and the project check's results, preparing what this connection has not."""
             prepare = db.scripts.prepare(conn, page.name, page.sql) + db.scripts.prepare(conn, check.name, check.sql)
-            script = (
-                f"BEGIN READ ONLY; SET LOCAL {TENANT_SETTING} = %(tenant)s; {page.execute}; {check.execute}; COMMIT"
-            )
+            script = "; ".join(in_tenant(organization_id, page.execute, check.execute, read_only=True))
             prefix = "".join(f"{statement}; " for statement in prepare)
             *_, found, live, _ = await run_script(conn, (prefix + bind(script, params, loader)).encode())
             return found, live
