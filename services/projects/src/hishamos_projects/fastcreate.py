@@ -104,10 +104,11 @@ async def create(
                 ready = not checked.items
             params: list[Any] = [key_id, organization_id, method, request_id] if request_id else []
             params += facts_params
-            inserted = None
+            inserted, sent = None, {}
             if seen is not None and ready:
                 inserted = _inserted(kind.model, row)
-                params += _values(kind.model, row, inserted)
+                sent = _sent(kind.model, row, inserted)
+                params += _bound(kind.model, inserted, sent)
                 params += [seen[0]] if kind.project_columns else []
             statement = _statement(kind, texts, bool(request_id), inserted)
             script = [
@@ -134,7 +135,11 @@ async def create(
             width = 2 + len(kind.project_columns) + len(checks)
             made_row = facts_row[width:]
             if made_row and made_row[0] is not None:
-                made = kind.to_message(SimpleNamespace(**dict(zip(_attributes(kind.model), made_row, strict=True))))
+                assert inserted is not None
+                # The row as sent, and what the server filled in (the values sent come back unchanged:
+                # validation keeps them within their columns, so no cast truncates or rounds them).
+                sent.update(zip(_returned(kind, inserted), made_row, strict=True))
+                made = kind.to_message(SimpleNamespace(**sent))
                 if request_id:
                     store = f"UPDATE {KEYS} SET response = %s WHERE id = %s; COMMIT"
                     await run_script(conn, bind(store, (made.SerializeToString(), key_id), loader).encode())
@@ -192,7 +197,7 @@ def _statement(kind: Any, checks: tuple[str, ...], claim: bool, inserted: tuple[
         # The insert happens only when every fact holds, in the statement that reads them.
         conditions = ["facts.is_active", *(f"facts.ok{i}" for i in range(len(checks)))]
         conditions += ["facts.version = %s"] if kind.project_columns else []
-        ctes.append(f"made AS ({_insert(kind.model, inserted, 'facts, claim' if claim else 'facts', conditions)})")
+        ctes.append(f"made AS ({_insert(kind, inserted, 'facts, claim' if claim else 'facts', conditions)})")
         selected.append("made.*")
         source += " LEFT JOIN made ON true"
     statement = f"WITH {', '.join(ctes)} SELECT {', '.join(selected)} FROM {source}"
@@ -223,30 +228,39 @@ def _inserted(model: Any, row: Any) -> tuple[int, ...]:
     return tuple(i for i, (key, _, default, _, _) in enumerate(_columns(model)) if key in values or default is not None)
 
 
-def _values(model: Any, row: Any, inserted: tuple[int, ...]) -> list[Any]:
-    """The values of the `inserted` columns of `row`, which come before the condition's parameters."""
+def _sent(model: Any, row: Any, inserted: tuple[int, ...]) -> dict[str, Any]:
+    """The values of the `inserted` columns of `row` by attribute, in the INSERT's order; they come
+    before the condition's parameters."""
     columns, values = _columns(model), row.__dict__
-    found = []
-    for i in inserted:
-        key, _, default, is_json, _ = columns[i]
-        value = values.get(key, default)
-        found.append(Jsonb(value) if is_json and value is not None else value)
-    return found
+    return {columns[i][0]: values.get(columns[i][0], columns[i][2]) for i in inserted}
 
 
-def _insert(model: Any, inserted: tuple[int, ...], sources: str, conditions: list[str]) -> str:
-    """INSERT of the `inserted` columns for each row of `sources` meeting `conditions`, returning
-    every column (see `_attributes`)."""
+def _bound(model: Any, inserted: tuple[int, ...], sent: dict[str, Any]) -> list[Any]:
+    """`sent` as the INSERT binds it: JSON columns' values as JSONB."""
     columns = _columns(model)
+    return [
+        Jsonb(value) if columns[i][3] and value is not None else value
+        for i, value in zip(inserted, sent.values(), strict=True)
+    ]
+
+
+@lru_cache(maxsize=100)
+def _returned(kind: Any, inserted: tuple[int, ...]) -> tuple[str, ...]:
+    """The attributes the INSERT returns: the id first (never NULL, so a row not inserted shows), then
+    those the server fills in (ranks from a sequence, times, NULLs)."""
+    return ("id", *(column[0] for i, column in enumerate(_columns(kind.model)) if i not in inserted))
+
+
+def _insert(kind: Any, inserted: tuple[int, ...], sources: str, conditions: list[str]) -> str:
+    """INSERT of the `inserted` columns for each row of `sources` meeting `conditions`, returning
+    the `_returned` columns."""
+    columns = _columns(kind.model)
     names = ", ".join(f'"{columns[i][1]}"' for i in inserted)
     casts = ", ".join(f"CAST(%s AS {columns[i][4]})" for i in inserted)  # prepared parameters need types
-    returning = ", ".join(f'"{column[1]}"' for column in columns)
-    table = inspect(model).local_table.name
+    column_of = {column[0]: column[1] for column in columns}
+    returning = ", ".join(f'"{column_of[attribute]}"' for attribute in _returned(kind, inserted))
+    table = inspect(kind.model).local_table.name
     return (
         f'INSERT INTO "{table}" ({names}) SELECT {casts} FROM {sources} '
         f"WHERE {' AND '.join(conditions)} RETURNING {returning}"
     )
-
-
-def _attributes(model: Any) -> list[str]:
-    return [column[0] for column in _columns(model)]
