@@ -56,7 +56,7 @@ PAIRS = {  # ratio: (figure, its ceiling)
     "login_vs_argon2_rate": ("login", "argon2id_verify"),
 }
 BACKLOG = 10_000  # stories in the project that ListStories pages through
-ROUNDS = 5
+ROUNDS = 7
 SECONDS = 3.0
 
 

@@ -10,12 +10,14 @@ from decimal import Decimal
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from hishamos.projects.v1 import story_pb2, story_pb2_grpc
 from hishamos_devstack.stack import Stack
 from hishamos_kit.db import Database
+from hishamos_kit.server import refused_value
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
 from tests.projects.support import create_project
@@ -132,3 +134,10 @@ def test_a_nul_anywhere_is_invalid_argument_and_changes_nothing(channels: Channe
         assert (refused.code, list(refused.violations)) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
     listed = stories.ListStories(story_pb2.ListStoriesRequest(parent=project), metadata=tenant.metadata)
     assert list(listed.stories) == []
+
+
+def test_only_a_value_the_database_cannot_store_is_the_callers_fault() -> None:
+    assert refused_value(psycopg.errors.UntranslatableCharacter("\\u0000 cannot be converted to text"))
+    assert refused_value(psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"))
+    assert not refused_value(psycopg.errors.DivisionByZero("division by zero"))  # the server's mistake: INTERNAL
+    assert not refused_value(ValueError("not a database error"))

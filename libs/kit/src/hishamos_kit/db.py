@@ -122,6 +122,10 @@ class ScriptConnections:
             except BaseException:
                 self._open -= 1
                 raise
+            if (conn.pgconn.parameter_status(b"standard_conforming_strings"), conn.info.encoding) != (b"on", "utf-8"):
+                self._open -= 1
+                await conn.close()  # `literal` would not quote safely: say so rather than guess
+                raise RuntimeError("script connections need standard_conforming_strings=on and UTF-8")
         else:
             conn = await self._idle.get()
         try:
@@ -275,6 +279,8 @@ def bind(sql: str, params: Mapping[str, Any] | Sequence[Any], transformer: abc.T
     """`sql` with its `%(name)s` (or `%s`) parameters replaced by literals, as psycopg's
     `ClientCursor.mogrify` does (`%%` is a `%`), for a connection of `ScriptConnections`."""
     if isinstance(params, Mapping):
+        if "%s" in POSITIONAL.findall(sql):  # `%` would splice in the mapping's repr
+            raise TypeError("a statement with %s parameters takes a sequence of values")
         return sql % {name: literal(value, transformer) for name, value in params.items()}
     return sql % tuple(literal(value, transformer) for value in params)
 

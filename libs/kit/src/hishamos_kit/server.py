@@ -114,12 +114,6 @@ class Chassis:
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
-        except (psycopg.DataError, sqlalchemy.exc.DataError):
-            # A value validation let through that PostgreSQL cannot take (a NUL inside JSON, say).
-            log.warning("database refused a value in %s", method)
-            refused = {"request": "holds a value the database cannot store, such as a NUL character"}
-            status = InvalidArgument(refused, "INVALID_VALUE").to_status(self.domain, request_id)
-            code = "INVALID_ARGUMENT"
         except (psycopg.OperationalError, sqlalchemy.exc.OperationalError):
             log.warning("database unavailable in %s", method)
             status = Unavailable("the database is unavailable; retry shortly", "DATABASE_UNAVAILABLE").to_status(
@@ -127,10 +121,16 @@ class Chassis:
             )
             code = "UNAVAILABLE"
         except Exception as exc:  # noqa: BLE001 - the last line: the client gets INTERNAL and a request id
-            frame = _innermost_frame(exc)
-            log.error("unhandled error in %s at %s", method, frame, extra={"error_type": type(exc).__name__})
-            status = internal_status(self.domain, request_id)
-            code = "INTERNAL"
+            if refused_value(exc):  # a value validation let through, a NUL inside JSON say
+                log.warning("database refused a value in %s", method)
+                refused = {"request": "holds a value the database cannot store, such as a NUL character"}
+                status = InvalidArgument(refused, "INVALID_VALUE").to_status(self.domain, request_id)
+                code = "INVALID_ARGUMENT"
+            else:
+                frame = _innermost_frame(exc)
+                log.error("unhandled error in %s at %s", method, frame, extra={"error_type": type(exc).__name__})
+                status = internal_status(self.domain, request_id)
+                code = "INTERNAL"
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.observe(method, code, elapsed)
@@ -182,6 +182,18 @@ class Chassis:
 async def _abort(context: grpc.aio.ServicerContext, status: Any, request_id: str) -> None:
     rich = rpc_status.to_status(status)
     await context.abort(rich.code, rich.details, (*rich.trailing_metadata, ("x-request-id", request_id)))
+
+
+# Data exceptions (SQLSTATE class 22) that mean a value as sent cannot be stored: a character the encoding
+# lacks or NUL, text too long, a number out of range, text that is no value of its type. The rest of the
+# class (division by zero, a bad subscript) are the server's own mistakes: INTERNAL.
+REFUSED_VALUES = {"22P05", "22021", "22001", "22003", "22P02"}
+
+
+def refused_value(exc: Exception) -> bool:
+    error = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    # No SQLSTATE: refused before it was sent (psycopg's and the kit's quoting refuse NUL).
+    return isinstance(error, psycopg.DataError) and error.sqlstate in (*REFUSED_VALUES, None)
 
 
 def _innermost_frame(exc: BaseException) -> str:

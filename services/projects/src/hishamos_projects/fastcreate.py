@@ -42,6 +42,8 @@ CLAIM = (
 )
 
 ONE_ROW = "(VALUES (1)) AS one(x) LEFT JOIN facts ON true"
+# Column types that store a validated value exactly as sent, so a create answers with what it sent.
+STORED_AS_SENT = ("UUID", "VARCHAR", "TEXT", "SMALLINT", "INTEGER", "BIGINT", "BOOLEAN", "DATE", "TIMESTAMP")
 # Taken on its own, before the checks: they then read what was committed before it was granted
 # (a sprint completed while this create waited is seen completed).
 LOCK = Prepared("fastcreate_lock", "SELECT 1 FROM projects WHERE id = %(project)s AND NOT is_deleted FOR KEY SHARE")
@@ -247,8 +249,10 @@ def _bound(model: Any, inserted: tuple[int, ...], sent: dict[str, Any]) -> list[
 @lru_cache(maxsize=100)
 def _returned(kind: Any, inserted: tuple[int, ...]) -> tuple[str, ...]:
     """The attributes the INSERT returns: the id first (never NULL, so a row not inserted shows), then
-    those the server fills in (ranks from a sequence, times, NULLs)."""
-    return ("id", *(column[0] for i, column in enumerate(_columns(kind.model)) if i not in inserted))
+    those the server fills in (ranks from a sequence, times, NULLs) and those it may store otherwise
+    than sent (a float's -0.0 is stored as 0, JSON numbers become numeric)."""
+    columns = enumerate(_columns(kind.model))
+    return ("id", *(c[0] for i, c in columns if i not in inserted or not c[4].startswith(STORED_AS_SENT)))
 
 
 def _insert(kind: Any, inserted: tuple[int, ...], sources: str, conditions: list[str]) -> str:

@@ -165,7 +165,8 @@ class StoryType(ChildType[Story, pb.Story]):
             elif path == "workflow_execution":
                 row.workflow_execution = validate.text(v, field, message.workflow_execution, max_length=500)
             elif path == "custom_fields":
-                row.custom_fields = json_format.MessageToDict(message.custom_fields)
+                fields = message.custom_fields
+                row.custom_fields = json_format.MessageToDict(fields) if fields.fields else {}  # most have none
 
     def guards(self, row: Story, message: pb.Story, paths: list[str], violations: Violations) -> dict[str, Guard]:
         o, p = row.organization_id, row.project_id
