@@ -1,8 +1,9 @@
-"""A create answers with the resource as stored, for every field a client sets: what it sent comes back
+"""A write answers with the resource as stored, for every field a client sets: what it sent comes back
 from what it sent, what the server filled in (rank, times) from the database, and a Get agrees."""
 
 from __future__ import annotations
 
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.date_pb2 import Date
@@ -52,6 +53,10 @@ def test_every_field_of_a_story_task_and_work_log_comes_back_as_stored(channels:
     made_task = tasks.CreateTask(task_pb2.CreateTaskRequest(parent=made.name, task=task), metadata=tenant.metadata).task
     assert made_task.estimate_hours == 1.1
     assert made_task == tasks.GetTask(task_pb2.GetTaskRequest(name=made_task.name), metadata=tenant.metadata).task
+    change = task_pb2.Task(name=made_task.name, estimate_hours=-0.0)
+    mask = FieldMask(paths=["estimate_hours"])
+    updated = tasks.UpdateTask(task_pb2.UpdateTaskRequest(task=change, update_mask=mask), metadata=tenant.metadata).task
+    assert updated == tasks.GetTask(task_pb2.GetTaskRequest(name=made_task.name), metadata=tenant.metadata).task
 
     log = task_pb2.WorkLog(
         user=tenant.user, work_time=Timestamp(seconds=1_780_000_000, nanos=123_456_000), duration_minutes=45

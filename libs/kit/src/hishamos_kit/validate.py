@@ -58,9 +58,11 @@ def http_url(v: Violations, field: str, value: str) -> str:
     return value
 
 
-def number(v: Violations, field: str, value: float, *, low: float = 0, high: float | None = None) -> None:
+def number(v: Violations, field: str, value: float, *, low: float = 0, high: float | None = None) -> float:
+    """`value`, with -0.0 as 0.0: PostgreSQL stores it so, and an answer should say what a read will."""
     if not math.isfinite(value) or value < low or (high is not None and value > high):
         v.add(field, f"must be between {low} and {high}" if high is not None else f"must be at least {low}")
+    return value + 0.0
 
 
 def reference(v: Violations, field: str, value: str, path: ResourcePath, organization_id: uuid.UUID) -> str:

@@ -80,8 +80,7 @@ class TaskType(ChildType[Task, pb.Task]):
             elif path == "assignee":
                 row.assignee = validate.reference(v, field, message.assignee, common.USER, row.organization_id)
             elif path in ("estimate_hours", "remaining_hours"):
-                validate.number(v, field, getattr(message, path), high=10_000)
-                setattr(row, path, getattr(message, path))
+                setattr(row, path, validate.number(v, field, getattr(message, path), high=10_000))
             elif path == "due_date":
                 row.due_date = dates.to_date(v, field, message.due_date)
 
