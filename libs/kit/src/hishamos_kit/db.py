@@ -74,9 +74,10 @@ class TenantResource(Resource):
     organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
 
 
-# The session `literal` quotes for (UTF-8, backslashes not special: SCRIPT_OPTIONS), and generic plans for the
-# statements scripts prepare: a custom plan per call (PostgreSQL's default for the first five and
-# whenever it guesses one cheaper) costs more than running a page query.
+# Script sessions: standard_conforming_strings on (and UTF-8, set at connect), so that `literal` quotes a
+# string by doubling its quotes; and generic plans for prepared statements, since a custom plan per call
+# (PostgreSQL's choice for the first five calls, and whenever it guesses one cheaper) costs more than
+# running a page query.
 SCRIPT_OPTIONS = "-c standard_conforming_strings=on -c plan_cache_mode=force_generic_plan"
 
 
@@ -301,7 +302,7 @@ def literal(value: Any, transformer: abc.Transformer) -> str:
     if kind is uuid.UUID:
         return f"'{value}'::uuid"
     if kind is Jsonb:
-        return _quote(json.dumps(value.obj)) + "::jsonb"
+        return _quote((value.dumps or json.dumps)(value.obj)) + "::jsonb"
     if kind is list and all(type(item) is str for item in value):
         items = (item.replace("\\", "\\\\").replace('"', '\\"') for item in value)
         return _quote("{" + ",".join(f'"{item}"' for item in items) + "}")
