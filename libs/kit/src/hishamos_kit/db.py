@@ -18,7 +18,7 @@ import psycopg
 from psycopg import AsyncConnection, abc, pq
 from psycopg.adapt import Transformer
 from psycopg.types.json import Jsonb
-from sqlalchemy import DateTime, MetaData, func, make_url, text
+from sqlalchemy import Column, DateTime, MetaData, func, inspect, make_url, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
@@ -66,6 +66,13 @@ class Resource(Timestamps):
     def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805 - declared_attr receives the class
         # eager_defaults: server-set columns (updated_at) come back through RETURNING, not a second SELECT.
         return {"version_id_col": cls.__table__.c.version, "eager_defaults": True}  # type: ignore[attr-defined]
+
+
+def columns_of(model: type[Any]) -> tuple[tuple[str, Column[Any]], ...]:
+    """(attribute, column) of every mapped column of `model`, in mapping order: what the paths that
+    write SQL themselves (scripts, prepared statements) select, insert and read back. Callers build
+    their statements once and keep them."""
+    return tuple((attribute.key, attribute.columns[0]) for attribute in inspect(model).column_attrs)
 
 
 class TenantResource(Resource):

@@ -22,7 +22,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from hishamos_kit import resources
 from hishamos_kit.auth import Principal
-from hishamos_kit.db import Database, TenantResource, violated_constraint
+from hishamos_kit.db import Database, TenantResource, columns_of, violated_constraint
 from hishamos_kit.errors import Aborted, AlreadyExists, NotFound, Violations
 from hishamos_kit.listing import ListSpec, list_page
 from hishamos_kit.resources import IdempotencyKeyColumns, ResourcePath
@@ -78,10 +78,10 @@ class StandardMethods(Generic[Row, Msg]):
     @cached_property
     def _select_by_id(self) -> tuple[str, list[str]]:
         """SELECT of every column by id, and the model attribute of each, for `Database.read_one`."""
-        attributes = inspect(self.kind.model).column_attrs
-        columns = ", ".join(f'"{a.columns[0].name}"' for a in attributes)
+        mapped = columns_of(self.kind.model)
+        columns = ", ".join(f'"{column.name}"' for _, column in mapped)
         query = f'SELECT {columns} FROM "{inspect(self.kind.model).local_table.name}" WHERE id = {{}}'
-        return query, [a.key for a in attributes]
+        return query, [attribute for attribute, _ in mapped]
 
     def name(self, row: Row) -> str:
         return self.kind.path.format(row.organization_id, row.id)

@@ -12,18 +12,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import inspect
-
 from hishamos_identity import users
 from hishamos_identity.models import Organization, RefreshToken, User
-from hishamos_kit.db import TENANT_SETTING, Database, Prepared
+from hishamos_kit.db import TENANT_SETTING, Database, Prepared, columns_of
 from hishamos_kit.errors import Unauthenticated
 from hishamos_kit.logs import request_id_var
 
 SLUG_SETTING = "app.organization_slug"
 MAX_FAILURES = 5
 
-_USER = [(a.key, a.columns[0].name) for a in inspect(User).column_attrs]
+_USER = [(attribute, column.name) for attribute, column in columns_of(User)]
 
 SET_SLUG = Prepared("signin_set_slug", f"SELECT set_config('{SLUG_SETTING}', %(slug)s, true)")
 # Row-level security shows the organization whose slug was typed; its id then scopes the users.

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos_kit import resources
 from hishamos_kit.auth import Principal
-from hishamos_kit.db import Database
+from hishamos_kit.db import Database, columns_of
 from hishamos_kit.errors import InvalidArgument, NotFound, Violations
 from hishamos_kit.listing import list_page
 from hishamos_kit.lru import LruBytes
@@ -142,14 +142,14 @@ class ChildMethods(StandardMethods[Child, Msg]):
     @cached_property
     def _select_by_id(self) -> tuple[str, list[str]]:
         """By id and project, and only while the project is live, for `Database.read_one`."""
-        attributes = inspect(self.kind.model).column_attrs
-        columns = ", ".join(f'c."{a.columns[0].name}"' for a in attributes)
+        mapped = columns_of(self.kind.model)
+        columns = ", ".join(f'c."{column.name}"' for _, column in mapped)
         table = inspect(self.kind.model).local_table.name
         query = (
             f'SELECT {columns} FROM "{table}" c JOIN projects p ON p.id = c.project_id '
             "WHERE c.id = {} AND c.project_id = {} AND NOT p.is_deleted"
         )
-        return query, [a.key for a in attributes]
+        return query, [attribute for attribute, _ in mapped]
 
     async def _load(
         self, session: AsyncSession, principal: Principal, name: str, field: str = "name", lock: Lock | None = "share"

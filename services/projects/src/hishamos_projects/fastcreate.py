@@ -26,9 +26,10 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import inspect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from hishamos_kit.auth import Principal
-from hishamos_kit.db import Prepared, bind, in_tenant, run_script
+from hishamos_kit.db import Prepared, bind, columns_of, in_tenant, run_script
 from hishamos_kit.errors import Aborted, NotFound, Violations
 from hishamos_projects.guards import Guard, archived, facts_sql, live
 from hishamos_projects.models import IdempotencyKey
@@ -211,15 +212,13 @@ def _columns(model: Any) -> tuple[tuple[str, str, Any, bool, str], ...]:
     """(attribute, column, scalar default or None, is JSONB, SQL type) of every column of `model`."""
     return tuple(
         (
-            attribute.key,
-            attribute.columns[0].name,
-            attribute.columns[0].default.arg
-            if attribute.columns[0].default is not None and attribute.columns[0].default.is_scalar
-            else None,
-            isinstance(attribute.columns[0].type, JSONB),
-            attribute.columns[0].type.compile(dialect=DIALECT),
+            attribute,
+            column.name,
+            column.default.arg if isinstance(column.default, ScalarElementColumnDefault) else None,
+            isinstance(column.type, JSONB),
+            column.type.compile(dialect=DIALECT),
         )
-        for attribute in inspect(model).column_attrs
+        for attribute, column in columns_of(model)
     )
 
 

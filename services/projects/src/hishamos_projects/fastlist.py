@@ -30,12 +30,12 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.adapt import Transformer
-from sqlalchemy import bindparam, exists, func, inspect, select
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 
 from hishamos_kit import listing, wire
-from hishamos_kit.db import Database, Prepared, bind, in_tenant, run_script
+from hishamos_kit.db import Database, Prepared, bind, columns_of, in_tenant, run_script
 from hishamos_kit.errors import NotFound
 from hishamos_kit.lru import LruBytes
 from hishamos_kit.standard import ListRequest
@@ -155,14 +155,14 @@ def _shape(
     # What a message is a function of (module docstring), as one text: the cache key.
     key = func.concat_ws(" ", model.id, model.version, *kind.extra_columns.values())
     keys = [key, model.id, *(f.column for f, _ in sort_keys[:-1])]
-    attributes = list(inspect(model).column_attrs)
-    names = [a.key for a in attributes] + list(kind.extra_columns)
+    mapped = columns_of(model)
+    names = [attribute for attribute, _ in mapped] + list(kind.extra_columns)
 
     def page(columns: list[Any]) -> Select[Any]:
         labelled = [column.label(f"c{i}") for i, column in enumerate(columns)]
         return select(*labelled).where(*where).order_by(*ordering).limit(size + 1)
 
-    full_columns = keys + [a.columns[0] for a in attributes] + list(kind.extra_columns.values())
+    full_columns = keys + [column for _, column in mapped] + list(kind.extra_columns.values())
     (keys_page, params), (full_page, _), (check, _) = (
         _statement(query) for query in (page(keys), page(full_columns), select(live))
     )
