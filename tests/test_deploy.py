@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -215,6 +219,307 @@ def test_every_pod_runs_unprivileged_with_a_read_only_root_and_bounded_resources
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
             assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+
+
+# -- NetworkPolicies: a small model of how a network plugin applies them, asked the operator's questions ------------
+
+NAMESPACE = "hishamos"
+NAME = "app.kubernetes.io/name"
+NAMESPACE_NAME = "kubernetes.io/metadata.name"  # the label Kubernetes puts on every namespace
+MONITORING = {"hishamos/monitoring": "true"}  # the namespace label network-policies.yaml admits to metrics ports
+HTTPS = 443
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One end of a connection: a pod (its labels and its namespace's) or, with no labels, an address outside."""
+
+    namespace: Mapping[str, str] | None = None
+    pod: Mapping[str, str] | None = None
+    ip: str = "203.0.113.7"  # TEST-NET-3: somewhere on the internet
+
+    @property
+    def ours(self) -> bool:
+        return self.namespace is not None and self.namespace.get(NAMESPACE_NAME) == NAMESPACE
+
+
+OUTSIDE = Peer()
+KUBE_DNS = Peer({NAMESPACE_NAME: "kube-system"}, {"k8s-app": "kube-dns"})
+PROMETHEUS = Peer({NAMESPACE_NAME: "monitoring", **MONITORING}, {NAME: "prometheus"})
+UNLABELLED_PROMETHEUS = Peer({NAMESPACE_NAME: "monitoring"}, {NAME: "prometheus"})
+ENVOY_ELSEWHERE = Peer({NAMESPACE_NAME: "other"}, {NAME: "envoy"})  # our labels, another namespace
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions; {} is everything) matches the labels."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
+def peer_matches(rule_peer: Mapping[str, Any], peer: Peer) -> bool:
+    """One entry of a rule's `from`/`to`. Selectors match pods only; an ipBlock only addresses outside the cluster
+    (whether it matches pod addresses is up to the network plugin, so the model does not count on it)."""
+    if "ipBlock" in rule_peer:
+        block, address = rule_peer["ipBlock"], ipaddress.ip_address(peer.ip)
+        return (
+            peer.pod is None
+            and address in ipaddress.ip_network(block["cidr"])
+            and not any(address in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
+        )
+    if peer.pod is None or peer.namespace is None:
+        return False
+    if "namespaceSelector" in rule_peer:
+        in_namespace = selects(rule_peer["namespaceSelector"], peer.namespace)
+    else:
+        in_namespace = peer.ours  # a podSelector alone means pods of the policy's own namespace
+    return in_namespace and selects(rule_peer.get("podSelector", {}), peer.pod)
+
+
+def port_matches(rule_port: Mapping[str, Any], port: int, protocol: str) -> bool:
+    assert isinstance(rule_port.get("port", 0), int), f"{rule_port}: name ports by number (the model resolves no names)"
+    low = rule_port.get("port")
+    return rule_port.get("protocol", "TCP") == protocol and (
+        low is None or low <= port <= rule_port.get("endPort", low)
+    )
+
+
+def policy_types(spec: Mapping[str, Any]) -> list[str]:
+    return spec.get("policyTypes") or ["Ingress", *(["Egress"] if "egress" in spec else [])]
+
+
+class Network:
+    """Our namespace's NetworkPolicies, applied as a network plugin would: a pod selected by a policy of a
+    direction accepts only what some rule of those policies allows; both ends of a connection must allow it.
+    Other namespaces' policies are not ours, so the model takes them to allow everything."""
+
+    def __init__(self) -> None:
+        objects = k8s_objects()
+        self.policies = {name: obj for (kind, name), obj in objects.items() if kind == "NetworkPolicy"}
+        namespace = objects[("Namespace", NAMESPACE)]["metadata"]
+        self.namespace_labels = {**namespace.get("labels", {}), NAMESPACE_NAME: NAMESPACE}
+        self.templates = {
+            name: obj["spec"]["template"] for (kind, name), obj in objects.items() if kind in {"Deployment", "Job"}
+        }
+
+    def pod(self, workload: str) -> Peer:
+        return Peer(self.namespace_labels, self.templates[workload]["metadata"]["labels"])
+
+    def ports(self, workload: str) -> dict[str, tuple[int, str]]:
+        """The container ports the workload's pods declare: name → (port, protocol)."""
+        return {
+            p.get("name", str(p["containerPort"])): (p["containerPort"], p.get("protocol", "TCP"))
+            for c in self.templates[workload]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+
+    def selecting(self, pod: Peer, direction: str) -> list[dict[str, Any]]:
+        assert pod.pod is not None
+        return [
+            p["spec"]
+            for p in self.policies.values()
+            if direction in policy_types(p["spec"]) and selects(p["spec"]["podSelector"], pod.pod)
+        ]
+
+    def allows(self, pod: Peer, direction: str, peer: Peer, port: int, protocol: str) -> bool:
+        specs = self.selecting(pod, direction)
+        rules_key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+        return not specs or any(
+            (not rule.get(peers_key) or any(peer_matches(p, peer) for p in rule[peers_key]))
+            and (not rule.get("ports") or any(port_matches(p, port, protocol) for p in rule["ports"]))
+            for spec in specs
+            for rule in spec.get(rules_key) or []
+        )
+
+    def connects(self, source: Peer, destination: Peer, port: int, protocol: str = "TCP") -> bool:
+        return (not source.ours or self.allows(source, "Egress", destination, port, protocol)) and (
+            not destination.ours or self.allows(destination, "Ingress", source, port, protocol)
+        )
+
+
+def container_env(network: Network, workload: str) -> dict[str, str]:
+    template = network.templates[workload]
+    return {e["name"]: e["value"] for e in only_container(template["spec"]).get("env", []) if "value" in e}
+
+
+def callers(network: Network, service: str) -> set[str]:
+    """The workloads that call a service's gRPC port: the gateway, and the services whose IDENTITY_TARGET is it
+    (identity_target is the only address of another service in the settings)."""
+    dialing = {
+        s
+        for s in SERVICES
+        if container_env(network, s).get(f"HISHAMOS_{s.upper()}_IDENTITY_TARGET", "").split(":")[0] == service
+    }
+    return {"envoy", *dialing}
+
+
+def database_port() -> int:
+    """The port the services' and Jobs' database URLs name. PostgreSQL is outside the namespace (no Service of
+    ours is its host), which is why the policies open that port to any address."""
+    urls = [
+        urlsplit(data[key]) for data in example_secrets().values() for key in ("database-url", "migration-database-url")
+    ]
+    ours = {name for kind, name in k8s_objects() if kind == "Service"}
+    assert not {url.hostname for url in urls} & ours, "PostgreSQL in the namespace: allow it by pod, not by port"
+    (port,) = {url.port for url in urls}
+    assert port is not None
+    return port
+
+
+def smtp_port(network: Network) -> int:
+    default = IdentitySettings.model_fields["smtp_port"].default
+    return int(container_env(network, "identity").get("HISHAMOS_IDENTITY_SMTP_PORT", default))
+
+
+def grpc_port(network: Network, service: str) -> int:
+    return network.ports(service)["grpc"][0]
+
+
+# Where each workload may connect besides the cluster DNS: the table to review when a policy changes.
+EGRESS: dict[str, set[str]] = {
+    "envoy": set(SERVICES),
+    "identity": {"postgres", "smtp"},
+    "agents": {"postgres", "identity", "https"},
+    "projects": {"postgres", "identity"},
+    "knowledge": {"postgres", "identity"},
+    **{f"{s}-migrate": {"postgres"} for s in SERVICES},
+}
+
+
+def test_default_deny_isolates_every_pod_both_ways() -> None:
+    network = Network()
+    assert network.policies["default-deny"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    assert network.templates.keys() == EGRESS.keys()
+    for workload in network.templates:
+        pod = network.pod(workload)
+        assert selects(network.policies["default-deny"]["spec"]["podSelector"], pod.pod or {})
+        assert network.selecting(pod, "Ingress") and network.selecting(pod, "Egress"), workload
+    # A pod nobody planned for (a debug shell, say) gets DNS and nothing else.
+    stranger = Peer(network.namespace_labels, {"run": "debug"})
+    assert not network.connects(OUTSIDE, stranger, 22)
+    assert not network.connects(network.pod("envoy"), stranger, 8080)
+    assert not network.connects(stranger, OUTSIDE, HTTPS)
+    assert not network.connects(stranger, network.pod("identity"), grpc_port(network, "identity"))
+    assert network.connects(stranger, KUBE_DNS, 53, "UDP")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_grpc_port_admits_the_gateway_and_its_callers_only(service: str) -> None:
+    network = Network()
+    port = grpc_port(network, service)
+    destination = network.pod(service)
+    admitted = {w for w in network.templates if network.connects(network.pod(w), destination, port)}
+    assert admitted == callers(network, service)
+    for outsider in (OUTSIDE, ENVOY_ELSEWHERE, PROMETHEUS):
+        assert not network.connects(outsider, destination, port), outsider
+
+
+def test_only_identity_is_called_by_other_services() -> None:
+    network = Network()
+    assert callers(network, "identity") == {"envoy", "agents", "projects", "knowledge"}
+    assert all(callers(network, s) == {"envoy"} for s in SERVICES if s != "identity")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_metrics_port_admits_only_namespaces_labelled_for_monitoring(service: str) -> None:
+    network = Network()
+    port, _ = network.ports(service)["metrics"]
+    template = network.templates[service]
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert container_env(network, service)[f"HISHAMOS_{service.upper()}_METRICS_PORT"] == str(port)
+    destination = network.pod(service)
+    assert network.connects(PROMETHEUS, destination, port)
+    for other in (UNLABELLED_PROMETHEUS, OUTSIDE, *(network.pod(w) for w in network.templates)):
+        assert not network.connects(other, destination, port), other
+    assert not network.connects(PROMETHEUS, destination, grpc_port(network, service))
+
+
+def test_the_gateway_admits_the_world_on_its_listener_only() -> None:
+    network = Network()
+    (listener,) = network.ports("envoy").values()
+    assert listener == (8080, "TCP")
+    gateway = network.pod("envoy")
+    for anyone in (OUTSIDE, ENVOY_ELSEWHERE, PROMETHEUS):
+        assert network.connects(anyone, gateway, 8080), anyone
+        assert not network.connects(anyone, gateway, 9901), anyone  # the admin port, were it not on loopback
+
+
+@pytest.mark.parametrize("workload", EGRESS)
+def test_each_workload_reaches_only_what_it_needs(workload: str) -> None:
+    network = Network()
+    destinations: dict[str, tuple[Peer, int]] = {
+        "postgres": (OUTSIDE, database_port()),
+        "smtp": (OUTSIDE, smtp_port(network)),
+        "https": (OUTSIDE, HTTPS),
+        **{s: (network.pod(s), grpc_port(network, s)) for s in SERVICES},
+    }
+    source = network.pod(workload)
+    reached = {name for name, (peer, port) in destinations.items() if network.connects(source, peer, port)}
+    assert reached == EGRESS[workload]
+    assert network.connects(source, KUBE_DNS, 53, "UDP") and network.connects(source, KUBE_DNS, 53, "TCP")
+    assert not network.connects(source, KUBE_DNS, 9153)  # CoreDNS' metrics: DNS only
+    assert not network.connects(source, OUTSIDE, 80)
+    for service in SERVICES:  # metrics ports are for Prometheus, not for each other
+        assert not network.connects(source, network.pod(service), network.ports(service)["metrics"][0])
+
+
+def test_only_agents_reaches_https() -> None:
+    network = Network()
+    assert [w for w in network.templates if network.connects(network.pod(w), OUTSIDE, HTTPS)] == ["agents"]
+
+
+def test_every_network_policy_and_pod_selector_in_it_matches_a_workload() -> None:
+    network = Network()
+    assert network.policies
+    labels = [t["metadata"]["labels"] for t in network.templates.values()]
+    for name, policy in network.policies.items():
+        spec = policy["spec"]
+        assert any(selects(spec["podSelector"], pod) for pod in labels), f"{name} selects no pod"
+        for rule in [*spec.get("ingress", []), *spec.get("egress", [])]:
+            for peer in [*rule.get("from", []), *rule.get("to", [])]:
+                if "podSelector" in peer and "namespaceSelector" not in peer:  # a peer in our namespace
+                    assert any(selects(peer["podSelector"], pod) for pod in labels), f"{name}: {peer} is no pod"
+
+
+def test_network_policy_ports_are_ports_the_pods_declare() -> None:
+    network = Network()
+    declared = {w: set(network.ports(w).values()) for w in network.templates}
+    external = {database_port(), smtp_port(network), HTTPS}
+    for name, policy in network.policies.items():
+        spec = policy["spec"]
+        selected = [w for w in network.templates if selects(spec["podSelector"], network.pod(w).pod or {})]
+        for rule in spec.get("ingress", []):
+            assert rule.get("ports"), f"{name}: an ingress rule must name its ports"
+            for port in rule["ports"]:
+                for workload in selected:
+                    assert (port["port"], port.get("protocol", "TCP")) in declared[workload], f"{name}: {workload}"
+        for rule in spec.get("egress", []):
+            assert rule.get("ports"), f"{name}: an egress rule must name its ports"
+            ours = [p for p in rule.get("to", []) if "podSelector" in p and "namespaceSelector" not in p]
+            for port in rule["ports"]:
+                wanted = (port["port"], port.get("protocol", "TCP"))
+                if ours:
+                    targets = [
+                        w
+                        for w in network.templates
+                        for p in ours
+                        if selects(p["podSelector"], network.pod(w).pod or {})
+                    ]
+                    assert all(wanted in declared[w] for w in targets), f"{name}: {port} to {targets}"
+                elif rule.get("to"):  # another namespace: only the cluster DNS
+                    assert wanted[0] == 53, f"{name}: {rule}"
+                else:  # any address: the external database, mail relay, and HTTPS
+                    assert wanted in {(p, "TCP") for p in external}, f"{name}: {port}"
 
 
 # -- compose ----------------------------------------------------------------------------------------------------------
