@@ -3,20 +3,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import grpc
-import pytest
 from google.type.date_pb2 import Date
 
 from hishamos.projects.v1 import sprint_pb2, sprint_pb2_grpc, story_pb2, story_pb2_grpc
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
-from tests.projects.support import in_project
 
 Story = story_pb2.Story
-
-
-@pytest.fixture
-def team(channels: Channels, tenant: Tenant) -> Tenant:
-    return in_project(channels, tenant)
 
 
 def sprints(channels: Channels) -> sprint_pb2_grpc.SprintServiceStub:

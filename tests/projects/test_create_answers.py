@@ -11,15 +11,16 @@ from google.type.date_pb2 import Date
 from hishamos.projects.v1 import story_pb2, story_pb2_grpc, task_pb2, task_pb2_grpc
 from hishamos.projects.v1.priority_pb2 import PRIORITY_HIGH
 from tests.conftest import Channels, Tenant
-from tests.projects.support import add_member, in_project
+from tests.projects.support import add_member
 
 
-def test_every_field_of_a_story_task_and_work_log_comes_back_as_stored(channels: Channels, tenant: Tenant) -> None:
+def test_every_field_of_a_story_task_and_work_log_comes_back_as_stored(
+    channels: Channels, tenant: Tenant, team: Tenant
+) -> None:
     channel = channels.envoy()
     stories = story_pb2_grpc.StoryServiceStub(channel)
     tasks = task_pb2_grpc.TaskServiceStub(channel)
     logs = task_pb2_grpc.WorkLogServiceStub(channel)
-    team = in_project(channels, tenant)  # the project stands in as its organization
     project = team.organization
     add_member(channels, team, tenant.user)
     custom = Struct()

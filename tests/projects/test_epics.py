@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import grpc
-import pytest
 
 from hishamos.projects.v1 import epic_pb2, epic_pb2_grpc, priority_pb2
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
-from tests.projects.support import ProjectChildContract, in_project
+from tests.projects.support import ProjectChildContract
 from tests.standard import Case
 
 Epic = epic_pb2.Epic
@@ -28,11 +27,6 @@ EPICS = Case(
 
 class TestEpicStandardMethods(ProjectChildContract):
     case = EPICS
-
-
-@pytest.fixture
-def team(channels: Channels, tenant: Tenant) -> Tenant:
-    return in_project(channels, tenant)
 
 
 def api(channels: Channels) -> epic_pb2_grpc.EpicServiceStub:

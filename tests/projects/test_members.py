@@ -7,7 +7,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from hishamos.projects.v1 import (
@@ -25,11 +24,6 @@ from tests.errors import failure
 from tests.projects.support import add_member, in_project
 
 Member = member_pb2.Member
-
-
-@pytest.fixture
-def team(channels: Channels, tenant: Tenant) -> Tenant:
-    return in_project(channels, tenant)
 
 
 def api(channels: Channels) -> member_pb2_grpc.MemberServiceStub:

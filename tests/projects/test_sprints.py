@@ -3,7 +3,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.type.date_pb2 import Date
 
@@ -42,11 +41,6 @@ SPRINTS = Case(
 
 class TestSprintStandardMethods(ProjectChildContract):
     case = SPRINTS
-
-
-@pytest.fixture
-def team(channels: Channels, tenant: Tenant) -> Tenant:
-    return in_project(channels, tenant)
 
 
 def api(channels: Channels) -> sprint_pb2_grpc.SprintServiceStub:

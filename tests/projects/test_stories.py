@@ -65,11 +65,6 @@ class TestStoryStandardMethods(ProjectChildContract):
     case = STORIES
 
 
-@pytest.fixture
-def team(channels: Channels, tenant: Tenant) -> Tenant:
-    return in_project(channels, tenant)
-
-
 def api(channels: Channels) -> story_pb2_grpc.StoryServiceStub:
     return story_pb2_grpc.StoryServiceStub(channels.direct("projects"))
 
