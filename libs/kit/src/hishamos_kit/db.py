@@ -287,7 +287,7 @@ def bind(sql: str, params: Mapping[str, Any] | Sequence[Any], transformer: abc.T
     """`sql` with its `%(name)s` (or `%s`) parameters replaced by literals, as psycopg's
     `ClientCursor.mogrify` does (`%%` is a `%`), for a connection of `ScriptConnections`."""
     if isinstance(params, Mapping):
-        if "%s" in POSITIONAL.findall(sql):  # `%` would splice in the mapping's repr
+        if "%s" in sql and "%s" in POSITIONAL.findall(sql):  # `%` would splice in the mapping's repr
             raise TypeError("a statement with %s parameters takes a sequence of values")
         return sql % {name: literal(value, transformer) for name, value in params.items()}
     return sql % tuple(literal(value, transformer) for value in params)
