@@ -82,8 +82,7 @@ def seed_stories(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...], p
 
 
 def sign_in_users(identity: str, tenant: Tenant) -> list[str]:
-    """A user per concurrent caller, all with the tenant's password: many people sign in at once,
-    and one user's parallel attempts are capped by the lockout (more than five in flight fail)."""
+    """A user per concurrent caller, all with the tenant's password: many people sign in at once."""
     with grpc.insecure_channel(identity) as channel:
         users = user_pb2_grpc.UserServiceStub(channel)
         names = [f"bench-{i}" for i in range(CONCURRENCY)]

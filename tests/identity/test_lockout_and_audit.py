@@ -27,9 +27,7 @@ def events(channels: Channels, tenant: Tenant, filter: str) -> list[audit_pb2.Au
     return list(api.ListAuditEvents(request, metadata=tenant.metadata, timeout=10).audit_events)
 
 
-def test_parallel_guesses_cannot_check_more_passwords_than_the_limit(
-    stack: Stack, channels: Channels, tenant: Tenant
-) -> None:
+def test_parallel_guesses_get_no_more_answers_than_the_limit(stack: Stack, channels: Channels, tenant: Tenant) -> None:
     victim = add_user(channels, tenant)
     with ThreadPoolExecutor(max_workers=50) as pool:
         failures = list(pool.map(lambda i: failure(lambda: login(channels, victim, f"guess-number-{i}")), range(50)))
@@ -43,6 +41,45 @@ def test_parallel_guesses_cannot_check_more_passwords_than_the_limit(
     with superuser(stack, "identity") as conn:
         conn.execute("update users set locked_until = now() - interval '1 second' where id = %s", (user_id,))
     assert login(channels, victim, PASSWORD).user.name == victim.user
+
+
+def test_parallel_sign_ins_with_the_right_password_all_succeed(channels: Channels, tenant: Tenant) -> None:
+    user = add_user(channels, tenant)
+    succeeded = f'action = "login.succeeded" AND target = "{user.user}"'
+    before = len(events(channels, tenant, succeeded))
+    with ThreadPoolExecutor(max_workers=MAX_FAILURES * 2) as pool:
+        signed = list(pool.map(lambda _: login(channels, user, PASSWORD), range(MAX_FAILURES * 2)))
+    assert {s.user.name for s in signed} == {user.user}
+    assert len({s.tokens.refresh_token for s in signed}) == MAX_FAILURES * 2
+    assert len(events(channels, tenant, succeeded)) == before + MAX_FAILURES * 2
+    assert not events(channels, tenant, f'action = "login.failed" AND target = "{user.user}"')
+
+
+def test_a_lock_that_ran_out_starts_a_new_count(stack: Stack, channels: Channels, tenant: Tenant) -> None:
+    user = add_user(channels, tenant)
+    for i in range(MAX_FAILURES):
+        failure(lambda i=i: login(channels, user, f"wrong-password-{i}"))
+    user_id = user.user.rsplit("/", 1)[1]
+    with superuser(stack, "identity") as conn:
+        failed, lockouts = conn.execute(
+            "select failed_logins, lockouts from users where id = %s", (user_id,)
+        ).fetchone()
+        assert (failed, lockouts) == (MAX_FAILURES, 1)
+        conn.execute("update users set locked_until = now() - interval '1 second' where id = %s", (user_id,))
+    failure(lambda: login(channels, user, "wrong-password-again"))
+    with superuser(stack, "identity") as conn:
+        row = conn.execute(
+            "select failed_logins, lockouts, locked_until from users where id = %s", (user_id,)
+        ).fetchone()
+        assert row == (1, 1, None)  # counting anew; the lockouts in a row are remembered
+    # The next lockout in a row lasts twice as long: two minutes.
+    for i in range(MAX_FAILURES - 1):
+        failure(lambda i=i: login(channels, user, f"wrong-password-{i}"))
+    with superuser(stack, "identity") as conn:
+        lockouts, minutes = conn.execute(
+            "select lockouts, extract(epoch from locked_until - now()) / 60 from users where id = %s", (user_id,)
+        ).fetchone()
+    assert lockouts == 2 and 1.5 < minutes <= 2
 
 
 def test_security_events_are_audited_and_only_admins_read_them(channels: Channels, tenant: Tenant) -> None:

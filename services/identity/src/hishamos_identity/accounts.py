@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from typing import NoReturn
 
-from sqlalchemy import func, literal_column, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -117,30 +117,33 @@ class Accounts:
         v.check(bool(request.password), "password", "is required")
         v.raise_if_any()
         found = await signin.find(self.db, request.organization_slug, request.login.strip())
-        org, user, attempt = found.organization, found.user, found.attempt
+        org, user = found.organization, found.user
         # The hash is checked outside any transaction (it takes tens of milliseconds by design), and
-        # checked even when there is no user or no attempt left, so every failure takes as long.
-        verified = await self.passwords.verify(user.password_hash if user and attempt else None, request.password)
+        # checked even when there is no user or the account is locked, so every failure takes as long.
+        stored = user.password_hash if user is not None and not found.locked else None
+        verified = await self.passwords.verify(stored, request.password)
         if org is None or user is None:
             raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
         if not verified:
-            await self._failed(user, attempt)
-            raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
+            await self._failed(user)
         if org.state != "active":
             raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
         if user.state != "active":
             raise PermissionDenied("this user is deactivated; ask an admin", "USER_DEACTIVATED")
         if user.totp_enabled:
-            await self._second_factor(user, attempt, request.totp_code)
+            await self._second_factor(user, request.totp_code)
         rehash = None
         if self.passwords.needs_rehash(user.password_hash):
             rehash = await self.passwords.hash(request.password)
         refresh, row = self.issuer.new_refresh_token(user)
         access = await self.issuer.access_token(user, grants.combined(user.roles, [found.custom_permissions]))
-        user.last_login_at = await signin.succeeded(self.db, user, rehash, row)
+        last_login = await signin.succeeded(self.db, user, rehash, row)
+        if last_login is None:  # locked by parallel guesses, or changed, while argon2 ran
+            await self._failed(user)
+        user.last_login_at = last_login
         return pb.LoginResponse(user=users.to_message(user), tokens=self.issuer.token_pair(access, refresh))
 
-    async def _second_factor(self, user: User, attempt: int | None, code: str) -> None:
+    async def _second_factor(self, user: User, code: str) -> None:
         """The password was right; now the TOTP or recovery code, which counts against the same attempts."""
         if not code:
             raise Unauthenticated("this user signs in with a TOTP code too: send totp_code", "TOTP_REQUIRED")
@@ -149,18 +152,11 @@ class Accounts:
         async with self.db.tenant(user.organization_id) as session:
             accepted = await totp.accept(session, user, secret, code)
         if not accepted:
-            await self._failed(user, attempt)
+            await signin.failed(self.db, user)
             raise Unauthenticated("wrong or already used code", "INVALID_TOTP")
 
-    async def _failed(self, user: User, attempt: int | None) -> None:
-        name = users.user_name(user)
-        async with self.db.tenant(user.organization_id) as session:
-            audit.record(session, user.organization_id, "login.failed", target=name, locked=attempt is None)
-            if attempt == MAX_FAILURES:
-                # Locked for 1, 2, 4 … minutes, at most an hour, doubling with each lockout in a row.
-                minutes = func.least(60, func.power(2, User.lockouts))
-                until = func.now() + minutes * literal_column("interval '1 minute'")
-                await session.execute(
-                    update(User).where(User.id == user.id).values(locked_until=until, lockouts=User.lockouts + 1)
-                )
-                audit.record(session, user.organization_id, "user.locked", target=name)
+    async def _failed(self, user: User) -> NoReturn:
+        """Count the failure (unless the account is locked) and refuse the sign-in; a locked account
+        answers as a wrong password does."""
+        await signin.failed(self.db, user)
+        raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")

@@ -64,7 +64,7 @@ class User(TenantResource, Base):
     bio: Mapped[str] = mapped_column(Text, default="", server_default="")
     time_zone: Mapped[str] = mapped_column(String(64), default="", server_default="")
     state: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
-    # Brute-force protection: attempts are reserved atomically before a password is checked.
+    # Brute-force protection: failures are counted atomically, and the fifth locks (signin.FAILED).
     failed_logins: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     lockouts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

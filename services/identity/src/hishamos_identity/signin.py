@@ -1,9 +1,14 @@
-"""The database side of a sign-in in two round trips: find and take an attempt; record the success.
+"""The database side of a sign-in in two round trips: find the user; record the outcome.
 
 Through the ORM a login cost about a dozen statements in two transactions, and on a two-core machine
 their CPU (about 10 ms) was a fifth of the argon2id work the login exists to do. Here each transaction
 is one `Database.script`: hand-written SQL over the model's columns, values bound by psycopg's quoting,
 row-level security as everywhere (the organization is set first, from the slug as `_find` did).
+
+The lockout needs no write before the password is checked: an outcome counts only when the statement
+recording it finds the account unlocked (`SUCCEEDED` and `FAILED` both re-check that against the row as
+the last committed sign-in left it), so of parallel guesses at most MAX_FAILURES get a true answer,
+while parallel sign-ins with the right password all succeed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from datetime import datetime
 from hishamos_identity import users
 from hishamos_identity.models import Organization, RefreshToken, User
 from hishamos_kit.db import TENANT_SETTING, Database, Prepared, columns_of
-from hishamos_kit.errors import Unauthenticated
 from hishamos_kit.logs import request_id_var
 
 SLUG_SETTING = "app.organization_slug"
@@ -30,27 +34,19 @@ SET_TENANT_FROM_SLUG = Prepared(
     f"SELECT set_config('{TENANT_SETTING}', coalesce("
     "(SELECT id::text FROM organizations WHERE slug = %(slug)s AND NOT is_deleted), ''), true)",
 )
-# The user, and one of the user's MAX_FAILURES attempts taken in the same statement: the UPDATE's
-# WHERE is re-checked against a row another sign-in just changed (READ COMMITTED), so parallel
-# guesses cannot take more attempts than there are. No attempt (NULL): the account is locked.
+# Unlocked: never locked, or the lock has run out (the next failure then starts a new count).
+UNLOCKED = "(users.locked_until IS NULL OR users.locked_until <= now())"
+# The organization and the user, whether the account is locked, and the custom roles' permissions.
 FIND = Prepared(
     "signin_find",
     f"""
 WITH org AS (
     SELECT id, state FROM organizations WHERE slug = %(slug)s AND NOT is_deleted
 ), found AS (
-    SELECT users.* FROM users JOIN org ON users.organization_id = org.id
+    SELECT users.*, NOT {UNLOCKED} AS locked FROM users JOIN org ON users.organization_id = org.id
     WHERE NOT users.is_deleted AND (users.email = %(email)s OR users.username = %(login)s)
-), attempt AS (
-    UPDATE users SET
-        failed_logins = CASE WHEN users.locked_until <= now() THEN 1 ELSE users.failed_logins + 1 END,
-        locked_until = NULL
-    WHERE users.id = (SELECT id FROM found)
-        AND (users.failed_logins < {MAX_FAILURES} OR users.locked_until <= now())
-        AND (users.locked_until IS NULL OR users.locked_until <= now())
-    RETURNING users.failed_logins
 )
-SELECT org.id, org.state, (SELECT failed_logins FROM attempt),
+SELECT org.id, org.state, coalesce(found.locked, false),
     (SELECT coalesce(array_agg(DISTINCT p), '{{}}') FROM roles, unnest(roles.permissions) AS p
         WHERE roles.organization_id = org.id AND roles.role_id = ANY(found.roles)),
     {", ".join(f'found."{column}"' for _, column in _USER)}
@@ -60,59 +56,88 @@ FROM org LEFT JOIN found ON true
 
 SET_TENANT = Prepared("signin_set_tenant", f"SELECT set_config('{TENANT_SETTING}', %(organization_id)s, true)")
 # Signing in is not an edit: the user's version (etag) and update time stay as they were. The user
-# must still be as the password check found them: a password changed, an account deactivated or
-# deleted while argon2 ran refuses the sign-in (no row), and then neither a session nor an event is
-# written (each is inserted from the updated row).
+# must still be as the password check found them, and unlocked: a password changed, an account
+# deactivated, deleted or locked by parallel guesses while argon2 ran refuses the sign-in (no row),
+# and then neither a session nor an event is written (each is inserted from the updated row).
 SUCCEEDED = Prepared(
     "signin_succeeded",
-    """
+    f"""
 WITH signed AS (
     UPDATE users SET last_login_at = now(), failed_logins = 0, lockouts = 0, locked_until = NULL,
         password_hash = coalesce(%(rehash)s, password_hash)
     WHERE id = %(user_id)s AND password_hash = %(verified_hash)s AND state = 'active' AND NOT is_deleted
+        AND {UNLOCKED}
     RETURNING last_login_at
 ), session AS (
     INSERT INTO refresh_tokens (id, organization_id, user_id, family_id, token_hash, expires_at)
     SELECT %(id)s, %(organization_id)s, %(user_id)s, %(family_id)s, %(token_hash)s, %(expires_at)s FROM signed
 ), event AS (
     INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details)
-    SELECT %(event_id)s, %(organization_id)s, 'login.succeeded', %(name)s, %(name)s, %(request_id)s, '{}' FROM signed
+    SELECT %(event_id)s, %(organization_id)s, 'login.succeeded', %(name)s, %(name)s, %(request_id)s, '{{}}' FROM signed
 )
 SELECT last_login_at FROM signed
 """,
 )
 
 
+# A failure takes one of an unlocked user's attempts; the one that takes the last locks the account
+# for 1, 2, 4 … minutes (at most an hour), doubling with each lockout in a row. Parallel failures
+# queue on the row, and each re-checks it as the one before left it (READ COMMITTED), so no more
+# than MAX_FAILURES are counted. A failure while locked is only audited.
+COUNT = "CASE WHEN users.locked_until <= now() THEN 1 ELSE users.failed_logins + 1 END"
+FAILED = Prepared(
+    "signin_failed",
+    f"""
+WITH attempt AS (
+    UPDATE users SET
+        failed_logins = {COUNT},
+        locked_until = CASE WHEN {COUNT} >= {MAX_FAILURES}
+            THEN now() + least(60, power(2, users.lockouts)) * interval '1 minute' END,
+        lockouts = users.lockouts + CASE WHEN {COUNT} >= {MAX_FAILURES} THEN 1 ELSE 0 END
+    WHERE id = %(user_id)s AND {UNLOCKED}
+    RETURNING failed_logins
+), failed AS (
+    INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details)
+    SELECT %(event_id)s, %(organization_id)s, 'login.failed', '', %(name)s, %(request_id)s,
+        jsonb_build_object('locked', NOT EXISTS (SELECT FROM attempt))
+), locked AS (
+    INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details)
+    SELECT %(lock_event_id)s, %(organization_id)s, 'user.locked', '', %(name)s, %(request_id)s, '{{}}'
+    FROM attempt WHERE failed_logins >= {MAX_FAILURES}
+)
+SELECT failed_logins FROM attempt
+""",
+)
+
+
 @dataclass(frozen=True)
 class Found:
-    """What a sign-in attempt found. `attempt` is the number of the attempt taken, None when locked."""
+    """What a sign-in attempt found; `locked`: the user's account is locked."""
 
     organization: Organization | None = None
     user: User | None = None
-    attempt: int | None = None
+    locked: bool = False
     custom_permissions: tuple[str, ...] = ()
 
 
 async def find(db: Database, slug: str, login: str) -> Found:
-    """The organization and user a sign-in names, and one of the user's attempts, committed at once
-    (before the password is checked), in one round trip."""
+    """The organization and user a sign-in names, in one round trip that writes nothing."""
     params = {"slug": slug, "email": login.lower(), "login": login}
     *_, rows = await db.script((SET_SLUG, params), (SET_TENANT_FROM_SLUG, params), (FIND, params))
     if not rows:
         return Found()
-    organization_id, state, attempt, custom, *user_values = rows[0]
+    organization_id, state, locked, custom, *user_values = rows[0]
     organization = Organization(id=organization_id, slug=slug, state=state)
     if user_values[0] is None:  # no such user: the LEFT JOIN found nothing
         return Found(organization)
     user = User(**{key: value for (key, _), value in zip(_USER, user_values, strict=True)})
-    return Found(organization, user, attempt, tuple(custom))
+    return Found(organization, user, locked, tuple(custom))
 
 
-async def succeeded(db: Database, user: User, rehash: str | None, refresh: RefreshToken) -> datetime:
+async def succeeded(db: Database, user: User, rehash: str | None, refresh: RefreshToken) -> datetime | None:
     """Record a sign-in in one round trip: the user's last login and cleared attempts (and a new
-    hash when the parameters changed), the audit event, and the session's refresh token. A user
-    changed since the password was checked is UNAUTHENTICATED, with nothing written."""
-    name = users.user_name(user)
+    hash when the parameters changed), the audit event, and the session's refresh token. None, with
+    nothing written, when the user changed or was locked since the password was checked."""
     values = {
         "rehash": rehash,
         "user_id": user.id,
@@ -123,11 +148,23 @@ async def succeeded(db: Database, user: User, rehash: str | None, refresh: Refre
         "token_hash": refresh.token_hash,
         "expires_at": refresh.expires_at,
         "event_id": uuid.uuid4(),
-        "name": name,
+        "name": users.user_name(user),
         "request_id": request_id_var.get(),
     }
     _, rows = await db.script((SET_TENANT, {"organization_id": str(user.organization_id)}), (SUCCEEDED, values))
-    if not rows:
-        raise Unauthenticated("the account changed while signing in; sign in again", "INVALID_CREDENTIALS")
-    last_login: datetime = rows[0][0]
-    return last_login
+    return rows[0][0] if rows else None
+
+
+async def failed(db: Database, user: User) -> bool:
+    """Record a failed sign-in (and the lockout it may cause) in one round trip; False when the
+    account was locked, so the failure did not count."""
+    values = {
+        "user_id": user.id,
+        "organization_id": user.organization_id,
+        "event_id": uuid.uuid4(),
+        "lock_event_id": uuid.uuid4(),
+        "name": users.user_name(user),
+        "request_id": request_id_var.get(),
+    }
+    _, rows = await db.script((SET_TENANT, {"organization_id": str(user.organization_id)}), (FAILED, values))
+    return bool(rows)
