@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from collections import OrderedDict
@@ -15,9 +14,9 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import psycopg
-from psycopg import AsyncConnection, abc, pq
-from psycopg.adapt import Transformer
-from psycopg.types.json import Jsonb
+from psycopg import AsyncConnection, pq
+from psycopg.abc import Buffer
+from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import Column, DateTime, MetaData, func, inspect, make_url, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -81,16 +80,58 @@ class TenantResource(Resource):
     organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
 
 
-# Script sessions: standard_conforming_strings on (and UTF-8, set at connect), so that `literal` quotes a
-# string by doubling its quotes; and generic plans for prepared statements, since a custom plan per call
-# (PostgreSQL's choice for the first five calls, and whenever it guesses one cheaper) costs more than
-# running a page query.
+# Generic plans for prepared statements: a custom plan per call (PostgreSQL's choice for the first five
+# calls, and whenever it guesses one cheaper) costs more than running a page query. Strings are standard
+# (as by default), so a bytea parameter's text form has its single backslash.
 SCRIPT_OPTIONS = "-c standard_conforming_strings=on -c plan_cache_mode=force_generic_plan"
+
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+POSITIONAL = re.compile(r"%%|%s")
+
+
+class Prepared:
+    """A statement each connection plans once and then only executes, in a `Step`.
+
+    PostgreSQL would plan a statement with CTEs and subqueries in more time than it runs. `sql`
+    takes `%(name)s` parameters (values then come as a mapping, which may hold more) or `%s` ones
+    (a sequence, in order); `%%` is a `%`. Their types are inferred by PostgreSQL from where they stand.
+    """
+
+    def __init__(self, name: str, sql: str) -> None:
+        self.name = name.encode()
+        self.names = tuple(dict.fromkeys(PLACEHOLDER.findall(sql)))
+        if self.names:
+            self.sql = (sql % {param: f"${i}" for i, param in enumerate(self.names, start=1)}).encode()
+        else:
+            count = POSITIONAL.findall(sql).count("%s")
+            self.sql = (sql % tuple(f"${i}" for i in range(1, count + 1))).encode()
+            self.count = count
+
+    def values(self, params: Mapping[str, Any] | Sequence[Any]) -> Sequence[Any]:
+        if self.names:
+            if not isinstance(params, Mapping):
+                raise TypeError(f"{self.name.decode()} takes its values by name")
+            return [params[name] for name in self.names]
+        if isinstance(params, Mapping) or len(params) != self.count:
+            raise TypeError(f"{self.name.decode()} takes {self.count} values in order")
+        return params
+
+
+# A step of a pipeline: a prepared statement and its values, or a statement without any (BEGIN, COMMIT).
+Step = tuple[Prepared | str, Mapping[str, Any] | Sequence[Any]]
+SET_TENANT = Prepared("kit_set_tenant", f"SELECT set_config('{TENANT_SETTING}', %s, true)")
+
+
+def in_tenant(organization_id: uuid.UUID, *steps: Step, read_only: bool = False, commit: bool = True) -> list[Step]:
+    """`steps` as one transaction of one organization: BEGIN, the tenant setting that row-level
+    security reads, `steps`, and COMMIT (left to the caller with `commit=False`)."""
+    begin = "BEGIN READ ONLY" if read_only else "BEGIN"
+    return [(begin, ()), (SET_TENANT, (str(organization_id),)), *steps, *([("COMMIT", ())] if commit else [])]
 
 
 class ScriptConnections:
-    """Autocommit psycopg connections for scripts sent with `run_script` (`Database.read_one`, the
-    hot paths of services), handed out through a queue. A script holds its own BEGIN and COMMIT.
+    """Autocommit psycopg connections for pipelines sent with `run` (`Database.read_one`, the
+    hot paths of services), handed out through a queue. A pipeline holds its own BEGIN and COMMIT.
 
     Opened on demand up to `size`; a connection that failed in any other way than an ApiError is
     closed rather than reused, so a restarted database costs one failed call per connection, not a stuck pool.
@@ -103,21 +144,61 @@ class ScriptConnections:
         self._size = size
         self._idle: asyncio.Queue[AsyncConnection[Any]] = asyncio.Queue()
         self._open = 0
-        self._prepared: WeakKeyDictionary[AsyncConnection[Any], OrderedDict[str, None]] = WeakKeyDictionary()
+        self._prepared: WeakKeyDictionary[AsyncConnection[Any], OrderedDict[bytes, None]] = WeakKeyDictionary()
 
-    def prepare(self, conn: AsyncConnection[Any], name: str, sql: str) -> list[str]:
-        """`PREPARE name AS sql` when `conn` has not prepared `name` yet, else nothing: statements to
-        put before a script that runs `EXECUTE name(…)`. PostgreSQL then parses and plans the statement
-        once per connection instead of once per call. A connection keeps its most recently used ones."""
-        prepared = self._prepared.setdefault(conn, OrderedDict())
-        if name in prepared:
-            prepared.move_to_end(name)
-            return []
-        prepared[name] = None
-        statements = [f"PREPARE {name} AS {sql}"]
-        if len(prepared) > self.PREPARED_PER_CONNECTION:
-            statements.append(f"DEALLOCATE {prepared.popitem(last=False)[0]}")
-        return statements
+    async def run(self, conn: AsyncConnection[Any], steps: Sequence[Step]) -> list[pq.abc.PGresult]:
+        """Send `steps` in one pipeline (one write, one round trip) and return one result per step.
+
+        psycopg's cursor costs more CPU per query than the whole round trip on loopback; this is
+        libpq's pipeline mode, straight: each step is a Bind and an Execute of a statement the
+        connection prepared once (a Parse the first time, sent ahead of the steps), with its values
+        as parameters, never spliced into SQL. A failed step raises its error once the pipeline is read.
+        """
+        dumper = Transformer(conn)  # values in text form, as PostgreSQL's input functions read them
+        values: list[Sequence[Buffer | None] | None] = []
+        for statement, params in steps:
+            ordered = statement.values(params) if type(statement) is Prepared else ()
+            values.append(dumper.dump_sequence(ordered, [PyFormat.TEXT] * len(ordered)) if ordered else None)
+        pgconn = conn.pgconn
+        pgconn.enter_pipeline_mode()
+        sent = 0
+        known = self._prepared.setdefault(conn, OrderedDict())
+        for statement in {s.name: s for s, _ in steps if type(s) is Prepared}.values():
+            if statement.name in known:
+                known.move_to_end(statement.name)
+                continue
+            pgconn.send_prepare(statement.name, statement.sql)
+            known[statement.name] = None
+            sent += 1
+            if len(known) > self.PREPARED_PER_CONNECTION:  # the least recently used, not one of these
+                pgconn.send_query_params(b"DEALLOCATE " + known.popitem(last=False)[0], None)
+                sent += 1
+        skipped = sent
+        for (statement, _), dumped in zip(steps, values, strict=True):
+            if isinstance(statement, Prepared):
+                pgconn.send_query_prepared(statement.name, dumped)
+            else:
+                pgconn.send_query_params(statement.encode(), None)
+        pgconn.pipeline_sync()
+        loop = asyncio.get_running_loop()
+        while pgconn.flush():
+            await _ready(loop.add_writer, loop.remove_writer, pgconn.socket)
+        results: list[pq.abc.PGresult] = []
+        while True:
+            while pgconn.is_busy():
+                await _ready(loop.add_reader, loop.remove_reader, pgconn.socket)
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:  # the end of one statement's results
+                continue
+            if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                break
+            results.append(result)
+        pgconn.exit_pipeline_mode()
+        for result in results:
+            if result.status == pq.ExecStatus.FATAL_ERROR:
+                raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+        return results[skipped:]
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -130,20 +211,16 @@ class ScriptConnections:
             except BaseException:
                 self._open -= 1
                 raise
-            if (conn.pgconn.parameter_status(b"standard_conforming_strings"), conn.info.encoding) != (b"on", "utf-8"):
-                self._open -= 1
-                await conn.close()  # `literal` would not quote safely: say so rather than guess
-                raise RuntimeError("script connections need standard_conforming_strings=on and UTF-8")
         else:
             conn = await self._idle.get()
         try:
             yield conn
         except ApiError:
             # A refusal (NOT_FOUND, INVALID_ARGUMENT…) leaves the connection sound: end whatever
-            # transaction the script had open and keep it.
+            # transaction the pipeline had open and keep it.
             if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
                 try:
-                    await run_script(conn, b"ROLLBACK")
+                    await self.run(conn, [("ROLLBACK", ())])
                 except BaseException:
                     self._open -= 1
                     await conn.close()
@@ -176,21 +253,12 @@ class Database:
         self.scripts = ScriptConnections(conninfo, pool_size)
 
     async def read_one(
-        self, organization_id: uuid.UUID, query: str, names: Sequence[str], *ids: uuid.UUID
+        self, organization_id: uuid.UUID, query: Prepared, names: Sequence[str], *ids: uuid.UUID
     ) -> SimpleNamespace | None:
-        """One row of `query` as seen by one organization, in a single round trip.
-
-        BEGIN, the tenant setting, the query and COMMIT travel as one simple-protocol message.
-        Only UUID objects are interpolated (`{}` in `query`), and their text cannot inject SQL.
-        The row comes back as attributes named by `names`, the query's columns in order.
-        """
-        if not all(isinstance(i, uuid.UUID) for i in (organization_id, *ids)):
-            raise TypeError("read_one interpolates UUID objects only")
-        literals = [f"'{i}'::uuid" for i in ids]
-        script = "; ".join(in_tenant(organization_id, query.format(*literals), read_only=True))
-
+        """One row of `query` (given `ids`) as seen by one organization, in a single round trip;
+        its columns come back as attributes named by `names`."""
         async with self.scripts.connection() as conn:
-            _, _, rows, _ = await run_script(conn, script.encode())
+            _, _, rows, _ = await self.scripts.run(conn, in_tenant(organization_id, (query, ids), read_only=True))
             if not rows.ntuples:
                 return None
             loader = Transformer(conn)
@@ -198,29 +266,19 @@ class Database:
             values = loader.load_row(0, tuple)
         return SimpleNamespace(**dict(zip(names, values, strict=True)))
 
-    async def script(self, *statements: tuple[str | Prepared, Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
-        """`statements` as one transaction in one round trip, and the rows each returned.
+    async def script(self, *steps: tuple[Prepared, Mapping[str, Any] | Sequence[Any]]) -> list[list[tuple[Any, ...]]]:
+        """`steps` as one transaction in one round trip, and the rows each returned.
 
-        For hot paths that write (sign-in): BEGIN, the statements and COMMIT travel as one
-        simple-protocol message, like `read_one`. Each statement's `%(name)s` parameters are bound
-        client-side as quoted literals (`bind`), so values a client sent are never spliced in raw.
-        Row-level security still applies: a statement that sets the tenant comes first.
-        A failing statement raises its error and nothing commits (the connection is discarded).
+        For hot paths that write (sign-in, claiming a job): BEGIN, the statements and COMMIT travel
+        as one pipeline (`ScriptConnections.run`). Row-level security still applies: a statement
+        that sets the tenant comes first. A failing statement raises its error and nothing commits
+        (the connection is discarded).
         """
         async with self.scripts.connection() as conn:
             loader = Transformer(conn)
-            prepare = [
-                line
-                for s in {s.name: s for s, _ in statements if isinstance(s, Prepared)}.values()
-                for line in self.scripts.prepare(conn, s.name, s.sql)
-            ]
-            body = []
-            for statement, params in statements:
-                sql = statement.execute if isinstance(statement, Prepared) else statement
-                body.append(bind(sql, params, loader))
-            results = await run_script(conn, "; ".join([*prepare, "BEGIN", *body, "COMMIT"]).encode())
+            results = await self.scripts.run(conn, [("BEGIN", ()), *steps, ("COMMIT", ())])
             found: list[list[tuple[Any, ...]]] = []
-            for result in results[len(prepare) + 1 : -1]:
+            for result in results[1:-1]:
                 if result.status != pq.ExecStatus.TUPLES_OK:
                     found.append([])
                     continue
@@ -244,111 +302,6 @@ class Database:
     async def close(self) -> None:
         await self.scripts.close()
         await self.engine.dispose()
-
-
-PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-POSITIONAL = re.compile(r"%%|%s")
-
-
-class Prepared:
-    """A statement each connection plans once and then only executes, for `Database.script`.
-
-    PostgreSQL plans every statement of a simple-protocol script anew, and for a statement with
-    CTEs and subqueries the plan costs more than the run. The first script on a connection that
-    uses it sends `PREPARE name AS …` with it; later ones send `EXECUTE name(…)`, bound with `bind`.
-    `sql` takes `%(name)s` parameters, or `%s` ones bound in order, as any statement; their types
-    are inferred by PostgreSQL.
-    """
-
-    def __init__(self, name: str, sql: str) -> None:
-        self.name = name
-        params = list(dict.fromkeys(PLACEHOLDER.findall(sql)))
-        # `%` formatting, as psycopg reads the text: a parameter becomes `$n`, and `%%` a `%`.
-        if params:
-            self.sql = sql % {param: f"${i}" for i, param in enumerate(params, start=1)}
-            arguments = [f"%({p})s" for p in params]
-        else:
-            count = POSITIONAL.findall(sql).count("%s")
-            self.sql = sql % tuple(f"${i}" for i in range(1, count + 1))
-            arguments = ["%s"] * count
-        self.execute = f"EXECUTE {name}({', '.join(arguments)})" if arguments else f"EXECUTE {name}"
-
-
-def in_tenant(organization_id: uuid.UUID, *statements: str, read_only: bool = False, commit: bool = True) -> list[str]:
-    """A script's statements as one transaction of one organization: BEGIN, the tenant setting that
-    row-level security reads, `statements`, and COMMIT (left to the caller with `commit=False`)."""
-    if type(organization_id) is not uuid.UUID:  # its text, spliced in, cannot inject SQL
-        raise TypeError("in_tenant takes the organization as a UUID")
-    begin = "BEGIN READ ONLY" if read_only else "BEGIN"
-    return [begin, f"SET LOCAL {TENANT_SETTING} = '{organization_id}'", *statements, *(["COMMIT"] if commit else [])]
-
-
-def bind(sql: str, params: Mapping[str, Any] | Sequence[Any], transformer: abc.Transformer) -> str:
-    """`sql` with its `%(name)s` (or `%s`) parameters replaced by literals, as psycopg's
-    `ClientCursor.mogrify` does (`%%` is a `%`), for a connection of `ScriptConnections`."""
-    if isinstance(params, Mapping):
-        if "%s" in sql and "%s" in POSITIONAL.findall(sql):  # `%` would splice in the mapping's repr
-            raise TypeError("a statement with %s parameters takes a sequence of values")
-        return sql % {name: literal(value, transformer) for name, value in params.items()}
-    return sql % tuple(literal(value, transformer) for value in params)
-
-
-def literal(value: Any, transformer: abc.Transformer) -> str:
-    """`value` as an SQL literal. The common types are quoted here, in a fraction of the time
-    psycopg's adapters take (a script binds dozens of values); the rest by psycopg."""
-    kind = type(value)
-    if kind is str:
-        return _quote(value)
-    if value is None:
-        return "NULL"
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int:
-        # In parentheses: `x -%s` must not become a `--` comment, nor `%s::int8` apply to the digits only.
-        return f"({value})" if value < 0 else str(value)
-    if kind is uuid.UUID:
-        return f"'{value}'::uuid"
-    if kind is Jsonb:
-        return _quote((value.dumps or json.dumps)(value.obj)) + "::jsonb"
-    if kind is list and all(type(item) is str for item in value):
-        items = (item.replace("\\", "\\\\").replace('"', '\\"') for item in value)
-        return _quote("{" + ",".join(f'"{item}"' for item in items) + "}")
-    return bytes(transformer.as_literal(value)).decode()
-
-
-def _quote(text: str) -> str:
-    """A string literal. Its only special character is the quote: the session has
-    standard_conforming_strings on and speaks UTF-8 (no multi-byte character hides a quote byte)."""
-    if "\x00" in text:
-        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
-    return "'" + text.replace("'", "''") + "'"
-
-
-async def run_script(conn: AsyncConnection[Any], script: bytes) -> list[pq.abc.PGresult]:
-    """Send a multi-statement script and collect one result per statement, straight on libpq.
-
-    psycopg's cursor costs more CPU per query than the whole round trip on loopback; this path
-    is one send, one wait for the socket, and no cursor. A failed statement raises its error.
-    """
-    pgconn = conn.pgconn
-    loop = asyncio.get_running_loop()
-    pgconn.send_query(script)
-    while pgconn.flush():
-        await _ready(loop.add_writer, loop.remove_writer, pgconn.socket)
-    results: list[pq.abc.PGresult] = []
-    while True:
-        pgconn.consume_input()
-        if pgconn.is_busy():
-            await _ready(loop.add_reader, loop.remove_reader, pgconn.socket)
-            continue
-        result = pgconn.get_result()
-        if result is None:
-            break
-        results.append(result)
-    for result in results:
-        if result.status == pq.ExecStatus.FATAL_ERROR:
-            raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-    return results
 
 
 async def _ready(add: Any, remove: Any, fd: int) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from hishamos_kit import resources
 from hishamos_kit.auth import Principal
-from hishamos_kit.db import Database, TenantResource, columns_of, violated_constraint
+from hishamos_kit.db import Database, Prepared, TenantResource, columns_of, violated_constraint
 from hishamos_kit.errors import Aborted, AlreadyExists, NotFound, Violations
 from hishamos_kit.listing import ListSpec, list_page
 from hishamos_kit.resources import IdempotencyKeyColumns, ResourcePath
@@ -76,11 +76,12 @@ class StandardMethods(Generic[Row, Msg]):
         self.keys = keys
 
     @cached_property
-    def _select_by_id(self) -> tuple[str, list[str]]:
+    def _select_by_id(self) -> tuple[Prepared, list[str]]:
         """SELECT of every column by id, and the model attribute of each, for `Database.read_one`."""
         mapped = columns_of(self.kind.model)
         columns = ", ".join(f'"{column.name}"' for _, column in mapped)
-        query = f'SELECT {columns} FROM "{inspect(self.kind.model).local_table.name}" WHERE id = {{}}'
+        table = inspect(self.kind.model).local_table.name
+        query = Prepared(f"get_{table}", f'SELECT {columns} FROM "{table}" WHERE id = %s')
         return query, [attribute for attribute, _ in mapped]
 
     def name(self, row: Row) -> str:

@@ -2,7 +2,7 @@
 
 Through the ORM a login cost about a dozen statements in two transactions, and on a two-core machine
 their CPU (about 10 ms) was a fifth of the argon2id work the login exists to do. Here each transaction
-is one `Database.script`: hand-written SQL over the model's columns, values bound by psycopg's quoting,
+is one `Database.script`: hand-written SQL over the model's columns, values sent as parameters,
 row-level security as everywhere (the organization is set first, from the slug as `_find` did).
 
 The lockout needs no write before the password is checked: an outcome counts only when the statement

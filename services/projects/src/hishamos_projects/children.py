@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos_kit import resources
 from hishamos_kit.auth import Principal
-from hishamos_kit.db import Database, columns_of
+from hishamos_kit.db import Database, Prepared, columns_of
 from hishamos_kit.errors import InvalidArgument, NotFound, Violations
 from hishamos_kit.listing import list_page
 from hishamos_kit.lru import LruBytes
@@ -140,14 +140,15 @@ class ChildMethods(StandardMethods[Child, Msg]):
         return all(getattr(row, c) == i for c, i in zip(self.kind.scope, parents, strict=True))
 
     @cached_property
-    def _select_by_id(self) -> tuple[str, list[str]]:
+    def _select_by_id(self) -> tuple[Prepared, list[str]]:
         """By id and project, and only while the project is live, for `Database.read_one`."""
         mapped = columns_of(self.kind.model)
         columns = ", ".join(f'c."{column.name}"' for _, column in mapped)
         table = inspect(self.kind.model).local_table.name
-        query = (
+        query = Prepared(
+            f"get_{table}",
             f'SELECT {columns} FROM "{table}" c JOIN projects p ON p.id = c.project_id '
-            "WHERE c.id = {} AND c.project_id = {} AND NOT p.is_deleted"
+            "WHERE c.id = %s AND c.project_id = %s AND NOT p.is_deleted",
         )
         return query, [attribute for attribute, _ in mapped]
 

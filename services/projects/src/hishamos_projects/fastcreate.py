@@ -7,8 +7,8 @@ evaluates every check (the ancestors, the guards of referenced rows) and inserts
 them hold; both are prepared, and travel with BEGIN, the tenant setting and COMMIT. When nothing is
 inserted, the same answer says why (NOT_FOUND, the violations, or a project changed since its columns
 were checked). With a request_id the statement also claims the key, and the response is stored before
-COMMIT (AIP-155, as `hishamos_kit.resources.once`). Values reach SQL only as quoted literals
-(`hishamos_kit.db.bind`)."""
+COMMIT (AIP-155, as `hishamos_kit.resources.once`). Values reach SQL only as parameters
+(`hishamos_kit.db.ScriptConnections.run`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from google.protobuf.message import Message
-from psycopg import abc
 from psycopg.adapt import Transformer
 from psycopg.types.json import Jsonb
 from sqlalchemy import inspect
@@ -29,7 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from hishamos_kit.auth import Principal
-from hishamos_kit.db import Prepared, bind, columns_of, in_tenant, run_script
+from hishamos_kit.db import Prepared, ScriptConnections, columns_of, in_tenant
 from hishamos_kit.errors import Aborted, NotFound, Violations
 from hishamos_projects.guards import Guard, archived, facts_sql, live
 from hishamos_projects.models import IdempotencyKey
@@ -47,7 +46,12 @@ ONE_ROW = "(VALUES (1)) AS one(x) LEFT JOIN facts ON true"
 STORED_AS_SENT = ("UUID", "VARCHAR", "TEXT", "SMALLINT", "INTEGER", "BIGINT", "BOOLEAN", "DATE", "TIMESTAMP")
 # Taken on its own, before the checks: they then read what was committed before it was granted
 # (a sprint completed while this create waited is seen completed).
-LOCK = Prepared("fastcreate_lock", "SELECT 1 FROM projects WHERE id = %(project)s AND NOT is_deleted FOR KEY SHARE")
+LOCK = Prepared("fastcreate_lock", "SELECT 1 FROM projects WHERE id = %s AND NOT is_deleted FOR KEY SHARE")
+STORE = Prepared("fastcreate_store", f"UPDATE {KEYS} SET response = %s WHERE id = %s")
+STORED = Prepared(
+    "fastcreate_stored",
+    f"SELECT response FROM {KEYS} WHERE organization_id = %s AND method = %s AND request_id = %s",
+)
 
 # project id → (version, values of the project columns) last read: the rules checked against them
 # hold while the project keeps that version, which the INSERT's condition confirms.
@@ -114,24 +118,16 @@ async def create(
                 params += _bound(kind.model, inserted, sent)
                 params += [seen[0]] if kind.project_columns else []
             statement = _statement(kind, texts, bool(request_id), inserted)
-            script = [
-                *methods.db.scripts.prepare(conn, statement.name, statement.sql),
-                *methods.db.scripts.prepare(conn, LOCK.name, LOCK.sql),
-                *in_tenant(
-                    organization_id,
-                    bind(LOCK.execute, {"project": project_id}, loader),
-                    bind(statement.execute, params, loader),
-                    commit=not request_id,  # with a request_id, COMMIT follows the stored response
-                ),
-            ]
+            # With a request_id, COMMIT follows the stored response.
+            steps = in_tenant(organization_id, (LOCK, (project_id,)), (statement, params), commit=not request_id)
             try:
-                results = await run_script(conn, "; ".join(script).encode())
+                results = await methods.db.scripts.run(conn, steps)
             except psycopg.errors.UniqueViolation as exc:
                 duplicate = methods.duplicate(exc.diag.constraint_name)
                 if duplicate is None:
                     raise
                 raise duplicate from None
-            loader.set_pgresult(results[script.index("BEGIN") + 3])
+            loader.set_pgresult(results[3])
             answer = loader.load_row(0, tuple)
             claimed = bool(answer[0]) if request_id else True
             facts_row = answer[1:] if request_id else answer
@@ -144,13 +140,12 @@ async def create(
                 sent.update(zip(_returned(kind, inserted), made_row, strict=True))
                 made = kind.to_message(SimpleNamespace(**sent))
                 if request_id:
-                    store = f"UPDATE {KEYS} SET response = %s WHERE id = %s; COMMIT"
-                    await run_script(conn, bind(store, (made.SerializeToString(), key_id), loader).encode())
+                    await methods.db.scripts.run(conn, [(STORE, (made.SerializeToString(), key_id)), ("COMMIT", ())])
                 return made
             if request_id:
-                await run_script(conn, b"ROLLBACK")
+                await methods.db.scripts.run(conn, [("ROLLBACK", ())])
                 if not claimed:
-                    return await _stored(conn, loader, organization_id, method, request_id, kind.message)
+                    return await _stored(methods.db.scripts, conn, organization_id, method, request_id, kind.message)
             if facts_row[0] is None:  # no live project
                 raise NotFound(parent)
             version, active, *values = facts_row[:width]
@@ -171,14 +166,12 @@ async def create(
 
 
 async def _stored(
-    conn: Any, loader: abc.Transformer, organization_id: uuid.UUID, method: str, request_id: str, kind: Any
+    scripts: ScriptConnections, conn: Any, organization_id: uuid.UUID, method: str, request_id: str, kind: Any
 ) -> Any:
     """The response the first create with this request_id stored."""
-    query = f"SELECT response FROM {KEYS} WHERE organization_id = %s AND method = %s AND request_id = %s"
-    read = bind(
-        "; ".join(in_tenant(organization_id, query, read_only=True)), (organization_id, method, request_id), loader
-    )
-    _, _, found, _ = await run_script(conn, read.encode())
+    steps = in_tenant(organization_id, (STORED, (organization_id, method, request_id)), read_only=True)
+    _, _, found, _ = await scripts.run(conn, steps)
+    loader = Transformer(conn)
     loader.set_pgresult(found)
     (response,) = loader.load_row(0, tuple)
     return kind.FromString(bytes(response or b""))

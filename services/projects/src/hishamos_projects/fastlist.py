@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 
 from hishamos_kit import listing, wire
-from hishamos_kit.db import Database, Prepared, bind, columns_of, in_tenant, run_script
+from hishamos_kit.db import Database, Prepared, columns_of, in_tenant
 from hishamos_kit.errors import NotFound
 from hishamos_kit.lru import LruBytes
 from hishamos_kit.standard import ListRequest
@@ -76,15 +76,11 @@ async def list_children(
         params.update({f"after_{i}": value for i, value in enumerate(after)})
 
     async with db.scripts.connection() as conn:
-        loader = Transformer(conn)
-        check = shape.check
 
         async def read(page: Prepared) -> tuple[Any, Any]:
-            """The page's and the project check's results, preparing what this connection has not."""
-            prepare = db.scripts.prepare(conn, page.name, page.sql) + db.scripts.prepare(conn, check.name, check.sql)
-            script = "; ".join(in_tenant(organization_id, page.execute, check.execute, read_only=True))
-            prefix = "".join(f"{statement}; " for statement in prepare)
-            *_, found, live, _ = await run_script(conn, (prefix + bind(script, params, loader)).encode())
+            """The page's and the project check's results."""
+            steps = in_tenant(organization_id, (page, params), (shape.check, params), read_only=True)
+            _, _, found, live, _ = await db.scripts.run(conn, steps)
             return found, live
 
         found, live = await read(shape.keys)

@@ -1,5 +1,5 @@
-"""Scripts bind values as quoted literals (`hishamos_kit.db.bind`): whatever a value holds, PostgreSQL
-reads back exactly that value, and nothing of it runs as SQL."""
+"""Pipelines send values as parameters (`hishamos_kit.db.ScriptConnections.run`): whatever a value
+holds, PostgreSQL reads back exactly that value, and nothing of it runs as SQL."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from hishamos.projects.v1 import story_pb2, story_pb2_grpc
 from hishamos_devstack.stack import Stack
-from hishamos_kit.db import Database
+from hishamos_kit.db import Database, Prepared
 from hishamos_kit.server import refused_value
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
@@ -40,7 +40,7 @@ def round_trip(stack: Stack, values: dict[str, Any], types: dict[str, str]) -> d
         db = Database(stack.databases["projects"].app_url, pool_size=1)
         try:
             columns = ", ".join(f"%({name})s::{types[name]}" for name in values)
-            (rows,) = await db.script((f"SELECT {columns}", values))
+            (rows,) = await db.script((Prepared(f"round_trip_{len(values)}", f"SELECT {columns}"), values))
         finally:
             await db.close()
         return dict(zip(values, rows[0], strict=True))
@@ -87,16 +87,20 @@ def test_other_types_come_back_exactly(stack: Stack) -> None:
     assert round_trip(stack, values, types) == {**values, "document": values["document"].obj}
 
 
-def test_a_negative_number_after_a_minus_is_not_a_comment(stack: Stack) -> None:
-    async def run() -> int:
+def test_a_connection_keeps_its_most_recently_used_statements(stack: Stack) -> None:
+    async def run() -> list[int]:
         db = Database(stack.databases["projects"].app_url, pool_size=1)
+        db.scripts.PREPARED_PER_CONNECTION = 3
+        statements = [Prepared(f"kept_{i}", f"SELECT {i} + %s") for i in range(5)]
         try:
-            (rows,) = await db.script(("SELECT 10 -%(n)s", {"n": -3}))
+            answers = [(await db.script((s, (1,))))[0][0][0] for s in statements * 2]
+            (rows,) = await db.script((Prepared("held", "SELECT count(*) FROM pg_prepared_statements"), ()))
         finally:
             await db.close()
-        return int(rows[0][0])
+        return [*answers, rows[0][0]]
 
-    assert asyncio.run(run()) == 13
+    # Each statement answered right after the others evicted it; the connection holds no more than it keeps.
+    assert asyncio.run(run()) == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 3]
 
 
 @pytest.mark.parametrize("title", HOSTILE_TEXTS[:6])
