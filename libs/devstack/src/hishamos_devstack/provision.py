@@ -15,6 +15,7 @@ class ServiceDatabase:
     port: int
     owner_password: str
     app_password: str
+    socket_dir: str = ""  # the services connect through the server's Unix socket here, when set
 
     @property
     def database(self) -> str:
@@ -29,6 +30,8 @@ class ServiceDatabase:
         return f"hishamos_{self.service}_app"
 
     def url(self, role: str, password: str) -> str:
+        if self.socket_dir:
+            return f"postgresql+psycopg://{role}:{password}@/{self.database}?host={self.socket_dir}&port={self.port}"
         return f"postgresql+psycopg://{role}:{password}@{self.host}:{self.port}/{self.database}"
 
     @property

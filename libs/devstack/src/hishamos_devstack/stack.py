@@ -91,7 +91,12 @@ class Stack:
         self.postgres = EmbeddedPostgres(data_dir / "postgres", self.ports.postgres, self.secrets["postgres"])
         self.databases = {
             s: ServiceDatabase(
-                s, "127.0.0.1", self.ports.postgres, self.secrets[f"{s}_owner"], self.secrets[f"{s}_app"]
+                s,
+                "127.0.0.1",
+                self.ports.postgres,
+                self.secrets[f"{s}_owner"],
+                self.secrets[f"{s}_app"],
+                self.postgres.socket_dir_for_clients,
             )
             for s in SERVICES
         }

@@ -8,13 +8,14 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 from weakref import WeakKeyDictionary
 
 import psycopg
-from psycopg import AsyncConnection, pq
+from psycopg import AsyncConnection, abc, pq
 from psycopg.abc import Buffer
 from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import Column, DateTime, MetaData, func, inspect, make_url, text
@@ -129,6 +130,15 @@ def in_tenant(organization_id: uuid.UUID, *steps: Step, read_only: bool = False,
     return [(begin, ()), (SET_TENANT, (str(organization_id),)), *steps, *([("COMMIT", ())] if commit else [])]
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """What a script connection keeps between pipelines: the statements it prepared, most recently
+    used last, and a Transformer that has looked up the dumpers of the types it sent before."""
+
+    prepared: OrderedDict[bytes, None]
+    dumper: abc.Transformer  # values in text form, as PostgreSQL's input functions read them
+
+
 class ScriptConnections:
     """Autocommit psycopg connections for pipelines sent with `run` (`Database.read_one`, the
     hot paths of services), handed out through a queue. A pipeline holds its own BEGIN and COMMIT.
@@ -144,7 +154,7 @@ class ScriptConnections:
         self._size = size
         self._idle: asyncio.Queue[AsyncConnection[Any]] = asyncio.Queue()
         self._open = 0
-        self._prepared: WeakKeyDictionary[AsyncConnection[Any], OrderedDict[bytes, None]] = WeakKeyDictionary()
+        self._kept: WeakKeyDictionary[AsyncConnection[Any], _Kept] = WeakKeyDictionary()
 
     async def run(self, conn: AsyncConnection[Any], steps: Sequence[Step]) -> list[pq.abc.PGresult]:
         """Send `steps` in one pipeline (one write, one round trip) and return one result per step.
@@ -154,15 +164,15 @@ class ScriptConnections:
         connection prepared once (a Parse the first time, sent ahead of the steps), with its values
         as parameters, never spliced into SQL. A failed step raises its error once the pipeline is read.
         """
-        dumper = Transformer(conn)  # values in text form, as PostgreSQL's input functions read them
+        kept = self._kept.get(conn) or self._kept.setdefault(conn, _Kept(OrderedDict(), Transformer(conn)))
         values: list[Sequence[Buffer | None] | None] = []
         for statement, params in steps:
             ordered = statement.values(params) if type(statement) is Prepared else ()
-            values.append(dumper.dump_sequence(ordered, [PyFormat.TEXT] * len(ordered)) if ordered else None)
+            values.append(kept.dumper.dump_sequence(ordered, [PyFormat.TEXT] * len(ordered)) if ordered else None)
         pgconn = conn.pgconn
         pgconn.enter_pipeline_mode()
         sent = 0
-        known = self._prepared.setdefault(conn, OrderedDict())
+        known = kept.prepared
         for statement in {s.name: s for s, _ in steps if type(s) is Prepared}.values():
             if statement.name in known:
                 known.move_to_end(statement.name)

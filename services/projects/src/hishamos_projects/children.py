@@ -30,12 +30,11 @@ from hishamos_kit.resources import IdempotencyKeyColumns, ResourcePath
 from hishamos_kit.standard import ListRequest, ResourceType, StandardMethods
 from hishamos_kit.wire import Encoded
 from hishamos_projects import directory, fastcreate, fastlist
-from hishamos_projects.common import Path
 from hishamos_projects.guards import Guard, archived, facts_query, is_member
 from hishamos_projects.models import Project, ProjectChild
 
 ENCODED_CACHE_BYTES = 32 << 20  # per kind and process: some 100,000 stories without long descriptions
-PROJECT = Path("organizations/{organization}/projects/{project}")
+PROJECT = ResourcePath("organizations/{organization}/projects/{project}")
 
 Child = TypeVar("Child", bound=ProjectChild)
 Msg = TypeVar("Msg", bound=Message)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import uuid
-from dataclasses import dataclass
-
 from hishamos.projects.v1 import priority_pb2
 from hishamos_kit.errors import Violations
 from hishamos_kit.resources import ResourcePath
@@ -33,16 +29,3 @@ def parse_priority(literal: object) -> int:
         if value:
             return value
     raise ValueError(f"expected one of {', '.join(PRIORITIES)}")
-
-
-@dataclass(frozen=True)
-class Path(ResourcePath):
-    """A ResourcePath whose `format` is one str.format: a page of 50 stories formats 150 names, and the
-    kit's regex substitution per name was a tenth of a List's CPU."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "_template", re.sub(r"\{\w+\}", "{}", self.pattern))
-
-    def format(self, *ids: uuid.UUID) -> str:
-        return self._template.format(*ids)  # type: ignore[attr-defined,no-any-return]

@@ -9,6 +9,7 @@ from hishamos.projects.v1 import epic_pb2 as pb
 from hishamos_kit import validate
 from hishamos_kit.errors import Violations
 from hishamos_kit.listing import Field, ListSpec, parse_time
+from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import base_fields
 from hishamos_projects import common
 from hishamos_projects.children import ChildType
@@ -22,7 +23,7 @@ class EpicType(ChildType[Epic, pb.Epic]):
     message = pb.Epic
     field = "epic"
     user_fields = ("owner",)
-    path = common.Path("organizations/{organization}/projects/{project}/epics/{epic}")
+    path = ResourcePath("organizations/{organization}/projects/{project}/epics/{epic}")
     updatable = frozenset({"title", "description", "state", "priority", "owner"})
     list_spec = ListSpec(
         filter_fields={

@@ -10,6 +10,7 @@ from hishamos.projects.v1 import member_pb2 as pb
 from hishamos_kit import validate
 from hishamos_kit.errors import Violations
 from hishamos_kit.listing import Field, ListSpec, parse_time
+from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import base_fields
 from hishamos_projects import common
 from hishamos_projects.children import ChildType
@@ -24,7 +25,7 @@ class MemberType(ChildType[Member, pb.Member]):
     message = pb.Member
     field = "member"
     user_fields = ("user",)
-    path = common.Path("organizations/{organization}/projects/{project}/members/{member}")
+    path = ResourcePath("organizations/{organization}/projects/{project}/members/{member}")
     updatable = frozenset({"user", "role"})
     unique = {"uq_members_project_id_user": "member.user"}
     fast_create = False  # before_write counts the member on the project row

@@ -15,9 +15,10 @@ from hishamos_kit import resources, validate
 from hishamos_kit.auth import Principal
 from hishamos_kit.errors import FailedPrecondition, NotFound, ResourceExhausted, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_time
+from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ResourceType, StandardMethods, base_fields
 from hishamos_projects import directory
-from hishamos_projects.common import USER, Path
+from hishamos_projects.common import USER
 from hishamos_projects.models import Epic, Project, Sprint, Story
 
 
@@ -47,7 +48,7 @@ class ProjectType(ResourceType[Project, pb.Project]):
     model = Project
     message = pb.Project
     field = "project"
-    path = Path("organizations/{organization}/projects/{project}")
+    path = ResourcePath("organizations/{organization}/projects/{project}")
     updatable = frozenset({"display_name", "slug", "description", "manager", "is_active", "story_custom_fields_schema"})
     unique = {"uq_projects_organization_id_slug": "project.slug"}
     list_spec = ListSpec(

@@ -11,10 +11,10 @@ from hishamos.projects.v1 import sprint_pb2 as pb
 from hishamos_kit import resources, validate
 from hishamos_kit.errors import FailedPrecondition, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_time
+from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import base_fields
 from hishamos_projects import dates
 from hishamos_projects.children import ChildType
-from hishamos_projects.common import Path
 from hishamos_projects.models import Sprint, Story
 from hishamos_projects.rollups import logged_hours
 
@@ -28,7 +28,7 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
     model = Sprint
     message = pb.Sprint
     field = "sprint"
-    path = Path("organizations/{organization}/projects/{project}/sprints/{sprint}")
+    path = ResourcePath("organizations/{organization}/projects/{project}/sprints/{sprint}")
     updatable = frozenset({"display_name", "goal", "start_date", "end_date"})
     list_spec = ListSpec(
         filter_fields={

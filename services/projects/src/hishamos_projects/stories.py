@@ -18,6 +18,7 @@ from hishamos.projects.v1 import story_pb2 as pb
 from hishamos_kit import validate
 from hishamos_kit.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_int, parse_time
+from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import base_fields
 from hishamos_projects import common, filters
 from hishamos_projects.children import ChildType
@@ -65,7 +66,7 @@ class StoryType(ChildType[Story, pb.Story]):
     message = pb.Story
     field = "story"
     member_fields = ("assignee",)
-    path = common.Path("organizations/{organization}/projects/{project}/stories/{story}")
+    path = ResourcePath("organizations/{organization}/projects/{project}/stories/{story}")
     updatable = frozenset(
         {
             "title",

@@ -8,6 +8,7 @@ from hishamos.projects.v1 import task_pb2 as pb
 from hishamos_kit import resources, validate
 from hishamos_kit.errors import Violations
 from hishamos_kit.listing import Field, ListSpec, parse_time
+from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import base_fields
 from hishamos_projects import common, dates
 from hishamos_projects.children import ChildType
@@ -23,7 +24,7 @@ class TaskType(ChildType[Task, pb.Task]):
     message = pb.Task
     field = "task"
     member_fields = ("assignee",)
-    path = common.Path("organizations/{organization}/projects/{project}/stories/{story}/tasks/{task}")
+    path = ResourcePath("organizations/{organization}/projects/{project}/stories/{story}/tasks/{task}")
     parent_path = StoryType.path
     scope = ("project_id", "story_id")
     ancestors = (Story,)
@@ -90,7 +91,7 @@ class WorkLogType(ChildType[WorkLog, pb.WorkLog]):
     message = pb.WorkLog
     field = "work_log"
     user_fields = ("user",)
-    path = common.Path(
+    path = ResourcePath(
         "organizations/{organization}/projects/{project}/stories/{story}/tasks/{task}/workLogs/{work_log}"
     )
     parent_path = TaskType.path
