@@ -133,10 +133,10 @@ def in_tenant(organization_id: uuid.UUID, *steps: Step, read_only: bool = False,
 @dataclass(frozen=True)
 class _Kept:
     """What a script connection keeps between pipelines: the statements it prepared, most recently
-    used last, and a Transformer that has looked up the dumpers of the types it sent before."""
+    used last, and a Transformer that has looked up the loaders and dumpers of the types it used."""
 
     prepared: OrderedDict[bytes, None]
-    dumper: abc.Transformer  # values in text form, as PostgreSQL's input functions read them
+    adapter: abc.Transformer  # dumps values in text form, as PostgreSQL's input functions read them
 
 
 class ScriptConnections:
@@ -164,11 +164,11 @@ class ScriptConnections:
         connection prepared once (a Parse the first time, sent ahead of the steps), with its values
         as parameters, never spliced into SQL. A failed step raises its error once the pipeline is read.
         """
-        kept = self._kept.get(conn) or self._kept.setdefault(conn, _Kept(OrderedDict(), Transformer(conn)))
+        kept = self._kept_by(conn)
         values: list[Sequence[Buffer | None] | None] = []
         for statement, params in steps:
             ordered = statement.values(params) if type(statement) is Prepared else ()
-            values.append(kept.dumper.dump_sequence(ordered, [PyFormat.TEXT] * len(ordered)) if ordered else None)
+            values.append(kept.adapter.dump_sequence(ordered, [PyFormat.TEXT] * len(ordered)) if ordered else None)
         pgconn = conn.pgconn
         pgconn.enter_pipeline_mode()
         sent = 0
@@ -209,6 +209,14 @@ class ScriptConnections:
             if result.status == pq.ExecStatus.FATAL_ERROR:
                 raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
         return results[skipped:]
+
+    def adapter(self, conn: AsyncConnection[Any]) -> abc.Transformer:
+        """The Transformer that reads `conn`'s results (and dumps its values): kept, so the loaders of
+        the types it read before are looked up once."""
+        return self._kept_by(conn).adapter
+
+    def _kept_by(self, conn: AsyncConnection[Any]) -> _Kept:
+        return self._kept.get(conn) or self._kept.setdefault(conn, _Kept(OrderedDict(), Transformer(conn)))
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -271,7 +279,7 @@ class Database:
             _, _, rows, _ = await self.scripts.run(conn, in_tenant(organization_id, (query, ids), read_only=True))
             if not rows.ntuples:
                 return None
-            loader = Transformer(conn)
+            loader = self.scripts.adapter(conn)
             loader.set_pgresult(rows)
             values = loader.load_row(0, tuple)
         return SimpleNamespace(**dict(zip(names, values, strict=True)))
@@ -285,7 +293,7 @@ class Database:
         (the connection is discarded).
         """
         async with self.scripts.connection() as conn:
-            loader = Transformer(conn)
+            loader = self.scripts.adapter(conn)
             results = await self.scripts.run(conn, [("BEGIN", ()), *steps, ("COMMIT", ())])
             found: list[list[tuple[Any, ...]]] = []
             for result in results[1:-1]:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from google.protobuf.message import Message
-from psycopg.adapt import Transformer
 from psycopg.types.json import Jsonb
 from sqlalchemy import inspect
 from sqlalchemy.dialects import postgresql
@@ -100,7 +99,7 @@ async def create(
     method = f"Create{type(message).__name__}"
     key_id = uuid.uuid4()
     async with methods.db.scripts.connection() as conn:
-        loader = Transformer(conn)
+        loader = methods.db.scripts.adapter(conn)
         for _ in range(3):
             seen = _projects.get(project_id) if kind.project_columns else (0, ())
             ready = not refused.items and seen is not None
@@ -171,7 +170,7 @@ async def _stored(
     """The response the first create with this request_id stored."""
     steps = in_tenant(organization_id, (STORED, (organization_id, method, request_id)), read_only=True)
     _, _, found, _ = await scripts.run(conn, steps)
-    loader = Transformer(conn)
+    loader = scripts.adapter(conn)
     loader.set_pgresult(found)
     (response,) = loader.load_row(0, tuple)
     return kind.FromString(bytes(response or b""))

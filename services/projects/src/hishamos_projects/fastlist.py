@@ -28,8 +28,7 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg.adapt import Transformer
+from psycopg import abc
 from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
@@ -87,8 +86,8 @@ async def list_children(
         entries = cache.get_all([found.get_value(row, 0) for row in range(min(found.ntuples, size))])
         if entries is None:  # a row not cached yet: read the page again, whole
             found, live = await read(shape.full)
-            entries = _encode(kind, conn, found, min(found.ntuples, size), shape, cache)
-        token = _next_token(conn, found, size, shape, fingerprint)
+            entries = _encode(kind, db.scripts.adapter(conn), found, min(found.ntuples, size), shape, cache)
+        token = _next_token(db.scripts.adapter(conn), found, size, shape, fingerprint)
     if not _live(live):
         raise NotFound(request.parent)
     return wire.list_response(entries, token)
@@ -98,12 +97,9 @@ def _live(result: Any) -> bool:
     return bool(result.get_value(0, 0) == b"t")
 
 
-def _encode(
-    kind: Any, conn: AsyncConnection[Any], result: Any, count: int, shape: Shape, cache: LruBytes
-) -> list[bytes]:
+def _encode(kind: Any, loader: abc.Transformer, result: Any, count: int, shape: Shape, cache: LruBytes) -> list[bytes]:
     """The entries of a full read's rows, encoding (and caching) those not cached."""
     entries = []
-    loader = Transformer(conn)
     loader.set_pgresult(result)
     skip = 1 + len(shape.sort_keys)  # the key, the id and the other sort keys
     for row in range(count):
@@ -119,11 +115,10 @@ def _encode(
     return entries
 
 
-def _next_token(conn: AsyncConnection[Any], result: Any, size: int, shape: Shape, fingerprint: str) -> str:
+def _next_token(loader: abc.Transformer, result: Any, size: int, shape: Shape, fingerprint: str) -> str:
     """The token after the page's last row, when more rows follow it."""
     if result.ntuples <= size:
         return ""
-    loader = Transformer(conn)
     loader.set_pgresult(result)
     row = loader.load_row(size - 1, tuple)
     return listing.make_token([*row[2 : 1 + len(shape.sort_keys)], row[1]], fingerprint)  # the id sorts last
