@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -131,3 +134,25 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
             self._pg("pg_ctl", "stop", "--wait", "--mode", "fast", "--pgdata", str(self.data_dir))
+
+    def kill(self) -> None:
+        """SIGKILL to the server and every process it started, as the kernel's OOM killer or a power
+        cut would end them: the next start recovers from the write-ahead log."""
+        postmaster = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        for pid in (postmaster, *_children(postmaster)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        while Path(f"/proc/{postmaster}").exists():
+            time.sleep(0.05)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return found
