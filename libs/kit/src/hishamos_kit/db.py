@@ -102,11 +102,11 @@ class Prepared:
         self.name = name.encode()
         self.names = tuple(dict.fromkeys(PLACEHOLDER.findall(sql)))
         if self.names:
+            self.count = len(self.names)
             self.sql = (sql % {param: f"${i}" for i, param in enumerate(self.names, start=1)}).encode()
         else:
-            count = POSITIONAL.findall(sql).count("%s")
-            self.sql = (sql % tuple(f"${i}" for i in range(1, count + 1))).encode()
-            self.count = count
+            self.count = POSITIONAL.findall(sql).count("%s")
+            self.sql = (sql % tuple(f"${i}" for i in range(1, self.count + 1))).encode()
 
     def values(self, params: Mapping[str, Any] | Sequence[Any]) -> Sequence[Any]:
         if self.names:
@@ -167,23 +167,21 @@ class ScriptConnections:
         kept = self._kept_by(conn)
         values: list[Sequence[Buffer | None] | None] = []
         for statement, params in steps:
-            ordered = statement.values(params) if type(statement) is Prepared else ()
+            ordered = statement.values(params) if isinstance(statement, Prepared) else ()
             values.append(kept.adapter.dump_sequence(ordered, [PyFormat.TEXT] * len(ordered)) if ordered else None)
         pgconn = conn.pgconn
         pgconn.enter_pipeline_mode()
-        sent = 0
-        known = kept.prepared
-        for statement in {s.name: s for s, _ in steps if type(s) is Prepared}.values():
-            if statement.name in known:
-                known.move_to_end(statement.name)
+        preparing = 0  # results of statements sent ahead of the steps
+        for statement in {s.name: s for s, _ in steps if isinstance(s, Prepared)}.values():
+            if statement.name in kept.prepared:
+                kept.prepared.move_to_end(statement.name)
                 continue
             pgconn.send_prepare(statement.name, statement.sql)
-            known[statement.name] = None
-            sent += 1
-            if len(known) > self.PREPARED_PER_CONNECTION:  # the least recently used, not one of these
-                pgconn.send_query_params(b"DEALLOCATE " + known.popitem(last=False)[0], None)
-                sent += 1
-        skipped = sent
+            kept.prepared[statement.name] = None
+            preparing += 1
+            if len(kept.prepared) > self.PREPARED_PER_CONNECTION:  # the least recently used, not one of these
+                pgconn.send_query_params(b"DEALLOCATE " + kept.prepared.popitem(last=False)[0], None)
+                preparing += 1
         for (statement, _), dumped in zip(steps, values, strict=True):
             if isinstance(statement, Prepared):
                 pgconn.send_query_prepared(statement.name, dumped)
@@ -208,7 +206,7 @@ class ScriptConnections:
         for result in results:
             if result.status == pq.ExecStatus.FATAL_ERROR:
                 raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-        return results[skipped:]
+        return results[preparing:]
 
     def adapter(self, conn: AsyncConnection[Any]) -> abc.Transformer:
         """The Transformer that reads `conn`'s results (and dumps its values): kept, so the loaders of

@@ -3,7 +3,7 @@
 Through the ORM a login cost about a dozen statements in two transactions, and on a two-core machine
 their CPU (about 10 ms) was a fifth of the argon2id work the login exists to do. Here each transaction
 is one `Database.script`: hand-written SQL over the model's columns, values sent as parameters,
-row-level security as everywhere (the organization is set first, from the slug as `_find` did).
+row-level security as everywhere (the organization is set first, from the slug when finding).
 
 The lockout needs no write before the password is checked: an outcome counts only when the statement
 recording it finds the account unlocked (`SUCCEEDED` and `FAILED` both re-check that against the row as
@@ -19,7 +19,7 @@ from datetime import datetime
 
 from hishamos_identity import users
 from hishamos_identity.models import Organization, RefreshToken, User
-from hishamos_kit.db import TENANT_SETTING, Database, Prepared, columns_of
+from hishamos_kit.db import SET_TENANT, TENANT_SETTING, Database, Prepared, columns_of
 from hishamos_kit.logs import request_id_var
 
 SLUG_SETTING = "app.organization_slug"
@@ -54,7 +54,6 @@ FROM org LEFT JOIN found ON true
 """,
 )
 
-SET_TENANT = Prepared("signin_set_tenant", f"SELECT set_config('{TENANT_SETTING}', %(organization_id)s, true)")
 # Signing in is not an edit: the user's version (etag) and update time stay as they were. The user
 # must still be as the password check found them, and unlocked: a password changed, an account
 # deactivated, deleted or locked by parallel guesses while argon2 ran refuses the sign-in (no row),
@@ -78,7 +77,6 @@ WITH signed AS (
 SELECT last_login_at FROM signed
 """,
 )
-
 
 # A failure takes one of an unlocked user's attempts; the one that takes the last locks the account
 # for 1, 2, 4 … minutes (at most an hour), doubling with each lockout in a row. Parallel failures
@@ -151,7 +149,7 @@ async def succeeded(db: Database, user: User, rehash: str | None, refresh: Refre
         "name": users.user_name(user),
         "request_id": request_id_var.get(),
     }
-    _, rows = await db.script((SET_TENANT, {"organization_id": str(user.organization_id)}), (SUCCEEDED, values))
+    _, rows = await db.script((SET_TENANT, (str(user.organization_id),)), (SUCCEEDED, values))
     return rows[0][0] if rows else None
 
 
@@ -166,5 +164,5 @@ async def failed(db: Database, user: User) -> bool:
         "name": users.user_name(user),
         "request_id": request_id_var.get(),
     }
-    _, rows = await db.script((SET_TENANT, {"organization_id": str(user.organization_id)}), (FAILED, values))
+    _, rows = await db.script((SET_TENANT, (str(user.organization_id),)), (FAILED, values))
     return bool(rows)
