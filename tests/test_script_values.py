@@ -19,6 +19,7 @@ from hishamos_devstack.stack import Stack
 from hishamos_kit.db import Database, Prepared
 from hishamos_kit.server import refused_value
 from tests.conftest import Channels, Tenant
+from tests.db import superuser
 from tests.errors import failure
 from tests.projects.support import create_project
 
@@ -101,6 +102,30 @@ def test_a_connection_keeps_its_most_recently_used_statements(stack: Stack) -> N
 
     # Each statement answered right after the others evicted it; the connection holds no more than it keeps.
     assert asyncio.run(run()) == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 3]
+
+
+def test_a_pipeline_is_one_transaction(stack: Stack) -> None:
+    """Its steps commit together at its end, or not at all when one fails."""
+    app_role = stack.databases["projects"].app
+    insert = Prepared("probe_insert", "INSERT INTO pipeline_probe VALUES (%s)")
+
+    async def run(*steps: tuple[Prepared, tuple[Any, ...]]) -> None:
+        db = Database(stack.databases["projects"].app_url, pool_size=1)
+        try:
+            await db.script(*steps)
+        finally:
+            await db.close()
+
+    with superuser(stack, "projects") as conn:
+        conn.execute("CREATE TABLE pipeline_probe (note text)")
+        conn.execute(f'GRANT INSERT, SELECT ON pipeline_probe TO "{app_role}"')
+        try:
+            asyncio.run(run((insert, ("kept",)), (Prepared("probe_fine", "SELECT 1"), ())))
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                asyncio.run(run((insert, ("undone",)), (Prepared("probe_fail", "SELECT 1 / 0"), ())))
+            assert conn.execute("SELECT note FROM pipeline_probe").fetchall() == [("kept",)]
+        finally:
+            conn.execute("DROP TABLE pipeline_probe")
 
 
 @pytest.mark.parametrize("title", HOSTILE_TEXTS[:6])

@@ -123,11 +123,11 @@ Step = tuple[Prepared | str, Mapping[str, Any] | Sequence[Any]]
 SET_TENANT = Prepared("kit_set_tenant", f"SELECT set_config('{TENANT_SETTING}', %s, true)")
 
 
-def in_tenant(organization_id: uuid.UUID, *steps: Step, read_only: bool = False, commit: bool = True) -> list[Step]:
-    """`steps` as one transaction of one organization: BEGIN, the tenant setting that row-level
-    security reads, `steps`, and COMMIT (left to the caller with `commit=False`)."""
-    begin = "BEGIN READ ONLY" if read_only else "BEGIN"
-    return [(begin, ()), (SET_TENANT, (str(organization_id),)), *steps, *([("COMMIT", ())] if commit else [])]
+def in_tenant(organization_id: uuid.UUID, *steps: Step, commit: bool = True) -> list[Step]:
+    """`steps` as one transaction of one organization, after the tenant setting that row-level security
+    reads. A pipeline is one transaction (implicit, committed at its end, rolled back at its first
+    error); with `commit=False` it is an explicit one (BEGIN) that a later pipeline of the caller ends."""
+    return [*([] if commit else [("BEGIN", ())]), (SET_TENANT, (str(organization_id),)), *steps]
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,9 @@ class ScriptConnections:
         psycopg's cursor costs more CPU per query than the whole round trip on loopback; this is
         libpq's pipeline mode, straight: each step is a Bind and an Execute of a statement the
         connection prepared once (a Parse the first time, sent ahead of the steps), with its values
-        as parameters, never spliced into SQL. A failed step raises its error once the pipeline is read.
+        as parameters, never spliced into SQL. Unless a step says BEGIN, the steps are one implicit
+        transaction that the pipeline's end commits; a failed step rolls it back and raises its error
+        once the pipeline is read.
         """
         kept = self._kept_by(conn)
         values: list[Sequence[Buffer | None] | None] = []
@@ -274,7 +276,7 @@ class Database:
         """One row of `query` (given `ids`) as seen by one organization, in a single round trip;
         its columns come back as attributes named by `names`."""
         async with self.scripts.connection() as conn:
-            _, _, rows, _ = await self.scripts.run(conn, in_tenant(organization_id, (query, ids), read_only=True))
+            _, rows = await self.scripts.run(conn, in_tenant(organization_id, (query, ids)))
             if not rows.ntuples:
                 return None
             loader = self.scripts.adapter(conn)
@@ -285,16 +287,16 @@ class Database:
     async def script(self, *steps: tuple[Prepared, Mapping[str, Any] | Sequence[Any]]) -> list[list[tuple[Any, ...]]]:
         """`steps` as one transaction in one round trip, and the rows each returned.
 
-        For hot paths that write (sign-in, claiming a job): BEGIN, the statements and COMMIT travel
-        as one pipeline (`ScriptConnections.run`). Row-level security still applies: a statement
+        For hot paths that write (sign-in, claiming a job): the statements travel as one pipeline
+        (`ScriptConnections.run`), one transaction. Row-level security still applies: a statement
         that sets the tenant comes first. A failing statement raises its error and nothing commits
         (the connection is discarded).
         """
         async with self.scripts.connection() as conn:
             loader = self.scripts.adapter(conn)
-            results = await self.scripts.run(conn, [("BEGIN", ()), *steps, ("COMMIT", ())])
+            results = await self.scripts.run(conn, steps)
             found: list[list[tuple[Any, ...]]] = []
-            for result in results[1:-1]:
+            for result in results:
                 if result.status != pq.ExecStatus.TUPLES_OK:
                     found.append([])
                     continue

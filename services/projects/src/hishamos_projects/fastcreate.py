@@ -126,7 +126,7 @@ async def create(
                 if duplicate is None:
                     raise
                 raise duplicate from None
-            loader.set_pgresult(results[3])
+            loader.set_pgresult(results[-1])
             answer = loader.load_row(0, tuple)
             claimed = bool(answer[0]) if request_id else True
             facts_row = answer[1:] if request_id else answer
@@ -168,8 +168,7 @@ async def _stored(
     scripts: ScriptConnections, conn: Any, organization_id: uuid.UUID, method: str, request_id: str, kind: Any
 ) -> Any:
     """The response the first create with this request_id stored."""
-    steps = in_tenant(organization_id, (STORED, (organization_id, method, request_id)), read_only=True)
-    _, _, found, _ = await scripts.run(conn, steps)
+    _, found = await scripts.run(conn, in_tenant(organization_id, (STORED, (organization_id, method, request_id))))
     loader = scripts.adapter(conn)
     loader.set_pgresult(found)
     (response,) = loader.load_row(0, tuple)

@@ -5,10 +5,9 @@ fifty messages in Python still cost more CPU than the database's whole work. So:
 
 - The page query has the same filter, order and keyset rules as `hishamos_kit.listing.list_page`.
   It is built and compiled once per shape (kind, filter, order, page size, show_deleted, token or
-  not) and prepared once per connection; a call binds its own values (organization, project, the
-  token's sort keys) in `EXECUTE` client-side as quoted literals (`hishamos_kit.db.bind`), so
-  nothing a client sends is spliced in unquoted. BEGIN READ ONLY, the tenant setting, the page and
-  the project check travel as one script, like `Database.read_one`.
+  not) and prepared once per connection; a call sends its own values (organization, project, the
+  token's sort keys) as parameters. The tenant setting, the page and the project check travel as
+  one pipeline, one transaction, like `Database.read_one`.
 - The page query returns only each row's cache key and sort keys. The key is the text of the id,
   the version and the derived figures (`extra_columns`), and a resource's message is a function
   of exactly those: every write that changes a column of the message bumps the version (the ORM's
@@ -78,8 +77,8 @@ async def list_children(
 
         async def read(page: Prepared) -> tuple[Any, Any]:
             """The page's and the project check's results."""
-            steps = in_tenant(organization_id, (page, params), (shape.check, params), read_only=True)
-            _, _, found, live, _ = await db.scripts.run(conn, steps)
+            steps = in_tenant(organization_id, (page, params), (shape.check, params))
+            _, found, live = await db.scripts.run(conn, steps)
             return found, live
 
         found, live = await read(shape.keys)
