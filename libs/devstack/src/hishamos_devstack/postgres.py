@@ -104,7 +104,8 @@ class EmbeddedPostgres:
     def start(self) -> None:
         # Passwords on the socket as on loopback (clusters initialised before had peer authentication there).
         hba = self.data_dir / "pg_hba.conf"
-        hba.write_text(hba.read_text().replace(" peer", " scram-sha-256"))
+        if " peer" in (rules := hba.read_text()):
+            hba.write_text(rules.replace(" peer", " scram-sha-256"))
         self.socket_dir.mkdir(exist_ok=True)
         _open_path_for(self.socket_dir, self._user)
         options = (

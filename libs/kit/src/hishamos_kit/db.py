@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import uuid
 from collections import OrderedDict
@@ -96,10 +97,12 @@ class Prepared:
     PostgreSQL would plan a statement with CTEs and subqueries in more time than it runs. `sql`
     takes `%(name)s` parameters (values then come as a mapping, which may hold more) or `%s` ones
     (a sequence, in order); `%%` is a `%`. Their types are inferred by PostgreSQL from where they stand.
+    The name a connection prepares it under is `label` and a digest of `sql`: two statements never
+    share one, however they were labelled.
     """
 
-    def __init__(self, name: str, sql: str) -> None:
-        self.name = name.encode()
+    def __init__(self, label: str, sql: str) -> None:
+        self.name = f"{label}_{hashlib.sha1(sql.encode()).hexdigest()[:16]}".encode()
         self.names = tuple(dict.fromkeys(PLACEHOLDER.findall(sql)))
         if self.names:
             self.count = len(self.names)
@@ -141,7 +144,7 @@ class _Kept:
 
 class ScriptConnections:
     """Autocommit psycopg connections for pipelines sent with `run` (`Database.read_one`, the
-    hot paths of services), handed out through a queue. A pipeline holds its own BEGIN and COMMIT.
+    hot paths of services), handed out through a queue. A pipeline is its own transaction.
 
     Opened on demand up to `size`; a connection that failed in any other way than an ApiError is
     closed rather than reused, so a restarted database costs one failed call per connection, not a stuck pool.

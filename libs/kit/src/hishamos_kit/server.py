@@ -192,7 +192,7 @@ REFUSED_VALUES = {"22P05", "22021", "22001", "22003", "22P02"}
 
 def refused_value(exc: Exception) -> bool:
     error = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
-    # No SQLSTATE: refused before it was sent (psycopg's and the kit's quoting refuse NUL).
+    # No SQLSTATE: refused before it was sent (psycopg refuses NUL in a text value).
     return isinstance(error, psycopg.DataError) and error.sqlstate in (*REFUSED_VALUES, None)
 
 

@@ -12,7 +12,6 @@ COMMIT (AIP-155, as `hishamos_kit.resources.once`). Values reach SQL only as par
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from functools import cache, lru_cache
 from types import SimpleNamespace
@@ -195,7 +194,7 @@ def _statement(kind: Any, checks: tuple[str, ...], claim: bool, inserted: tuple[
         selected.append("made.*")
         source += " LEFT JOIN made ON true"
     statement = f"WITH {', '.join(ctes)} SELECT {', '.join(selected)} FROM {source}"
-    return Prepared(f"fastcreate_{hashlib.sha1(statement.encode()).hexdigest()[:20]}", statement)
+    return Prepared("fastcreate", statement)
 
 
 @cache

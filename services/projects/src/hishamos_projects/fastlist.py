@@ -20,7 +20,6 @@ fifty messages in Python still cost more CPU than the database's whole work. So:
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -161,10 +160,7 @@ def _shape(
     return Shape(keys_page, full_page, check, params, sort_keys, names)
 
 
-_NAMES = itertools.count()
-
-
 def _statement(query: Select[Any]) -> tuple[Prepared, dict[str, Any]]:
-    """`query` as a statement to prepare (under a name of its own), and the values it was built with."""
+    """`query` as a statement to prepare, and the values it was built with."""
     compiled = query.compile(dialect=DIALECT)
-    return Prepared(f"fastlist_{next(_NAMES)}", str(compiled)), dict(compiled.params)
+    return Prepared("fastlist", str(compiled)), dict(compiled.params)
