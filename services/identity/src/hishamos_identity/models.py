@@ -97,7 +97,7 @@ class AuditEvent(Timestamps, Base):
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_organization_id_created_at", "organization_id", text("created_at DESC")),)
 
-    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column()  # indexed first in the index above
     action: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(200), default="", server_default="")
     target: Mapped[str] = mapped_column(String(300), default="", server_default="")
@@ -122,7 +122,7 @@ class RefreshToken(Timestamps, Base):
 
     __tablename__ = "refresh_tokens"
 
-    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column()  # never looked up alone: by hash, user or family
     user_id: Mapped[uuid.UUID] = mapped_column(index=True)
     family_id: Mapped[uuid.UUID] = mapped_column(index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -136,7 +136,7 @@ class ApiKey(Timestamps, Base):
     __tablename__ = "api_keys"
     __table_args__ = (Index("ix_api_keys_organization_id_created_at", "organization_id", text("created_at DESC")),)
 
-    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column()  # indexed first in the index above
     owner_id: Mapped[uuid.UUID] = mapped_column(index=True)
     display_name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(16))
@@ -153,7 +153,7 @@ class EmailToken(Timestamps, Base):
 
     __tablename__ = "email_tokens"
 
-    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column()  # never looked up alone: by hash or user
     user_id: Mapped[uuid.UUID] = mapped_column(index=True)
     purpose: Mapped[str] = mapped_column(String(32))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from hishamos_identity import users
 from hishamos_identity.models import Organization, RefreshToken, User
-from hishamos_kit.db import SET_TENANT, TENANT_SETTING, Database, Prepared, columns_of
+from hishamos_kit.db import SET_TENANT, TENANT_SETTING, Database, Prepared, columns_of, loaded
 from hishamos_kit.logs import request_id_var
 
 SLUG_SETTING = "app.organization_slug"
@@ -125,10 +125,10 @@ async def find(db: Database, slug: str, login: str) -> Found:
     if not rows:
         return Found()
     organization_id, state, locked, custom, *user_values = rows[0]
-    organization = Organization(id=organization_id, slug=slug, state=state)
+    organization = loaded(Organization, {"id": organization_id, "slug": slug, "state": state})
     if user_values[0] is None:  # no such user: the LEFT JOIN found nothing
         return Found(organization)
-    user = User(**{key: value for (key, _), value in zip(_USER, user_values, strict=True)})
+    user = loaded(User, {key: value for (key, _), value in zip(_USER, user_values, strict=True)})
     return Found(organization, user, locked, tuple(custom))
 
 
