@@ -10,20 +10,19 @@ import jwt
 from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2, organization_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.stack import Stack
-from tests.conftest import Channels, Tenant, add_user
+from tests.conftest import Channels, Operator, Tenant, add_user
 from tests.db import superuser
 from tests.errors import failure
 
 
-def test_rotation_overlaps_then_retires(stack: Stack, channels: Channels, tenant: Tenant) -> None:
+def test_rotation_overlaps_then_retires(stack: Stack, channels: Channels, tenant: Tenant, operator: Operator) -> None:
     auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
     old_kid = jwt.get_unverified_header(tenant.access_token)["kid"]
-    viewer = add_user(channels, tenant, "viewer")
-    denied = failure(
-        lambda: auth.RotateSigningKey(auth_pb2.RotateSigningKeyRequest(), metadata=viewer.metadata, timeout=10)
-    )
-    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
-    rotated = auth.RotateSigningKey(auth_pb2.RotateSigningKeyRequest(), metadata=tenant.metadata, timeout=10)
+    # The keys sign every organization's tokens: not even an organization's admin may rotate them.
+    for metadata in (add_user(channels, tenant, "viewer").metadata, tenant.metadata):
+        denied = failure(lambda m=metadata: auth.RotateSigningKey(auth_pb2.RotateSigningKeyRequest(), metadata=m))
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    rotated = auth.RotateSigningKey(auth_pb2.RotateSigningKeyRequest(), metadata=operator.metadata)
     assert rotated.active_kid != old_kid and list(rotated.published_kids)[:1] == [rotated.active_kid]
     assert old_kid in rotated.published_kids
     jwks = auth.GetJwks(auth_pb2.GetJwksRequest(), timeout=10)

@@ -84,7 +84,15 @@ def test_an_operator_token_needs_the_operator_credential(channels: Channels) -> 
     )
     claims = jwt.decode(reply.access_token, options={"verify_signature": False})
     assert claims["sub"] == "operators/operator" and claims["org"] == str(uuid.UUID(int=0))
-    assert set(claims["perms"]) == catalog.operator_permissions() == {SUSPEND, "identity.organizations.manage_quotas"}
+    assert (
+        set(claims["perms"])
+        == catalog.operator_permissions()
+        == {
+            SUSPEND,
+            "identity.organizations.manage_quotas",
+            "identity.signing_keys.rotate",
+        }
+    )
     assert 0 < reply.expires_in <= 300
 
 

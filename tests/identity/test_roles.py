@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import grpc
 import pytest
 from google.protobuf import symbol_database
@@ -227,3 +230,98 @@ def test_the_last_admin_can_be_neither_deleted_nor_deactivated(channels: Channel
         assert f.code == grpc.StatusCode.FAILED_PRECONDITION and f.reason == "LAST_ADMIN"
     second = add_user(channels, tenant, "admin")
     users.DeactivateUser(user_pb2.DeactivateUserRequest(name=second.user), metadata=tenant.metadata, timeout=10)
+
+
+def test_a_role_editor_cannot_give_a_role_more_than_it_holds(channels: Channels, tenant: Tenant) -> None:
+    """Else editing a role one holds would be a way to every permission."""
+    perms = ["identity.roles.get", "identity.roles.list", "identity.roles.create", "identity.roles.update"]
+    perms.append("identity.roles.delete")
+    editor_role = (
+        roles(channels)
+        .CreateRole(
+            pb.CreateRoleRequest(
+                parent=tenant.organization, role_id="editor", role=pb.Role(display_name="E", permissions=perms)
+            ),
+            metadata=tenant.metadata,
+            timeout=10,
+        )
+        .role
+    )
+    powerful = (
+        roles(channels)
+        .CreateRole(
+            pb.CreateRoleRequest(
+                parent=tenant.organization,
+                role_id="auditor",
+                role=pb.Role(display_name="A", permissions=["identity.audit.list"]),
+            ),
+            metadata=tenant.metadata,
+            timeout=10,
+        )
+        .role
+    )
+    editor = add_user(channels, tenant, "editor")
+    tenant_catalog = sorted(set(catalog.permissions()) - catalog.operator_permissions())
+    everything = pb.Role(name=editor_role.name, permissions=tenant_catalog, etag=editor_role.etag)
+    for call in (
+        lambda: roles(channels).UpdateRole(
+            pb.UpdateRoleRequest(role=everything, update_mask=FieldMask(paths=["permissions"])),
+            metadata=editor.metadata,
+            timeout=10,
+        ),
+        lambda: roles(channels).CreateRole(
+            pb.CreateRoleRequest(
+                parent=tenant.organization,
+                role_id="mine",
+                role=pb.Role(display_name="M", permissions=["identity.audit.list"]),
+            ),
+            metadata=editor.metadata,
+            timeout=10,
+        ),
+        # Taking powers away from a role is within one's own permissions too.
+        lambda: roles(channels).DeleteRole(pb.DeleteRoleRequest(name=powerful.name), metadata=editor.metadata),
+    ):
+        f = failure(call)
+        assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.reason == "DELEGATION_DENIED"
+    kept = roles(channels).ListRoles(pb.ListRolesRequest(parent=tenant.organization), metadata=tenant.metadata).roles
+    assert {r.name: list(r.permissions) for r in kept if not r.predefined} == {
+        powerful.name: ["identity.audit.list"],
+        editor_role.name: sorted(perms),
+    }
+    # Within its own permissions the editor does edit.
+    narrower = pb.Role(name=editor_role.name, permissions=perms[:2], etag=editor_role.etag)
+    mask = FieldMask(paths=["permissions"])
+    edited = roles(channels).UpdateRole(pb.UpdateRoleRequest(role=narrower, update_mask=mask), metadata=editor.metadata)
+    assert list(edited.role.permissions) == sorted(perms[:2])
+
+
+def test_a_role_deleted_while_being_assigned_is_held_by_nobody(channels: Channels, tenant: Tenant) -> None:
+    users = [add_user(channels, tenant, "viewer") for _ in range(4)]
+    for round_ in range(6):
+        created = (
+            roles(channels)
+            .CreateRole(
+                pb.CreateRoleRequest(
+                    parent=tenant.organization,
+                    role_id=f"temp-{round_}",
+                    role=pb.Role(display_name="T", permissions=["projects.projects.get"]),
+                ),
+                metadata=tenant.metadata,
+                timeout=10,
+            )
+            .role
+        )
+        assign, delete = roles(channels).AssignRole, roles(channels).DeleteRole
+        requests: list[tuple[Any, Any]] = [
+            (assign, pb.AssignRoleRequest(user=u.user, role=created.name)) for u in users
+        ]
+        requests.insert(2, (delete, pb.DeleteRoleRequest(name=created.name)))
+        with ThreadPoolExecutor(len(requests)) as pool:
+            for future in [pool.submit(call, r, metadata=tenant.metadata, timeout=10) for call, r in requests]:
+                try:
+                    future.result()
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.NOT_FOUND  # assigned after the delete: no such role
+        stub = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+        held = [stub.GetUser(user_pb2.GetUserRequest(name=u.user), metadata=tenant.metadata).user.roles for u in users]
+        assert all(f"temp-{round_}" not in r for r in held), held

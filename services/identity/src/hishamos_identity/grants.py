@@ -92,7 +92,12 @@ async def unknown_roles(session: AsyncSession, roles: Iterable[str]) -> list[str
 async def check_delegation(session: AsyncSession, principal: Principal, roles: Iterable[str]) -> None:
     """A caller grants, takes away or edits only within its own permissions: a manager cannot make
     an admin, nor change an admin's roles, email or state (that would be a way to become one)."""
-    beyond = sorted(set(await permissions_of(session, roles)) - principal.permissions)
+    check_within(principal, await permissions_of(session, roles))
+
+
+def check_within(principal: Principal, permissions: Iterable[str]) -> None:
+    """PERMISSION_DENIED unless the caller holds every one of `permissions`."""
+    beyond = sorted(set(permissions) - principal.permissions)
     if beyond:
         raise PermissionDenied(
             "this reaches beyond your own permissions ("

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,8 @@ from sqlalchemy import func, or_, select, text, update
 from hishamos_identity.models import SigningKey
 from hishamos_kit.crypto import Sealer
 from hishamos_kit.db import Database
+
+log = logging.getLogger("hishamos.identity.keys")
 
 
 def b64url(data: bytes) -> str:
@@ -57,8 +60,9 @@ class KeyStore:
             private_key_sealed=self._sealer.seal(raw, kid),
         )
 
-    async def rotate(self) -> tuple[str, list[str]]:
-        """A new signing key; the old one is published until `overlap_seconds` from now, then retires."""
+    async def rotate(self, operator: str) -> tuple[str, list[str]]:
+        """A new signing key; the old one is published until `overlap_seconds` from now, then retires.
+        Logged rather than audited: the audit log is an organization's, and the keys are the platform's."""
         async with self._db.unscoped() as session:
             await session.execute(text("select pg_advisory_xact_lock(hashtext('identity.signing_keys'))"))
             await session.execute(
@@ -69,6 +73,7 @@ class KeyStore:
             session.add(self._new_key())
         await self._load()
         assert self._signing is not None
+        log.info("signing key rotated", extra={"fields": {"operator": operator, "kid": self._signing[0]}})
         return self._signing[0], [k["kid"] for k in self._jwks]
 
     async def _load(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
+from typing import Literal
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import delete, func, select, update
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import role_pb2 as pb
 from hishamos_identity import audit, users
-from hishamos_identity.grants import PREDEFINED, check_delegation, predefined_permissions
+from hishamos_identity.grants import PREDEFINED, check_delegation, check_within, predefined_permissions
 from hishamos_identity.models import Role, User
 from hishamos_kit import api, resources, validate
 from hishamos_kit.auth import Principal
@@ -93,8 +94,13 @@ class Roles:
         async with self.db.tenant(principal.organization_id) as session:
             return to_message(await self._custom(session, role_id, name))
 
-    async def _custom(self, session: AsyncSession, role_id: str, name: str) -> Role:
-        role = await session.scalar(select(Role).where(Role.role_id == role_id))
+    async def _custom(
+        self, session: AsyncSession, role_id: str, name: str, lock: Literal["share", "update"] | None = None
+    ) -> Role:
+        query = select(Role).where(Role.role_id == role_id)
+        if lock is not None:
+            query = query.with_for_update(read=lock == "share")
+        role = await session.scalar(query)
         if role is None:
             raise NotFound(name)
         return role
@@ -114,6 +120,7 @@ class Roles:
         role = Role(id=uuid.uuid4(), organization_id=organization_id, role_id=role_id)
         _apply(role, message, sorted(UPDATABLE), v)
         v.raise_if_any()
+        check_within(principal, role.permissions)  # else a role would be a way to gain permissions
         async with self.db.tenant(organization_id) as session:
             session.add(role)
             try:
@@ -131,11 +138,14 @@ class Roles:
             raise FailedPrecondition(f"{role_id} is predefined and cannot change", "ROLE_PREDEFINED")
         paths = resources.update_paths(mask, message, UPDATABLE, "role")
         async with self.db.tenant(principal.organization_id) as session:
-            role = await self._custom(session, role_id, message.name)
+            role = await self._custom(session, role_id, message.name, lock="update")
             resources.check_etag(role, message.etag, message.name)
+            before = role.permissions
             v = Violations()
             _apply(role, message, paths, v)
             v.raise_if_any()
+            if "permissions" in paths:  # what it gives and what it takes away
+                check_within(principal, [*before, *role.permissions])
             await session.flush()
             audit.record(
                 session, principal.organization_id, "role.updated", principal.subject, message.name, fields=paths
@@ -147,7 +157,9 @@ class Roles:
         if role_id in PREDEFINED:
             raise FailedPrecondition(f"{role_id} is predefined and cannot be deleted", "ROLE_PREDEFINED")
         async with self.db.tenant(principal.organization_id) as session:
-            role = await self._custom(session, role_id, name)
+            # Locked: an assignment waiting on the role then finds it gone instead of granting it.
+            role = await self._custom(session, role_id, name, lock="update")
+            check_within(principal, role.permissions)  # taking powers away is within one's own too
             await session.execute(delete(Role).where(Role.id == role.id))
             await session.execute(update(User).values(roles=func.array_remove(User.roles, role_id)))
             audit.record(session, principal.organization_id, "role.deleted", principal.subject, name)
@@ -156,8 +168,8 @@ class Roles:
         user_id = resources.own_name(principal, users.PATH, user_name, "user")
         role_id = parse_role(principal, role, "role")
         async with self.db.tenant(principal.organization_id) as session:
-            if role_id not in PREDEFINED:
-                await self._custom(session, role_id, role)
+            if role_id not in PREDEFINED:  # held until the grant commits, so no delete slips between
+                await self._custom(session, role_id, role, lock="share")
             user = await users.live_user(session, user_id, user_name, lock=True)
             await check_delegation(session, principal, [role_id, *user.roles])
             if grant and role_id not in user.roles:
