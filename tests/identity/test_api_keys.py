@@ -65,6 +65,27 @@ def test_scopes_must_be_held_by_the_owner(channels: Channels, tenant: Tenant) ->
     past = Timestamp(seconds=int(time.time()) - 60)
     f = failure(lambda: create(channels, tenant, [], expire_time=past))
     assert set(f.violations) == {"api_key.scopes", "api_key.expire_time"}
+    for beyond in (Timestamp(seconds=253402300800), Timestamp(seconds=int(time.time()) + 3600, nanos=2_000_000_000)):
+        f = failure(lambda b=beyond: create(channels, tenant, LIST_PROJECTS, expire_time=b))
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"api_key.expire_time"}
+
+
+def test_a_key_made_by_a_key_ends_when_it_does(channels: Channels, tenant: Tenant) -> None:
+    scopes = [*LIST_PROJECTS, "identity.api_keys.create"]
+    soon = Timestamp(seconds=int(time.time()) + 3600)
+    parent = create(channels, tenant, scopes, expire_time=soon).secret
+    by_key = (("x-api-key", parent),)
+
+    def make(**fields: object) -> pb.CreateApiKeyResponse:
+        key = pb.ApiKey(display_name="child", scopes=LIST_PROJECTS, **fields)  # type: ignore[arg-type]
+        request = pb.CreateApiKeyRequest(parent=tenant.organization, api_key=key)
+        return keys(channels).CreateApiKey(request, metadata=by_key, timeout=10)
+
+    for fields in ({}, {"expire_time": Timestamp(seconds=soon.seconds + 60)}):
+        f = failure(lambda fields=fields: make(**fields))
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"api_key.expire_time"}
+    child = make(expire_time=Timestamp(seconds=soon.seconds - 60)).api_key
+    assert child.expire_time.seconds == soon.seconds - 60
 
 
 def test_rate_limit_per_minute_is_enforced(channels: Channels, tenant: Tenant) -> None:

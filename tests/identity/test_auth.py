@@ -90,6 +90,14 @@ def test_retried_sign_up_returns_the_first_organization_without_new_tokens(chann
     assert again.organization == first.organization and again.user == first.user
     assert first.tokens.access_token and not again.HasField("tokens")
     assert login(channels, slug, "first", PASSWORD).user.name == first.user.name
+    # The same request_id with another organization is another sign-up, never the first one's answer.
+    other_slug = f"other-{uuid.uuid4().hex[:8]}"
+    other = auth_pb2.SignUpRequest()
+    other.CopyFrom(request)
+    other.organization_slug, other.email = other_slug, "someone@else.test"
+    theirs = auth(channels).SignUp(other, timeout=30)
+    assert theirs.organization.name != first.organization.name and theirs.organization.slug == other_slug
+    assert theirs.user.email == "someone@else.test" and theirs.tokens.access_token
 
 
 def test_login_by_email_or_username_returns_working_tokens(channels: Channels, tenant: Tenant) -> None:

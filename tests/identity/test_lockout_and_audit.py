@@ -7,8 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import psycopg
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 
-from hishamos.identity.v1 import audit_pb2, audit_pb2_grpc, auth_pb2, auth_pb2_grpc, role_pb2, role_pb2_grpc
+from hishamos.identity.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    role_pb2,
+    role_pb2_grpc,
+    user_pb2,
+    user_pb2_grpc,
+)
 from hishamos_devstack.stack import Stack
 from hishamos_identity.accounts import MAX_FAILURES
 from tests.conftest import PASSWORD, Channels, Tenant, add_user
@@ -108,3 +118,42 @@ def test_the_service_role_cannot_rewrite_history(stack: Stack, tenant: Tenant, s
         conn.execute("select set_config('app.organization_id', %s, false)", (tenant.organization.split("/")[1],))
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(statement)
+
+
+def test_password_guesses_through_change_password_count_toward_the_lockout(channels: Channels, tenant: Tenant) -> None:
+    """A stolen access token is no way around the limit."""
+    victim = add_user(channels, tenant)
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    for i in range(MAX_FAILURES + 2):
+        guess = user_pb2.ChangePasswordRequest(
+            name=victim.user, current_password=f"guess-number-{i}", new_password="mine-now-12345"
+        )
+        f = failure(lambda g=guess: users.ChangePassword(g, metadata=victim.metadata, timeout=60))
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "current_password" in f.violations
+    assert len(events(channels, tenant, f'action = "user.locked" AND target = "{victim.user}"')) == 1
+    # Locked now: sign-in fails with the right password, and so does changing it.
+    assert failure(lambda: login(channels, victim, PASSWORD)).reason == "INVALID_CREDENTIALS"
+    right = user_pb2.ChangePasswordRequest(name=victim.user, current_password=PASSWORD, new_password="mine-now-12345")
+    assert failure(lambda: users.ChangePassword(right, metadata=victim.metadata, timeout=60)).reason == "WRONG_PASSWORD"
+
+
+def test_user_changes_and_unknown_sign_ins_are_audited(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    renamed = user_pb2.User(name=member.user, full_name="Renamed", bio="hello")
+    mask = FieldMask(paths=["full_name", "bio"])
+    user = users.UpdateUser(user_pb2.UpdateUserRequest(user=renamed, update_mask=mask), metadata=tenant.metadata).user
+    user = users.DeleteUser(user_pb2.DeleteUserRequest(name=member.user, etag=user.etag), metadata=tenant.metadata).user
+    users.UndeleteUser(user_pb2.UndeleteUserRequest(name=member.user, etag=user.etag), metadata=tenant.metadata)
+    logged = events(channels, tenant, f'target = "{member.user}" AND action != "login.succeeded"')
+    assert [(e.action, e.actor) for e in reversed(logged)] == [
+        ("user.created", tenant.user),
+        ("user.updated", tenant.user),
+        ("user.deleted", tenant.user),
+        ("user.undeleted", tenant.user),
+    ]
+    assert logged[2].details["fields"] == ["bio", "full_name"]
+    stranger = Tenant(tenant.organization, tenant.slug, "", "nobody-here", "", "", "")
+    assert failure(lambda: login(channels, stranger, PASSWORD)).reason == "INVALID_CREDENTIALS"
+    (unknown,) = events(channels, tenant, 'action = "login.failed" AND target = "nobody-here"')
+    assert unknown.details["unknown_user"] is True

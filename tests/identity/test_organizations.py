@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
@@ -73,3 +75,19 @@ def test_organization_methods_need_a_token(channels: Channels, tenant: Tenant) -
     assert f.code == grpc.StatusCode.UNAUTHENTICATED
     request = pb.UpdateOrganizationRequest(organization=pb.Organization(name=tenant.organization, display_name="x"))
     assert failure(lambda: stub.UpdateOrganization(request, timeout=10)).code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_parallel_updates_each_land_or_are_told_to_retry(channels: Channels, tenant: Tenant) -> None:
+    """A lost race is ABORTED (read again, retry), never INTERNAL, and no update is silently lost."""
+
+    def rename(i: int) -> str:
+        change = pb.Organization(name=tenant.organization, description=f"edit {i}")
+        try:
+            return update(channels, tenant, change, "description").description
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.ABORTED, exc
+            return ""
+
+    with ThreadPoolExecutor(12) as pool:
+        landed = [d for d in pool.map(rename, range(24)) if d]
+    assert landed and get(channels, tenant).description in landed

@@ -73,6 +73,27 @@ def test_email_verification_and_a_changed_address_needs_it_again(
     assert not changed.email_verified
 
 
+def test_a_token_mailed_before_the_address_changed_proves_nothing(
+    channels: Channels, mailbox: Mailbox, tenant: Tenant
+) -> None:
+    member = add_user(channels, tenant)
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    # Only the user asks for their own verification mail.
+    other = pb.SendEmailVerificationRequest(name=tenant.user)
+    denied = failure(lambda: users.SendEmailVerification(other, metadata=member.metadata, timeout=10))
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED and denied.reason == "NOT_SELF"
+    users.SendEmailVerification(pb.SendEmailVerificationRequest(name=member.user), metadata=member.metadata, timeout=10)
+    token = TOKEN.search(mailbox.wait_for(f"{member.username}@{tenant.slug}.test").get_content())
+    assert token
+    moved = pb.User(name=member.user, email=f"elsewhere-{member.username}@example.test")
+    mask = FieldMask(paths=["email"])
+    users.UpdateUser(pb.UpdateUserRequest(user=moved, update_mask=mask), metadata=tenant.metadata, timeout=10)
+    stale = failure(lambda: auth(channels).VerifyEmail(auth_pb2.VerifyEmailRequest(token=token[0]), timeout=10))
+    assert stale.code == grpc.StatusCode.INVALID_ARGUMENT and "token" in stale.violations
+    got = users.GetUser(pb.GetUserRequest(name=member.user), metadata=tenant.metadata, timeout=10).user
+    assert got.email == moved.email and not got.email_verified
+
+
 def test_mail_waits_out_a_mail_server_that_refuses_and_arrives_once(
     stack: Stack, channels: Channels, mailbox: Mailbox, tenant: Tenant
 ) -> None:

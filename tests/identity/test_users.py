@@ -74,6 +74,22 @@ def test_max_users_is_enforced(channels: Channels, tenant: Tenant, operator: Ope
     )
     assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert third.user != second.user
+    # With one seat free, the deleted user takes it back.
+    users(channels).DeleteUser(pb.DeleteUserRequest(name=third.user), metadata=tenant.metadata, timeout=10)
+    back = users(channels).UndeleteUser(pb.UndeleteUserRequest(name=second.user), metadata=tenant.metadata, timeout=10)
+    assert back.user.name == second.user and back.user.state == pb.User.State.STATE_ACTIVE
+
+
+def test_a_list_field_is_asked_whether_it_holds_a_value(channels: Channels, tenant: Tenant) -> None:
+    add_user(channels, tenant, "developer")
+    listed = users(channels).ListUsers(
+        pb.ListUsersRequest(parent=tenant.organization, filter='roles:"developer"'), metadata=tenant.metadata
+    )
+    assert [list(u.roles) for u in listed.users] == [["developer"]]
+    for bad in ('roles = "admin"', 'roles != "admin"'):
+        request = pb.ListUsersRequest(parent=tenant.organization, filter=bad)
+        f = failure(lambda r=request: users(channels).ListUsers(r, metadata=tenant.metadata, timeout=10))
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "filter" in f.violations
 
 
 def test_deactivated_users_cannot_sign_in_or_refresh(channels: Channels, tenant: Tenant) -> None:

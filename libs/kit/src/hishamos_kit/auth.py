@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import grpc
@@ -34,6 +35,7 @@ class Principal:
     roles: tuple[str, ...]
     expires_at: float
     permissions: frozenset[str] = frozenset()
+    api_key_expires: datetime | None = None  # the caller is an API key that expires then
 
     @property
     def organization_name(self) -> str:
@@ -238,6 +240,7 @@ class ApiKeys:
             roles=(),
             expires_at=time.time() + self._ttl,
             permissions=frozenset(reply.permissions),
+            api_key_expires=reply.expire_time.ToDatetime(UTC) if reply.HasField("expire_time") else None,
         )
 
     def _spend(self, key: str) -> None:

@@ -188,7 +188,9 @@ class _Parser:
         except ValueError as exc:
             raise self.error(f"bad value for `{name}`: {exc}") from None
         column = field.column
-        if op == ":" and field.array:
+        if field.array:  # AIP-160: `labels:x` asks whether the list holds x; nothing else compares a list
+            if op != ":":
+                raise self.error(f"`{name}` is a list: ask `{name}:<value>` whether it holds a value")
             return column.any(value)  # type: ignore[no-any-return]
         if op == ":":
             if not field.text:

@@ -21,6 +21,7 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from sqlalchemy.orm.exc import StaleDataError
 
 from hishamos_kit import api, listing, logs, wire
 from hishamos_kit.auth import (
@@ -34,7 +35,7 @@ from hishamos_kit.auth import (
 )
 from hishamos_kit.crypto import load_key
 from hishamos_kit.db import Database
-from hishamos_kit.errors import ApiError, InvalidArgument, PermissionDenied, Unavailable, internal_status
+from hishamos_kit.errors import Aborted, ApiError, InvalidArgument, PermissionDenied, Unavailable, internal_status
 from hishamos_kit.logs import request_id_var
 from hishamos_kit.metrics import RpcMetrics, serve_metrics
 from hishamos_kit.outbound import inbound_deadline
@@ -114,6 +115,11 @@ class Chassis:
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
+        except StaleDataError:  # an ORM write raced another on the same row: its version had moved on
+            status = Aborted("it changed concurrently; get it again and retry", "CONCURRENT_UPDATE").to_status(
+                self.domain, request_id
+            )
+            code = "ABORTED"
         except (psycopg.OperationalError, sqlalchemy.exc.OperationalError):
             log.warning("database unavailable in %s", method)
             status = Unavailable("the database is unavailable; retry shortly", "DATABASE_UNAVAILABLE").to_status(

@@ -8,8 +8,11 @@ import re
 import uuid
 import zoneinfo
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from hishamos_kit.errors import InvalidArgument, Violations
 from hishamos_kit.resources import ResourcePath
@@ -63,6 +66,18 @@ def number(v: Violations, field: str, value: float, *, low: float = 0, high: flo
     if not math.isfinite(value) or value < low or (high is not None and value > high):
         v.add(field, f"must be between {low} and {high}" if high is not None else f"must be at least {low}")
     return value + 0.0
+
+
+# google.protobuf.Timestamp's own range (0001-01-01 to 9999-12-31, UTC), which datetime shares.
+FIRST_SECOND, LAST_SECOND = -62_135_596_800, 253_402_300_799
+
+
+def timestamp(v: Violations, field: str, value: Timestamp) -> datetime | None:
+    """`value` as an aware datetime, or None (and a violation) when it lies outside Timestamp's range."""
+    if not FIRST_SECOND <= value.seconds <= LAST_SECOND or not 0 <= value.nanos < 1_000_000_000:
+        v.add(field, "must be a time between the years 1 and 9999 (nanos 0-999999999)")
+        return None
+    return value.ToDatetime(UTC)
 
 
 def reference(v: Violations, field: str, value: str, path: ResourcePath, organization_id: uuid.UUID) -> str:

@@ -55,7 +55,10 @@ class Accounts:
     async def sign_up(self, request: pb.SignUpRequest) -> pb.SignUpResponse:
         _check_signup(request).raise_if_any()
         password_hash = await self.passwords.hash(request.password)
-        organization_id = uuid.uuid5(SIGNUP_NAMESPACE, request.request_id) if request.request_id else uuid.uuid4()
+        # A retry derives the same organization, so it finds its first answer; the same request_id with
+        # another slug or email derives another one, never that answer (another tenant's).
+        signed_up = f"{request.request_id}\0{request.organization_slug}\0{request.email.strip().lower()}"
+        organization_id = uuid.uuid5(SIGNUP_NAMESPACE, signed_up) if request.request_id else uuid.uuid4()
 
         async def create(session: AsyncSession) -> pb.SignUpResponse:
             org = Organization(
@@ -123,6 +126,8 @@ class Accounts:
         stored = user.password_hash if user is not None and not found.locked else None
         verified = await self.passwords.verify(stored, request.password)
         if org is None or user is None:
+            if org is not None:
+                await signin.unknown(self.db, org.id, request.login.strip())
             raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
         if not verified:
             await self._failed(user)

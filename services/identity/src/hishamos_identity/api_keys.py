@@ -68,9 +68,17 @@ class ApiKeys:
             if scope not in principal.permissions:
                 v.add(f"api_key.scopes[{i}]", f"you do not hold {scope}, so a key of yours cannot")
         validate.number(v, "api_key.rate_limit_per_minute", message.rate_limit_per_minute, low=0, high=100_000)
-        expires = message.expire_time.ToDatetime(UTC) if message.HasField("expire_time") else None
+        expires = (
+            validate.timestamp(v, "api_key.expire_time", message.expire_time)
+            if message.HasField("expire_time")
+            else None
+        )
         if expires is not None and expires <= datetime.now(UTC) + timedelta(minutes=1):
             v.add("api_key.expire_time", "must be in the future")
+        made_by_key = principal.api_key_expires
+        if made_by_key is not None and (expires is None or expires > made_by_key):
+            # A key made with a key ends when that one does, or it would outlive it.
+            v.add("api_key.expire_time", "must come no later than the expiry of the API key making it")
         v.raise_if_any()
         secret = f"hos_{organization_id.hex}_{secrets.token_urlsafe(32)}"
         key = ApiKey(
@@ -161,4 +169,5 @@ class ApiKeys:
                 organization=resources.ORGANIZATION.format(organization_id),
                 permissions=[p for p in key.scopes if p in held],
                 rate_limit_per_minute=key.rate_limit_per_minute,
+                expire_time=resources.timestamp(key.expires_at) if key.expires_at else None,
             )

@@ -61,9 +61,6 @@ class Mailer:
         else:
             raise MailUnconfigured("no mail transport: set HISHAMOS_IDENTITY_SMTP_HOST or _MAIL_OUTBOX_DIR")
 
-    def worker(self, db: Any) -> jobs.Worker:
-        return jobs.Worker(db, Job, {KIND: self.deliver})
-
 
 def _context(to: str, subject: str) -> str:
     return f"mail\0{to}\0{subject}"

@@ -7,6 +7,7 @@ import re
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,17 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hishamos.identity.v1 import auth_pb2 as pb
 from hishamos_identity import audit, users
 from hishamos_identity.mail import Mailer
-from hishamos_identity.models import EmailToken, Organization, User
+from hishamos_identity.models import EmailToken, Job, Organization, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.signin import SLUG_SETTING
-from hishamos_kit import resources
+from hishamos_kit import jobs
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import TENANT_SETTING, Database, set_local
 from hishamos_kit.errors import InvalidArgument, Violations
+from hishamos_kit.logs import request_id_var
 
 TOKEN = re.compile(r"^hose_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
 RESET, VERIFY, INVITE = "password_reset", "email_verification", "invitation"
+RESET_JOB = "password_reset"
 LIFETIME = {RESET: timedelta(hours=1), VERIFY: timedelta(days=1), INVITE: timedelta(days=7)}
 
 
@@ -54,19 +57,30 @@ class Recovery:
         self.url = settings.public_url.rstrip("/")
 
     async def request_reset(self, request: pb.RequestPasswordResetRequest) -> None:
+        """Queue the reset and answer: whether the address has an account is looked up by the job,
+        so the answer and its timing are the same either way (one job written)."""
         v = Violations()
         v.check(bool(request.organization_slug), "organization_slug", "is required")
         v.check(bool(request.email), "email", "is required")
         v.raise_if_any()
+        payload = {
+            "organization_slug": request.organization_slug,
+            "email": request.email.strip().lower(),
+            "request_id": request_id_var.get(),
+        }
         async with self.db.unscoped() as session:
-            await set_local(session, SLUG_SETTING, request.organization_slug)
-            org = await session.scalar(select(Organization).where(Organization.slug == request.organization_slug))
+            await jobs.enqueue(session, Job, RESET_JOB, payload)
+
+    async def send_reset(self, job_id: uuid.UUID, payload: dict[str, Any]) -> None:
+        """The reset job: a token mailed to the address, when it is a live user's in that organization."""
+        request_id_var.set(payload["request_id"])
+        async with self.db.unscoped() as session:
+            await set_local(session, SLUG_SETTING, payload["organization_slug"])
+            org = await session.scalar(select(Organization).where(Organization.slug == payload["organization_slug"]))
             if org is None or org.is_deleted:
                 return
             await set_local(session, TENANT_SETTING, str(org.id))
-            user = await session.scalar(
-                select(User).where(User.email == request.email.strip().lower(), User.is_deleted.is_(False))
-            )
+            user = await session.scalar(select(User).where(User.email == payload["email"], User.is_deleted.is_(False)))
             if user is None:
                 return
             token = _issue(session, user, RESET)
@@ -142,7 +156,7 @@ class Recovery:
             )
 
     async def send_verification(self, principal: Principal, name: str) -> None:
-        user_id = resources.own_name(principal, users.PATH, name)
+        user_id = users.own_user(principal, name)
         async with self.db.tenant(principal.organization_id) as session:
             user = await users.live_user(session, user_id, name)
             token = _issue(session, user, VERIFY)

@@ -26,10 +26,12 @@ from hishamos_identity import audit, organizations
 from hishamos_identity.accounts import Accounts
 from hishamos_identity.api_keys import ApiKeys
 from hishamos_identity.keys import KeyStore
+from hishamos_identity.mail import KIND as MAIL
 from hishamos_identity.mail import Mailer
+from hishamos_identity.models import Job
 from hishamos_identity.operators import OperatorTokens
 from hishamos_identity.passwords import Passwords
-from hishamos_identity.recovery import Recovery
+from hishamos_identity.recovery import RESET_JOB, Recovery
 from hishamos_identity.roles import Roles
 from hishamos_identity.service_tokens import ServiceTokens
 from hishamos_identity.sessions import Sessions
@@ -40,6 +42,7 @@ from hishamos_kit import api
 from hishamos_kit.auth import current_principal
 from hishamos_kit.crypto import Sealer, load_key
 from hishamos_kit.db import Database
+from hishamos_kit.jobs import Worker
 from hishamos_kit.server import Background, Service
 
 
@@ -371,5 +374,5 @@ class Identity:
             Service(
                 f"{v1}.ApiKeyService", ApiKeyService(ApiKeys(db)), api_key_pb2_grpc.add_ApiKeyServiceServicer_to_server
             ),
-            Background("mail", mailer.worker(db).run),
+            Background("jobs", Worker(db, Job, {MAIL: mailer.deliver, RESET_JOB: recovery.send_reset}).run),
         ]

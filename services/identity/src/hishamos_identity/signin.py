@@ -108,6 +108,15 @@ SELECT failed_logins FROM attempt
 )
 
 
+# Nobody by that login: audited too, which also gives the answer the round trip a wrong password takes.
+UNKNOWN = Prepared(
+    "signin_unknown",
+    "INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details) "
+    "VALUES (%(event_id)s, %(organization_id)s, 'login.failed', '', %(login)s, %(request_id)s, "
+    """'{"unknown_user": true}')""",
+)
+
+
 @dataclass(frozen=True)
 class Found:
     """What a sign-in attempt found; `locked`: the user's account is locked."""
@@ -166,3 +175,14 @@ async def failed(db: Database, user: User) -> bool:
     }
     _, rows = await db.script((SET_TENANT, (str(user.organization_id),)), (FAILED, values))
     return bool(rows)
+
+
+async def unknown(db: Database, organization_id: uuid.UUID, login: str) -> None:
+    """Record a sign-in as nobody this organization knows, in one round trip like a failure's."""
+    values = {
+        "event_id": uuid.uuid4(),
+        "organization_id": organization_id,
+        "login": login[:300],
+        "request_id": request_id_var.get(),
+    }
+    await db.script((SET_TENANT, (str(organization_id),)), (UNKNOWN, values))

@@ -7,14 +7,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import any_, func, literal, select, text, update
+from sqlalchemy import any_, func, inspect, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import user_pb2 as pb
-from hishamos_identity import audit, totp
+from hishamos_identity import audit, signin, totp
 from hishamos_identity.grants import check_delegation, unknown_roles
-from hishamos_identity.models import IdempotencyKey, Organization, RefreshToken, User
+from hishamos_identity.models import EmailToken, IdempotencyKey, Organization, RefreshToken, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_kit import resources, validate
 from hishamos_kit.auth import Principal, current_principal
@@ -103,13 +103,24 @@ async def keep_an_admin(session: AsyncSession, user: User, role_lost: str = "adm
         raise FailedPrecondition("the organization's last admin cannot go; make another admin first", "LAST_ADMIN")
 
 
-async def check_quota(session: AsyncSession, organization_id: uuid.UUID) -> None:
-    """max_users, checked under a per-organization lock so two creates cannot both take the last seat."""
+def own_user(principal: Principal, name: str) -> uuid.UUID:
+    """The id of the user `name`, which must be the caller: the self-service methods act on oneself only."""
+    user_id = resources.own_name(principal, PATH, name)
+    if name != principal.subject:
+        raise PermissionDenied("a user changes only their own email, password and two-factor settings", "NOT_SELF")
+    return user_id
+
+
+async def check_quota(session: AsyncSession, organization_id: uuid.UUID, joining: uuid.UUID | None = None) -> None:
+    """max_users, checked under a per-organization lock so two creates cannot both take the last seat;
+    `joining`: a user being restored, who takes a seat but is not counted yet."""
     await session.execute(
         text("select pg_advisory_xact_lock(hashtext('users:' || :org))"), {"org": str(organization_id)}
     )
     limit = await session.scalar(select(Organization.max_users).where(Organization.id == organization_id))
-    live = await session.scalar(select(func.count()).select_from(User).where(User.is_deleted.is_(False)))
+    live = await session.scalar(
+        select(func.count()).select_from(User).where(User.is_deleted.is_(False), User.id != joining)
+    )
     if limit is not None and (live or 0) >= limit:
         raise ResourceExhausted(
             f"the organization has its {limit} users; raise max_users or delete a user",
@@ -174,13 +185,25 @@ class UserType(ResourceType[User, pb.User]):
                 row.time_zone = validate.time_zone(v, field, message.time_zone)
 
     async def before_write(self, session: AsyncSession, row: User, action: str) -> None:
+        principal = current_principal()
+        # Read before any query: a query flushes the row and forgets what changed.
+        changed = [path for path in sorted(self.updatable) if inspect(row).attrs[path].history.has_changes()]
         if action != "create":
-            await check_delegation(session, current_principal(), row.roles)
+            await check_delegation(session, principal, row.roles)
         if action == "undelete":
-            await check_quota(session, row.organization_id)
+            await check_quota(session, row.organization_id, joining=row.id)
         elif action == "delete":
             await keep_an_admin(session, row)
             await revoke_sessions(session, row.id)
+        elif "email" in changed:  # mail sent to the old address no longer proves anything
+            await session.execute(
+                update(EmailToken)
+                .where(EmailToken.user_id == row.id, EmailToken.used_at.is_(None))
+                .values(used_at=func.now())
+            )
+        if action != "create":
+            fields = {"fields": changed} if action == "update" else {}
+            audit.record(session, row.organization_id, f"user.{action}d", principal.subject, user_name(row), **fields)
 
 
 class Users(StandardMethods[User, pb.User]):
@@ -264,14 +287,16 @@ class Users(StandardMethods[User, pb.User]):
                 )
             return to_message(user)
 
-    def _self(self, principal: Principal, name: str) -> uuid.UUID:
-        user_id = resources.own_name(principal, PATH, name)
-        if name != principal.subject:
-            raise PermissionDenied("a user changes only their own password and two-factor settings", "NOT_SELF")
-        return user_id
+    async def _check_password(self, user: User, password: str, field: str) -> None:
+        """A password checked outside sign-in counts against the same attempts and lockout, so a
+        stolen access token is no way to guess it at argon2id's pace."""
+        unlocked = user.locked_until is None or user.locked_until <= datetime.now(UTC)
+        if not await self.passwords.verify(user.password_hash if unlocked else None, password):
+            await signin.failed(self.db, user)
+            raise InvalidArgument({field: "does not match"}, "WRONG_PASSWORD")
 
     async def enroll_totp(self, principal: Principal, name: str) -> pb.EnrollTotpResponse:
-        user_id = self._self(principal, name)
+        user_id = own_user(principal, name)
         secret = totp.new_secret()
         async with self.db.tenant(principal.organization_id) as session:
             user = await live_user(session, user_id, name, lock=True)
@@ -284,7 +309,7 @@ class Users(StandardMethods[User, pb.User]):
             )
 
     async def confirm_totp(self, principal: Principal, request: pb.ConfirmTotpRequest) -> list[str]:
-        user_id = self._self(principal, request.name)
+        user_id = own_user(principal, request.name)
         async with self.db.tenant(principal.organization_id) as session:
             user = await live_user(session, user_id, request.name, lock=True)
             if user.totp_enabled or user.totp_secret_sealed is None:
@@ -300,12 +325,10 @@ class Users(StandardMethods[User, pb.User]):
             return codes
 
     async def disable_totp(self, principal: Principal, request: pb.DisableTotpRequest) -> None:
-        user_id = self._self(principal, request.name)
+        user_id = own_user(principal, request.name)
         async with self.db.tenant(principal.organization_id) as session:
             user = await live_user(session, user_id, request.name)
-            stored = user.password_hash
-        if not await self.passwords.verify(stored, request.password):
-            raise InvalidArgument({"password": "does not match"}, "WRONG_PASSWORD")
+        await self._check_password(user, request.password, "password")
         async with self.db.tenant(principal.organization_id) as session:
             await session.execute(
                 update(User)
@@ -315,16 +338,14 @@ class Users(StandardMethods[User, pb.User]):
             audit.record(session, principal.organization_id, "totp.disabled", principal.subject, request.name)
 
     async def change_password(self, principal: Principal, request: pb.ChangePasswordRequest) -> None:
-        user_id = self._self(principal, request.name)
+        user_id = own_user(principal, request.name)
         v = Violations()
         v.check(bool(request.current_password), "current_password", "is required")
         check_strength(v, "new_password", request.new_password)
         v.raise_if_any()
         async with self.db.tenant(principal.organization_id) as session:
             user = await live_user(session, user_id, request.name)
-            stored = user.password_hash
-        if not await self.passwords.verify(stored, request.current_password):
-            raise InvalidArgument({"current_password": "does not match"}, "WRONG_PASSWORD")
+        await self._check_password(user, request.current_password, "current_password")
         new_hash = await self.passwords.hash(request.new_password)
         async with self.db.tenant(principal.organization_id) as session:
             await session.execute(
