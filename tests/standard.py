@@ -37,6 +37,8 @@ class Case:
     unique_field: str | None = None  # a field whose duplicate gives ALREADY_EXISTS
     create_fields: dict[str, Any] = dataclasses.field(default_factory=dict)  # more fields of every Create request
     preexisting: Callable[[Tenant], set[str]] = lambda tenant: set()  # what a new organization already has
+    # Resources made one after another, in the order List gives them without order_by: newest first.
+    default_order: Callable[[list[Any]], list[Any]] = lambda made: made[::-1]
 
 
 class StandardMethodsContract:
@@ -289,4 +291,4 @@ class StandardMethodsContract:
         target = resources[1]
         matched = self.list_all(api, tenant, filter=self.case.filter_true(target))
         assert [r.name for r in matched] == [target.name]
-        assert self.names(api, tenant) == [r.name for r in reversed(resources)]
+        assert self.names(api, tenant) == [r.name for r in self.case.default_order(resources)]

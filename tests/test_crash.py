@@ -14,6 +14,7 @@ import pytest
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc, story_pb2, story_pb2_grpc
 from hishamos_devstack.stack import Ports, Stack
 from tests.conftest import Tenant, sign_up
+from tests.pages import every_page
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +95,6 @@ def test_a_crash_loses_no_acknowledged_write_and_the_services_recover(own_stack:
     # The requests the crash cut off, retried with their ids, make each story once.
     for request in requests:
         stories.CreateStory(request, metadata=tenant.metadata, timeout=10)
-    titles: list[str] = []
-    token = ""
-    while True:
-        page = stories.ListStories(
-            story_pb2.ListStoriesRequest(parent=project.name, page_size=100, page_token=token),
-            metadata=tenant.metadata,
-            timeout=10,
-        )
-        titles += [s.title for s in page.stories]
-        if not (token := page.next_page_token):
-            break
-    assert sorted(titles) == sorted(r.story.title for r in requests)
+    listing = story_pb2.ListStoriesRequest(parent=project.name, page_size=100)
+    listed = every_page(stories.ListStories, listing, "stories", tenant.metadata)
+    assert sorted(s.title for s in listed) == sorted(r.story.title for r in requests)

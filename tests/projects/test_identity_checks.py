@@ -10,7 +10,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from hishamos.identity.v1 import user_pb2, user_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc, story_pb2, story_pb2_grpc
+from hishamos_devstack.stack import Stack
 from tests.conftest import Channels, Operator, Tenant, add_user, set_quotas
+from tests.db import superuser
 from tests.errors import failure
 from tests.projects.support import add_member, create_project
 
@@ -51,6 +53,26 @@ def test_manager_and_assignee_must_be_active_users(channels: Channels, tenant: T
     assert set(
         failure(lambda: projects(channels).UpdateProject(update, metadata=tenant.metadata, timeout=10)).violations
     ) == {"project.manager"}
+
+
+def test_a_project_whose_manager_left_can_still_be_edited(stack: Stack, channels: Channels, tenant: Tenant) -> None:
+    gone = add_user(channels, tenant)
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    users.DeactivateUser(user_pb2.DeactivateUserRequest(name=gone.user), metadata=tenant.metadata, timeout=10)
+    project = new_project(channels, tenant, "left")
+    # As if the manager left after being set (written here: the service would refuse them now).
+    with superuser(stack, "projects") as conn:
+        conn.execute("UPDATE projects SET manager = %s WHERE id = %s", (gone.user, project.name.rsplit("/", 1)[1]))
+    renamed = project_pb2.Project(name=project.name, display_name="Renamed")
+    update = project_pb2.UpdateProjectRequest(project=renamed, update_mask=FieldMask(paths=["display_name"]))
+    edited = projects(channels).UpdateProject(update, metadata=tenant.metadata, timeout=10).project
+    assert (edited.display_name, edited.manager) == ("Renamed", gone.user)
+    successor = add_user(channels, tenant, "manager")
+    handover = project_pb2.Project(name=project.name, manager=successor.user)
+    update = project_pb2.UpdateProjectRequest(project=handover, update_mask=FieldMask(paths=["manager"]))
+    assert projects(channels).UpdateProject(update, metadata=tenant.metadata, timeout=10).project.manager == (
+        successor.user
+    )
 
 
 def test_max_projects_from_identity_is_enforced(channels: Channels, tenant: Tenant, operator: Operator) -> None:

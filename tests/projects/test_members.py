@@ -21,6 +21,7 @@ from hishamos.projects.v1 import (
 )
 from tests.conftest import Channels, Tenant, add_user
 from tests.errors import failure
+from tests.pages import every_page
 from tests.projects.support import add_member, in_project
 
 Member = member_pb2.Member
@@ -114,6 +115,20 @@ def test_role_changes_with_etag_and_filters(channels: Channels, tenant: Tenant, 
     assert [m.name for m in listed(channels, team, filter="role = ROLE_MANAGER")] == [lead.name]
     assert [m.name for m in listed(channels, team, filter=f'user = "{dev.user}"')] == [dev.name]
     assert [m.name for m in listed(channels, team, order_by="role")] == [lead.name, dev.name]  # manager < observer
+
+
+def test_members_order_by_role_as_the_enum_ranks_them(channels: Channels, tenant: Tenant, team: Tenant) -> None:
+    roles = [Member.ROLE_OBSERVER, Member.ROLE_CONTRIBUTOR, Member.ROLE_MANAGER, Member.ROLE_CONTRIBUTOR]
+    made = {add_member(channels, team, add_user(channels, tenant).user, role).name: role for role in roles}
+
+    def walk(order_by: str) -> list[int]:
+        request = member_pb2.ListMembersRequest(parent=team.organization, order_by=order_by, page_size=1)
+        members = every_page(api(channels).ListMembers, request, "members", team.metadata)
+        return [made[m.name] for m in members]
+
+    manager, contributor, observer = Member.ROLE_MANAGER, Member.ROLE_CONTRIBUTOR, Member.ROLE_OBSERVER
+    assert walk("role") == [manager, contributor, contributor, observer]
+    assert walk("role desc") == [observer, contributor, contributor, manager]
 
 
 def test_bad_members_are_refused_and_nothing_changes(

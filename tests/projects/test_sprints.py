@@ -9,6 +9,7 @@ from google.type.date_pb2 import Date
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc, sprint_pb2, sprint_pb2_grpc
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
+from tests.pages import every_page
 from tests.projects.support import ProjectChildContract, in_project
 from tests.standard import Case
 
@@ -164,3 +165,23 @@ def test_a_sprint_of_another_project_is_not_found_by_this_projects_name(
     assert (
         api(channels).GetSprint(sprint_pb2.GetSprintRequest(name=theirs.name), metadata=team.metadata).sprint == theirs
     )
+
+
+def test_sprints_list_by_start_or_end_date_page_by_page(channels: Channels, team: Tenant) -> None:
+    spans = [("2026-03-02", "2026-03-30"), ("2025-12-01", "2026-04-01"), ("2026-05-04", "2026-05-18")]
+    spans += [("2026-01-05", "2026-01-19"), ("2024-02-29", "2024-03-14")]
+    for i, (start, end) in enumerate(spans):
+        create(channels, team, Sprint(display_name=f"S{i}", start_date=day(start), end_date=day(end)))
+
+    def walk(order_by: str) -> list[str]:
+        request = sprint_pb2.ListSprintsRequest(parent=team.organization, order_by=order_by, page_size=2)
+        sprints = every_page(api(channels).ListSprints, request, "sprints", team.metadata)
+        return [s.display_name for s in sprints]
+
+    assert walk("start_date desc") == ["S2", "S0", "S3", "S1", "S4"]
+    assert walk("end_date") == ["S4", "S3", "S0", "S1", "S2"]
+
+
+def day(text: str) -> Date:
+    year, month, dom = (int(part) for part in text.split("-"))
+    return Date(year=year, month=month, day=dom)

@@ -58,6 +58,7 @@ STORIES = Case(
     },
     update=("title", "Sign in with a passkey"),
     filter_true=lambda s: f'title = "{s.title}"',
+    default_order=lambda made: made,  # rank order, and a new story ranks last
 )
 
 
@@ -197,6 +198,7 @@ def test_new_stories_rank_last_and_move_before_or_after_another(channels: Channe
     missing = failure(lambda: move(channels, team, a, before=a.rsplit("/", 1)[0] + f"/{uuid.uuid4()}"))
     assert missing.code == grpc.StatusCode.NOT_FOUND
     assert in_rank_order(channels, team) == [b, d, c, a]
+    assert [s.name for s in listed(channels, team)] == [b, d, c, a]  # without order_by too
 
 
 def test_inserting_again_and_again_at_one_spot_renumbers_without_losing_order(channels: Channels, team: Tenant) -> None:
@@ -209,6 +211,28 @@ def test_inserting_again_and_again_at_one_spot_renumbers_without_losing_order(ch
     assert in_rank_order(channels, team) == [first, *reversed(inserted), last]
     newest = create(channels, team, Story(title="newest")).name
     assert in_rank_order(channels, team)[-2:] == [last, newest]
+
+
+def test_a_walk_by_rank_goes_on_where_it_was_when_the_project_is_renumbered(channels: Channels, team: Tenant) -> None:
+    names = [create(channels, team, Story(title=f"s{i}")).name for i in range(6)]
+    request = story_pb2.ListStoriesRequest(parent=team.organization, order_by="rank", page_size=2)
+    first = api(channels).ListStories(request, metadata=team.metadata)
+    assert [s.name for s in first.stories] == names[:2]
+    # Someone else keeps inserting right after the first story: the gap runs out and every rank changes.
+    inserted = []
+    for i in range(20):
+        story = create(channels, team, Story(title=f"n{i}")).name
+        move(channels, team, story, after=names[0])
+        inserted.append(story)
+    assert in_rank_order(channels, team) == [names[0], *reversed(inserted), *names[1:]]
+    rest: list[str] = []
+    token = first.next_page_token
+    while token:
+        request = story_pb2.ListStoriesRequest(parent=team.organization, order_by="rank", page_size=2, page_token=token)
+        reply = api(channels).ListStories(request, metadata=team.metadata)
+        rest += [s.name for s in reply.stories]
+        token = reply.next_page_token
+    assert rest == names[2:]  # what followed the first page, each once
 
 
 def test_concurrent_moves_keep_one_consistent_order(stack: Stack, channels: Channels, team: Tenant) -> None:
@@ -377,7 +401,9 @@ def test_epic_progress_is_done_points_over_total_points_of_its_live_stories(chan
     assert (only.total_story_points, only.done_story_points, only.progress) == (5, 5, 1.0)
 
 
-def test_schema_references_are_local_and_a_dangling_one_fails_cleanly(channels: Channels, team: Tenant) -> None:
+def test_schema_references_are_local_and_a_dangling_or_endless_one_fails_cleanly(
+    channels: Channels, team: Tenant
+) -> None:
     projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
 
     def set_schema(schema: dict[str, Any]) -> object:
@@ -391,6 +417,19 @@ def test_schema_references_are_local_and_a_dangling_one_fails_cleanly(channels: 
     set_schema({"properties": {"x": {"$ref": "#/$defs/missing"}}})
     f = failure(lambda: create(channels, team, Story(title="x", custom_fields=struct({"x": 1}))))
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"story.custom_fields"}
+
+    # A schema no story could pass the check of is refused when set, and the old one stays.
+    endless = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
+    for never in (endless, {"$ref": "#/$defs/missing"}):
+        f = failure(lambda n=never: set_schema(n))
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert set(f.violations) == {"project.story_custom_fields_schema"}
+    assert create(channels, team, Story(title="still checked")).title == "still checked"
+    # A cycle reached only through a field fails the stories that have that field, as a violation.
+    set_schema({"$defs": {"a": {"allOf": [{"$ref": "#/$defs/a"}]}}, "properties": {"x": {"$ref": "#/$defs/a"}}})
+    f = failure(lambda: create(channels, team, Story(title="x", custom_fields=struct({"x": 1}))))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"story.custom_fields"}
+    assert create(channels, team, Story(title="without x")).title == "without x"
 
 
 def test_concurrent_retries_of_one_request_id_create_one_story(channels: Channels, team: Tenant) -> None:

@@ -188,3 +188,12 @@ def test_a_deleted_story_hides_its_tasks_and_work_logs_until_undeleted(channels:
     stories.UndeleteStory(story_pb2.UndeleteStoryRequest(name=story_name), metadata=tenant.metadata)
     again = work_logs(channels).GetWorkLog(task_pb2.GetWorkLogRequest(name=log.name), metadata=tenant.metadata)
     assert again.work_log == log
+
+
+def test_a_work_time_beyond_timestamps_range_is_a_field_violation(channels: Channels, tenant: Tenant) -> None:
+    task = in_task(channels, tenant)
+    for moment in (Timestamp(seconds=253_402_300_800), Timestamp(seconds=1_780_000_000, nanos=-1)):
+        bad = WorkLog(user=tenant.user, work_time=moment, duration_minutes=30)
+        request = task_pb2.CreateWorkLogRequest(parent=task.organization, work_log=bad)
+        f = failure(lambda r=request: work_logs(channels).CreateWorkLog(r, metadata=tenant.metadata, timeout=10))
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"work_log.work_time"}

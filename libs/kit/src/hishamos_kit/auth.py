@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextvars
 import json
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, auth_pb2, auth_pb2_grpc
 from hishamos_kit import outbound
 from hishamos_kit.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
+
+log = logging.getLogger("hishamos.auth")
 
 ALGORITHM = "EdDSA"
 # Header parameters that would let a token choose its own verification key (RFC 7515 §4.1).
@@ -81,7 +84,9 @@ class JwksClient:
 
     An unknown kid refreshes the set, at most once every few seconds: a token signed by a key that
     was rotated in a moment ago waits for that refresh rather than failing, and a flood of made-up
-    kids costs identity one call per interval.
+    kids costs identity one call per interval. When identity does not answer, the keys in hand keep
+    verifying: the next attempt waits its interval, and callers never queue behind a hung one for
+    more than a second.
     """
 
     def __init__(self, target: str, ttl_seconds: float = 300.0, min_refresh_seconds: float = 5.0) -> None:
@@ -89,38 +94,43 @@ class JwksClient:
         self._ttl = ttl_seconds
         self._min_refresh = min(min_refresh_seconds, ttl_seconds)
         self._keys: dict[str, Ed25519PublicKey] = {}
-        self._fetched_at = float("-inf")
+        self._fetched_at = float("-inf")  # the last refresh that succeeded
+        self._tried_at = float("-inf")  # the last one attempted
         self._lock = asyncio.Lock()
         self._channel: grpc.aio.Channel | None = None
 
     async def key(self, kid: str) -> Ed25519PublicKey | None:
-        if time.monotonic() - self._fetched_at > self._ttl or kid not in self._keys:
+        now = time.monotonic()
+        stale = now - self._fetched_at > self._ttl and now - self._tried_at > self._min_refresh
+        if stale or kid not in self._keys:
             await self._refresh()
         return self._keys.get(kid)
 
     async def _refresh(self) -> None:
-        seen = self._fetched_at
+        seen = self._tried_at
         async with self._lock:
-            if self._fetched_at != seen:
-                return  # refreshed while we waited: one refresh answers every caller queued behind it
-            age = time.monotonic() - self._fetched_at
-            if age < self._min_refresh:
-                await asyncio.sleep(self._min_refresh - age)
+            if self._tried_at != seen:
+                return  # tried while we waited: one attempt answers every caller queued behind it
+            wait = self._min_refresh - (time.monotonic() - self._tried_at)
+            if wait > 0:
+                await asyncio.sleep(wait)
             if self._channel is None:
                 self._channel = grpc.aio.insecure_channel(self._target)
             stub = auth_pb2_grpc.AuthServiceStub(self._channel)
+            # With keys in hand a slow identity may not hold every caller up for long.
+            timeout = min(outbound.timeout(), 1.0) if self._keys else outbound.timeout()
             try:
-                response = await stub.GetJwks(
-                    auth_pb2.GetJwksRequest(), metadata=outbound.traced(), timeout=outbound.timeout()
-                )
+                response = await stub.GetJwks(auth_pb2.GetJwksRequest(), metadata=outbound.traced(), timeout=timeout)
             except grpc.aio.AioRpcError as exc:
+                self._tried_at = time.monotonic()
                 if self._keys:
-                    return  # keep serving with the keys we have; identity is briefly away
+                    log.warning("identity's JWKS is unreachable; verifying with the keys in hand")
+                    return
                 raise Unavailable(
                     "cannot verify tokens now: identity is unreachable; retry", "JWKS_UNAVAILABLE"
                 ) from exc
             self._keys = {k["kid"]: public_key_from_jwk(k) for k in json.loads(response.jwks_json)["keys"]}
-            self._fetched_at = time.monotonic()
+            self._fetched_at = self._tried_at = time.monotonic()
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -144,7 +154,7 @@ class TokenVerifier:
             # A cached token stays valid only while unexpired and while its key is still published.
             if principal.expires_at > time.time() and await self._keys.key(kid) is key:
                 return principal
-            del self._cache[token]
+            self._cache.pop(token, None)  # a parallel call with this token may have dropped it already
         principal, kid, key = await self._verify(token)
         if len(self._cache) >= self._cache_size:
             self._cache.clear()

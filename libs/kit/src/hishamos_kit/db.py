@@ -169,7 +169,7 @@ class ScriptConnections:
     def __init__(self, conninfo: str, size: int) -> None:
         self._conninfo = conninfo
         self._size = size
-        self._idle: asyncio.Queue[AsyncConnection[Any]] = asyncio.Queue()
+        self._idle: asyncio.Queue[AsyncConnection[Any] | None] = asyncio.Queue()  # None: a free place
         self._open = 0
         self._kept: WeakKeyDictionary[AsyncConnection[Any], _Kept] = WeakKeyDictionary()
 
@@ -237,17 +237,7 @@ class ScriptConnections:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        if self._idle.empty() and self._open < self._size:
-            self._open += 1
-            try:
-                conn = await AsyncConnection.connect(
-                    self._conninfo, autocommit=True, client_encoding="UTF8", options=SCRIPT_OPTIONS
-                )
-            except BaseException:
-                self._open -= 1
-                raise
-        else:
-            conn = await self._idle.get()
+        conn = await self._acquire()
         try:
             yield conn
         except ApiError:
@@ -257,20 +247,47 @@ class ScriptConnections:
                 try:
                     await self.run(conn, [("ROLLBACK", ())])
                 except BaseException:
-                    self._open -= 1
-                    await conn.close()
+                    await self._discard(conn)
                     raise
             self._idle.put_nowait(conn)
             raise
         except BaseException:
-            self._open -= 1
-            await conn.close()
+            await self._discard(conn)
             raise
         self._idle.put_nowait(conn)
 
+    async def _acquire(self) -> AsyncConnection[Any]:
+        while True:
+            if self._idle.empty() and self._open < self._size:
+                return await self._connect()
+            taken = await self._idle.get()
+            if taken is not None:
+                return taken
+            if self._open < self._size:  # a freed place, unless another caller took it first
+                return await self._connect()
+
+    async def _connect(self) -> AsyncConnection[Any]:
+        self._open += 1
+        try:
+            return await AsyncConnection.connect(
+                self._conninfo, autocommit=True, client_encoding="UTF8", options=SCRIPT_OPTIONS
+            )
+        except BaseException:
+            self._open -= 1
+            self._idle.put_nowait(None)  # the place is free again, for whoever waits
+            raise
+
+    async def _discard(self, conn: AsyncConnection[Any]) -> None:
+        """Close a connection in an unknown state; its place goes to the next caller (None in the queue),
+        who opens another, so callers waiting for a connection are not left waiting for ever."""
+        self._open -= 1
+        self._idle.put_nowait(None)
+        await conn.close()
+
     async def close(self) -> None:
         while not self._idle.empty():
-            await self._idle.get_nowait().close()
+            if (conn := self._idle.get_nowait()) is not None:
+                await conn.close()
 
 
 class Database:

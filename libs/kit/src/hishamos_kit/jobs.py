@@ -90,10 +90,13 @@ class Worker:
             "AND kind = ANY(%(kinds)s) ORDER BY run_at FOR UPDATE SKIP LOCKED LIMIT 1) "
             "RETURNING id, kind, payload, attempts",
         )
-        self._done = text(f"UPDATE {table} SET finished_at = now(), last_error = '' WHERE id = :id")
+        # A result counts only for the claim it ends (its attempt): a worker whose lease ran out, and
+        # whose job another worker claimed since, changes nothing by finishing late.
+        mine = "WHERE id = :id AND attempts = :attempts AND finished_at IS NULL"
+        self._done = text(f"UPDATE {table} SET finished_at = now(), last_error = '' {mine}")
         self._retry = text(
             f"UPDATE {table} SET run_at = now() + make_interval(secs => :delay), last_error = :error, "
-            "finished_at = CASE WHEN :give_up THEN now() END, failed = :give_up WHERE id = :id"
+            f"finished_at = CASE WHEN :give_up THEN now() END, failed = :give_up {mine}"
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -114,6 +117,8 @@ class Worker:
             return False
         job_id, kind, payload, attempts = claimed[0]
         try:
+            if attempts > MOST_ATTEMPTS:  # its runs kept ending without a result: the process died in it
+                raise RuntimeError(f"no result from {MOST_ATTEMPTS} runs")
             await self.handlers[kind](job_id, payload)
         except Exception as exc:  # noqa: BLE001 - any failure is retried later, and recorded
             give_up = attempts >= MOST_ATTEMPTS
@@ -123,9 +128,9 @@ class Worker:
             )
             error = f"{type(exc).__name__}: {exc}"[:2000]
             async with self.db.unscoped() as session:
-                params = {"id": job_id, "delay": backoff(attempts), "error": error, "give_up": give_up}
-                await session.execute(self._retry, params)
+                params = {"delay": backoff(attempts), "error": error, "give_up": give_up}
+                await session.execute(self._retry, {"id": job_id, "attempts": attempts, **params})
             return True
         async with self.db.unscoped() as session:
-            await session.execute(self._done, {"id": job_id})
+            await session.execute(self._done, {"id": job_id, "attempts": attempts})
         return True

@@ -20,11 +20,11 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Select, and_, not_, or_
+from sqlalchemy import Select, and_, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -52,9 +52,9 @@ def parse_bool(value: object) -> bool:
 
 
 def parse_int(value: object) -> int:
-    if isinstance(value, str):
-        return int(value)
-    raise ValueError("expected an integer")
+    if isinstance(value, str) and -(2**63) <= (number := int(value)) < 2**63:
+        return number
+    raise ValueError("expected an integer of at most 64 bits")
 
 
 def parse_time(value: object) -> datetime:
@@ -74,6 +74,9 @@ class Field:
     parse: Callable[[object], Any] = parse_text
     text: bool = False  # `:` means "contains" (case-insensitive)
     array: bool = False  # a repeated field: `:` means "has this element"
+    # A write may renumber the column across rows, keeping their order (a story's rank): a page token
+    # then resumes from the value its last row has now, which stands where it stood among the others.
+    renumbered: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,11 @@ class _Parser:
             kinds = ("(", ")", "string", "op", "word")
             kind, value = next((k, v) for k, v in zip(kinds, match.groups(), strict=True) if v is not None)
             if kind == "string":
-                value = json.loads(value)
+                try:  # a JSON string: its escapes must be JSON's, and it must be encodable text
+                    value = json.loads(value)
+                    value.encode()
+                except ValueError:
+                    raise self.error(f"the quoted value at character {position + 1} is not a valid string") from None
             self.tokens.append((kind, value))
             position = match.end()
         self.position = 0
@@ -227,9 +234,11 @@ def parse_order_by(text: str, spec: ListSpec) -> list[tuple[str, bool]]:
     return order
 
 
-def fingerprint_of(*parts: object) -> str:
-    """What a page token is bound to: the filter, order and scope of the list it continues."""
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+def fingerprint_of(spec: ListSpec, *parts: object) -> str:
+    """What a page token is bound to: what is listed (its table), and the filter, order and scope of
+    the list it continues."""
+    listed = spec.id_column.table.name
+    return hashlib.sha256(json.dumps([listed, *parts], default=str).encode()).hexdigest()[:16]
 
 
 async def list_page(
@@ -254,7 +263,7 @@ async def list_page(
     condition = parse_filter(filter, spec.filter_fields)
     order = parse_order_by(order_by, spec)
     keys = sort_keys(spec, order)
-    fingerprint = fingerprint_of(filter, order, *scope)
+    fingerprint = fingerprint_of(spec, filter, order, *scope)
 
     if condition is not None:
         query = query.where(condition)
@@ -310,7 +319,7 @@ def read_token(token: str, fingerprint: str, keys: list[tuple[Field, bool]]) -> 
 
 
 def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # and datetime
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -323,13 +332,24 @@ def _decode(value: Any, field: Field) -> Any:
     expected = field.column.type.python_type
     if expected is uuid.UUID:
         return uuid.UUID(str(value))
+    if expected is date:
+        return date.fromisoformat(value)
     if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
         raise ValueError(f"expected {expected.__name__}")
     return value
 
 
 def after(values: Sequence[Any], keys: list[tuple[Field, bool]]) -> ColumnElement[bool]:
-    """Rows strictly after `values` (values or bind parameters) in the (mixed-direction) key order."""
+    """Rows strictly after `values` (values or bind parameters) in the (mixed-direction) key order;
+    the last key is the id."""
+    if any(field.renumbered for field, _ in keys):
+        last = keys[-1][0].column.table.alias()  # the token's row by its id, apart from the rows listed
+        values = [
+            select(last.c[field.column.name]).where(last.c[keys[-1][0].column.name] == values[-1]).scalar_subquery()
+            if field.renumbered
+            else value
+            for (field, _), value in zip(keys, values, strict=True)
+        ]
     alternatives = []
     for i, (field, desc) in enumerate(keys):
         equal = [keys[j][0].column == values[j] for j in range(i)]

@@ -18,6 +18,7 @@ import grpc
 import psycopg
 import sqlalchemy.exc
 import uvloop
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
@@ -155,10 +156,10 @@ class Chassis:
             unary = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                return await run(lambda: unary(request, context), context)
+                return await run(_refuse if request is UNREADABLE else lambda: unary(request, context), context)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, wire.passthrough(handler.response_serializer)
+                unary_unary, _readable(handler.request_deserializer), wire.passthrough(handler.response_serializer)
             )
         if handler.stream_unary:
             client_stream = handler.stream_unary
@@ -177,12 +178,37 @@ class Chassis:
                 async for response in streaming(request, context):
                     await context.write(response)
 
-            await run(drain, context)
+            await run(_refuse if request is UNREADABLE else drain, context)
 
-        factory = (
-            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                server_stream, _readable(handler.request_deserializer), handler.response_serializer
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            server_stream, handler.request_deserializer, handler.response_serializer
         )
-        return factory(server_stream, handler.request_deserializer, handler.response_serializer)
+
+
+# A request whose bytes are no message of its type. Left to grpc, it would answer UNKNOWN with the
+# parser's own words, before authentication, without a request id or a log line.
+UNREADABLE = object()
+
+
+def _readable(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def read(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return UNREADABLE
+
+    return read
+
+
+async def _refuse() -> None:
+    raise InvalidArgument({"request": "is not a valid message of this method's request type"}, "MALFORMED_REQUEST")
 
 
 async def _abort(context: grpc.aio.ServicerContext, status: Any, request_id: str) -> None:

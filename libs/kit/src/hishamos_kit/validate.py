@@ -55,8 +55,11 @@ def email(v: Violations, field: str, value: str, *, required: bool = False) -> s
 def http_url(v: Violations, field: str, value: str) -> str:
     value = value.strip()
     if value:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc or len(value) > 2000:
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # a malformed host such as `[::1`
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or len(value) > 2000:
             v.add(field, "must be an http(s) URL")
     return value
 

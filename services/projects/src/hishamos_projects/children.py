@@ -152,8 +152,10 @@ class ChildMethods(StandardMethods[Child, Msg]):
         return query, [attribute for attribute, _ in mapped]
 
     async def _load(
-        self, session: AsyncSession, principal: Principal, name: str, field: str = "name", lock: Lock | None = "share"
+        self, session: AsyncSession, principal: Principal, name: str, field: str = "name", lock: Lock | None = None
     ) -> Child:
+        """The row named `name` under live parents. Writes pass `lock`, which also refuses an archived
+        project; reads take none, so an archived project's work stays readable."""
         parents, row_id = self.ids(principal, name, field)
         await live_parents(session, self.kind, parents, name, lock)
         row = await session.get(self.kind.model, row_id)
@@ -360,7 +362,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
     async def read(self, principal: Principal, name: str, compute: Callable[[AsyncSession, Child], Awaitable[R]]) -> R:
         """A read-only view computed from a live resource (boards, burndown), in one transaction."""
         async with self.db.tenant(principal.organization_id) as session:
-            row = await self._load(session, principal, name, lock=None)
+            row = await self._load(session, principal, name)
             if row.is_deleted:
                 raise NotFound(name)
             return await compute(session, row)
@@ -391,7 +393,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
 
     async def _set_deleted(self, principal: Principal, name: str, etag: str, *, deleted: bool) -> Msg:
         async with self.db.tenant(principal.organization_id) as session:
-            row = await self._load(session, principal, name)
+            row = await self._load(session, principal, name, lock="share")
             resources.check_etag(row, etag, name)
             if deleted:
                 resources.soft_delete(row, name)

@@ -66,7 +66,7 @@ async def list_children(
     size = listing.page_size_of(request.page_size)
     order = tuple(listing.parse_order_by(request.order_by, spec))
     shape = _shape(kind, request.filter, order, request.show_deleted, bool(request.page_token), size)
-    fingerprint = listing.fingerprint_of(request.filter, order, request.parent, request.show_deleted)
+    fingerprint = listing.fingerprint_of(spec, request.filter, order, request.parent, request.show_deleted)
     params = {**shape.params, "organization": organization_id, "project": project_id}
     if request.page_token:
         after = listing.read_token(request.page_token, fingerprint, shape.sort_keys)

@@ -3,13 +3,13 @@ member_count moves with every membership in the same transaction."""
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import case, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.projects.v1 import member_pb2 as pb
 from hishamos_kit import validate
 from hishamos_kit.errors import Violations
-from hishamos_kit.listing import Field, ListSpec, parse_time
+from hishamos_kit.listing import Field, ListSpec, parse_int, parse_time
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import base_fields
 from hishamos_projects import common
@@ -17,6 +17,8 @@ from hishamos_projects.children import ChildType
 from hishamos_projects.models import Member, Project
 
 ROLES = validate.EnumCodes(pb.Member.Role.items(), "ROLE_")
+# Roles sort by the enum's number (manager, contributor, observer), not by how their codes spell.
+ROLE_ORDER = case(ROLES.codes, value=Member.role)
 COUNT_CHANGE = {"create": 1, "undelete": 1, "delete": -1}
 
 
@@ -36,7 +38,7 @@ class MemberType(ChildType[Member, pb.Member]):
             "create_time": Field(Member.created_at, parse_time),
         },
         order_fields={
-            "role": Field(Member.role),
+            "role": Field(ROLE_ORDER, parse_int),
             "create_time": Field(Member.created_at, parse_time),
         },
         default_order="create_time desc",

@@ -7,7 +7,8 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from sqlalchemy import func, select, text
+from referencing.exceptions import Unresolvable
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.projects.v1 import project_pb2 as pb
@@ -24,8 +25,11 @@ from hishamos_projects.models import Epic, Project, Sprint, Story
 
 class ProjectType(ResourceType[Project, pb.Project]):
     async def before_write(self, session: AsyncSession, row: Project, action: str) -> None:
-        """The manager is a user identity knows; the organization's max_projects holds."""
-        if action in ("create", "update") and row.manager:
+        """A new manager is a user identity knows; the organization's max_projects holds.
+
+        Only a manager being set is checked: one who has since been deactivated must not block
+        every other edit of the project."""
+        if action in ("create", "update") and row.manager and inspect(row).attrs.manager.history.has_changes():
             violations = Violations()
             await directory.current().check_user(violations, "project.manager", row.manager)
             violations.raise_if_any()
@@ -49,7 +53,9 @@ class ProjectType(ResourceType[Project, pb.Project]):
     message = pb.Project
     field = "project"
     path = ResourcePath("organizations/{organization}/projects/{project}")
-    updatable = frozenset({"display_name", "slug", "description", "manager", "is_active", "story_custom_fields_schema"})
+    # is_active is output only: it changes through ArchiveProject/UnarchiveProject, which need their
+    # own permission and lock the project row so that the switch orders against writes to its work.
+    updatable = frozenset({"display_name", "slug", "description", "manager", "story_custom_fields_schema"})
     unique = {"uq_projects_organization_id_slug": "project.slug"}
     list_spec = ListSpec(
         filter_fields={
@@ -97,8 +103,6 @@ class ProjectType(ResourceType[Project, pb.Project]):
                 row.description = validate.text(v, field, message.description, max_length=10_000)
             elif path == "manager":
                 row.manager = validate.reference(v, field, message.manager, USER, row.organization_id)
-            elif path == "is_active" and message.HasField("is_active"):
-                row.is_active = message.is_active
             elif path == "story_custom_fields_schema":
                 row.story_custom_fields_schema = json_schema(v, field, message.story_custom_fields_schema)
 
@@ -122,6 +126,16 @@ def json_schema(v: Violations, field: str, value: struct_pb2.Struct) -> dict[str
         return schema
     if any(not ref.startswith("#") for ref in _refs(schema)):
         v.add(field, 'may only use local references (`$ref: "#/..."`): nothing is fetched')
+        return schema
+    # A valid schema may still fail to check anything: a `$ref` cycle recurses without end, a
+    # dangling `$ref` cannot be followed. Trying it on the custom fields of a story that has none
+    # finds those it always meets; check_custom_fields reports the others, reached through fields.
+    try:
+        list(Draft202012Validator(schema).iter_errors({}))
+    except RecursionError:
+        v.add(field, "refers to itself without end (a `$ref` cycle): it cannot check any story")
+    except Unresolvable:
+        v.add(field, "refers to something it does not define: it cannot check any story")
     return schema
 
 

@@ -41,6 +41,8 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
         },
         order_fields={
             "display_name": Field(Sprint.display_name),
+            "start_date": Field(Sprint.start_date),
+            "end_date": Field(Sprint.end_date),
             "create_time": Field(Sprint.created_at, parse_time),
             "update_time": Field(Sprint.updated_at, parse_time),
         },

@@ -57,6 +57,9 @@ def check_custom_fields(v: Violations, field: str, value: dict[str, Any], schema
     except Unresolvable:
         v.add(field, "cannot be checked: the project's schema refers to something it does not define")
         return
+    except RecursionError:  # a `$ref` cycle the schema reaches through these fields
+        v.add(field, "cannot be checked: the project's schema refers to itself without end")
+        return
     for error in errors:
         v.add(field + "".join(f".{part}" for part in error.absolute_path), error.message)
 
@@ -100,14 +103,14 @@ class StoryType(ChildType[Story, pb.Story]):
             "update_time": Field(Story.updated_at, parse_time),
         },
         order_fields={
-            "rank": Field(Story.rank, parse_int),
+            "rank": Field(Story.rank, parse_int, renumbered=True),  # by `move`
             "priority": Field(Story.priority, parse_int),
             "story_points": Field(Story.story_points, parse_int),
             "title": Field(Story.title),
             "create_time": Field(Story.created_at, parse_time),
             "update_time": Field(Story.updated_at, parse_time),
         },
-        default_order="create_time desc",
+        default_order="rank",  # the backlog's order, as the proto promises
         id_column=Story.id,
     )
 

@@ -131,7 +131,8 @@ class WorkLogType(ChildType[WorkLog, pb.WorkLog]):
                 v.check(bool(row.user), field, "is required")
             elif path == "work_time":
                 if message.HasField("work_time"):
-                    row.work_time = message.work_time.ToDatetime(tzinfo=resources.EPOCH.tzinfo)
+                    if (work_time := validate.timestamp(v, field, message.work_time)) is not None:
+                        row.work_time = work_time
                 else:
                     v.add(field, "is required")
             elif path == "duration_minutes":

@@ -1,0 +1,122 @@
+"""The kit under every service, at its edges: odd input answers INVALID_ARGUMENT on the right field, a
+stalled identity does not stall the services, and a broken connection does not strand its waiters."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+from sqlalchemy import make_url
+
+from hishamos.agents.v1 import platform_pb2, platform_pb2_grpc
+from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, audit_pb2, audit_pb2_grpc, user_pb2, user_pb2_grpc
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+from hishamos_devstack.stack import Stack
+from hishamos_kit.db import ScriptConnections
+from tests.conftest import Channels, Tenant
+from tests.errors import failure
+
+
+@pytest.mark.parametrize(
+    "filter",
+    [r'username = "\q"', 'username = "a\tb"', r'username = "\ud800"', r'roles:"\ud800x"'],
+)
+def test_a_filter_string_json_cannot_read_is_refused(channels: Channels, tenant: Tenant, filter: str) -> None:
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    request = user_pb2.ListUsersRequest(parent=tenant.organization, filter=filter)
+    f = failure(lambda: users.ListUsers(request, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"filter"}
+
+
+def test_an_integer_beyond_64_bits_in_a_filter_is_refused(channels: Channels, tenant: Tenant) -> None:
+    platforms = platform_pb2_grpc.PlatformServiceStub(channels.direct("agents"))
+    request = platform_pb2.ListPlatformsRequest(parent=tenant.organization, filter="priority > 99999999999999999999")
+    f = failure(lambda: platforms.ListPlatforms(request, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"filter"}
+
+
+def test_a_url_with_a_broken_host_is_a_field_violation(channels: Channels, tenant: Tenant) -> None:
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    for url in ("http://[::1", "http://[x]/"):
+        change = user_pb2.User(name=tenant.user, avatar_uri=url)
+        request = user_pb2.UpdateUserRequest(user=change, update_mask=FieldMask(paths=["avatar_uri"]))
+        f = failure(lambda r=request: users.UpdateUser(r, metadata=tenant.metadata, timeout=10))
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"user.avatar_uri"}
+
+
+def test_bytes_that_are_no_request_are_refused_after_authentication(channels: Channels, tenant: Tenant) -> None:
+    raw = channels.direct("agents").unary_unary("/hishamos.agents.v1.PlatformService/GetPlatform")
+    not_utf8 = b"\x0a\x02\xc3\x28"  # field 1 (name), two bytes that are no UTF-8
+    assert failure(lambda: raw(not_utf8, timeout=10)).code == grpc.StatusCode.UNAUTHENTICATED
+    f = failure(lambda: raw(not_utf8, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and f.reason == "MALFORMED_REQUEST"
+    assert "DecodeError" not in f.message and f.request_id and set(f.violations) == {"request"}
+
+
+def test_a_page_token_continues_only_the_list_it_came_from(channels: Channels, tenant: Tenant) -> None:
+    keys = api_key_pb2_grpc.ApiKeyServiceStub(channels.direct("identity"))
+    for name in ("a", "b"):
+        key = api_key_pb2.ApiKey(display_name=name, scopes=["projects.projects.list"])
+        keys.CreateApiKey(
+            api_key_pb2.CreateApiKeyRequest(parent=tenant.organization, api_key=key), metadata=tenant.metadata
+        )
+    listed = keys.ListApiKeys(
+        api_key_pb2.ListApiKeysRequest(parent=tenant.organization, page_size=1), metadata=tenant.metadata
+    )
+    assert listed.next_page_token
+    audit = audit_pb2_grpc.AuditServiceStub(channels.direct("identity"))
+    foreign = audit_pb2.ListAuditEventsRequest(parent=tenant.organization, page_token=listed.next_page_token)
+    f = failure(lambda: audit.ListAuditEvents(foreign, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"page_token"}
+
+
+def test_services_keep_answering_while_identity_hangs(stack: Stack, channels: Channels, tenant: Tenant) -> None:
+    """Tokens already verified keep working: no call waits on identity's key set, one after another."""
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    request = project_pb2.ListProjectsRequest(parent=tenant.organization)
+    projects.ListProjects(request, metadata=tenant.metadata, timeout=10)
+    identity = stack.processes["identity"].pid
+    os.kill(identity, signal.SIGSTOP)
+    try:
+        time.sleep(3)  # past the test stack's key-set lifetime (2 s): every call now finds it stale
+        with ThreadPoolExecutor(6) as pool:  # each with a deadline that one wait on identity would miss
+            calls = [
+                pool.submit(projects.ListProjects, request, metadata=tenant.metadata, timeout=3) for _ in range(12)
+            ]
+            for call in calls:
+                call.result()
+    finally:
+        os.kill(identity, signal.SIGCONT)
+
+
+def test_a_connection_dropped_in_use_frees_its_place_for_a_waiting_caller(stack: Stack) -> None:
+    conninfo = make_url(stack.database_urls("projects")[0]).set(drivername="postgresql")
+    pool = ScriptConnections(conninfo.render_as_string(hide_password=False), 1)
+
+    async def scenario() -> None:
+        holding = asyncio.Event()
+
+        async def fails_holding_it() -> None:
+            async with pool.connection():
+                holding.set()
+                await asyncio.sleep(0.2)
+                raise RuntimeError("the call failed: its connection is closed, not reused")
+
+        async def waits_for_it() -> None:
+            await holding.wait()
+            async with pool.connection() as conn:
+                await pool.run(conn, [("SELECT 1", ())])
+
+        failing = asyncio.create_task(fails_holding_it())
+        await asyncio.wait_for(waits_for_it(), 10)
+        with pytest.raises(RuntimeError):
+            await failing
+        await pool.close()
+
+    asyncio.run(scenario())

@@ -1,0 +1,83 @@
+"""The durable job queue: at least once, and a late result from a lapsed lease changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from hishamos_devstack.stack import Stack
+from hishamos_identity.models import Job
+from hishamos_kit import jobs
+from hishamos_kit.db import Database
+
+STATE = text("select attempts, finished_at is not null, failed, last_error from jobs where kind = :kind")
+
+
+async def state(db: Database, kind: str) -> tuple[Any, ...]:
+    async with db.unscoped() as session:
+        return tuple((await session.execute(STATE, {"kind": kind})).one())
+
+
+def test_a_worker_whose_lease_ran_out_cannot_reopen_a_finished_job(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "LEASE_SECONDS", 1)
+    kind = f"probe-{uuid.uuid4().hex[:8]}"
+    runs: list[str] = []
+
+    async def slow_then_fail(job_id: uuid.UUID, payload: dict[str, Any]) -> None:
+        runs.append("slow")
+        await asyncio.sleep(2.5)  # past its lease: another worker has taken the job meanwhile
+        raise RuntimeError("failed late")
+
+    async def quick(job_id: uuid.UUID, payload: dict[str, Any]) -> None:
+        runs.append("quick")
+
+    async def scenario() -> tuple[Any, ...]:
+        db = Database(stack.database_urls("identity")[0], 2)
+        try:
+            async with db.unscoped() as session:
+                await jobs.enqueue(session, Job, kind, {})
+            late = asyncio.create_task(jobs.Worker(db, Job, {kind: slow_then_fail}).run_one())
+            await asyncio.sleep(1.3)
+            assert await jobs.Worker(db, Job, {kind: quick}).run_one()
+            await late
+            await asyncio.sleep(2.2)  # were the job open again, it would be due by now
+            assert not await jobs.Worker(db, Job, {kind: quick}).run_one()
+            return await state(db, kind)
+        finally:
+            await db.close()
+
+    attempts, finished, failed, error = asyncio.run(scenario())
+    assert runs == ["slow", "quick"]
+    assert (attempts, finished, failed, error) == (2, True, False, "")
+
+
+def test_a_job_whose_runs_never_end_is_given_up(stack: Stack) -> None:
+    """A job that kills its process leaves no result; after the most attempts it is kept as failed."""
+    kind = f"probe-{uuid.uuid4().hex[:8]}"
+    runs: list[str] = []
+
+    async def handler(job_id: uuid.UUID, payload: dict[str, Any]) -> None:
+        runs.append("ran")
+
+    async def scenario() -> tuple[Any, ...]:
+        db = Database(stack.database_urls("identity")[0], 2)
+        try:
+            async with db.unscoped() as session:
+                await jobs.enqueue(session, Job, kind, {})
+                # As if every run so far had died holding its lease.
+                params = {"kind": kind, "attempts": jobs.MOST_ATTEMPTS}
+                await session.execute(text("update jobs set attempts = :attempts where kind = :kind"), params)
+            assert await jobs.Worker(db, Job, {kind: handler}).run_one()
+            return await state(db, kind)
+        finally:
+            await db.close()
+
+    attempts, finished, failed, error = asyncio.run(scenario())
+    assert runs == [] and (attempts, finished, failed) == (jobs.MOST_ATTEMPTS + 1, True, True)
+    assert "no result" in error
