@@ -89,3 +89,38 @@ def test_unknown_provider_value_is_rejected(channels: Channels, tenant: Tenant) 
     request = pb.CreatePlatformRequest(parent=tenant.organization, platform=platform)
     f = failure(lambda: api.CreatePlatform(request, metadata=tenant.metadata, timeout=10))
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"platform.provider"}
+
+
+def test_odd_values_are_field_violations_and_answers_match_reads(channels: Channels, tenant: Tenant) -> None:
+    api = platform_pb2_grpc.PlatformServiceStub(channels.direct("agents"))
+
+    def create(i: int, **fields: object) -> pb.Platform:
+        platform = PLATFORMS.valid(i)
+        for key, value in fields.items():
+            setattr(platform, key, value)
+        request = pb.CreatePlatformRequest(parent=tenant.organization, platform=platform)
+        return api.CreatePlatform(request, metadata=tenant.metadata, timeout=10).platform
+
+    refused = [
+        ("platform.input_price_per_million", {"input_price_per_million": 1e22}),
+        ("platform.output_price_per_million", {"output_price_per_million": -1e300}),
+        ("platform.base_url", {"base_url": "https://bob:secret@proxy.test/v1"}),
+        ("platform.base_url", {"base_url": "https://proxy.test/v1?key=AIzaSECRET"}),
+        ("platform.base_url", {"base_url": "https://proxy.test/v1\x00x"}),
+        ("platform.api_key", {"api_key": "\x00\x00abcdefghijklmnopq"}),
+    ]
+    for i, (field, fields) in enumerate(refused, start=100):
+        f = failure(lambda i=i, fields=fields: create(i, **fields))
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {field}, (fields, f)
+    # A short key is shown as nothing of it.
+    assert create(200, api_key="abc").api_key_hint == "…"
+    # -0.0 is stored as 0: the answer says what a read will.
+    made = create(201, input_price_per_million=-0.0)
+    got = api.GetPlatform(pb.GetPlatformRequest(name=made.name), metadata=tenant.metadata, timeout=10).platform
+    assert made == got and str(made.input_price_per_million) == "0.0"
+    # `enabled` named but unset is its default, true (AIP-134).
+    off = create(202, enabled=False)
+    mask = FieldMask(paths=["enabled"])
+    named = pb.UpdatePlatformRequest(platform=pb.Platform(name=off.name), update_mask=mask)
+    reset = api.UpdatePlatform(named, metadata=tenant.metadata, timeout=10).platform
+    assert not off.enabled and reset.enabled

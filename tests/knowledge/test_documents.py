@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.struct_pb2 import Struct
 
 from hishamos.knowledge.v1 import document_pb2 as pb
@@ -58,3 +59,17 @@ def test_new_document_waits_for_content_in_its_own_project(channels: Channels, t
         timeout=10,
     ).documents
     assert [d.name for d in listed] == [created.name]
+
+
+def test_searchable_named_but_unset_is_its_default(channels: Channels, tenant: Tenant) -> None:
+    """AIP-134: a field in the mask but not in the message takes its default (searchable: true)."""
+    api = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
+    hidden = pb.Document(title="Private notes", filename="notes.md", searchable=False)
+    made = api.CreateDocument(
+        pb.CreateDocumentRequest(parent=tenant.organization, document=hidden), metadata=tenant.metadata
+    )
+    assert not made.document.searchable
+    named = pb.UpdateDocumentRequest(
+        document=pb.Document(name=made.document.name), update_mask=FieldMask(paths=["searchable"])
+    )
+    assert api.UpdateDocument(named, metadata=tenant.metadata, timeout=10).document.searchable

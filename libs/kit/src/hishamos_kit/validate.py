@@ -52,15 +52,20 @@ def email(v: Violations, field: str, value: str, *, required: bool = False) -> s
     return value.lower()
 
 
-def http_url(v: Violations, field: str, value: str) -> str:
+def http_url(v: Violations, field: str, value: str, *, bare: bool = False) -> str:
+    """An http(s) URL; `bare`: without user, password or query, where those would be secrets in clear."""
     value = value.strip()
     if value:
         try:
             parts = urlsplit(value)
         except ValueError:  # a malformed host such as `[::1`
             parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or len(value) > 2000:
+        if parts is None or "\0" in value or parts.scheme not in ("http", "https") or not parts.netloc:
             v.add(field, "must be an http(s) URL")
+        elif len(value) > 2000:
+            v.add(field, "must be an http(s) URL of at most 2000 characters")
+        elif bare and (parts.username is not None or parts.query or parts.fragment):
+            v.add(field, "must carry no credentials, query or fragment: a secret here would be readable by all")
     return value
 
 

@@ -22,10 +22,11 @@ MAX_API_KEY = 500
 
 
 def api_key_hint(key: str) -> str:
-    """Enough of a key to recognise it, never enough to use it: `sk-…Q2xz`."""
-    if len(key) < 12:
-        return "…" + key[-2:]
-    return f"{key[:3]}…{key[-4:]}"
+    """Enough of a key to recognise it, never enough to use it: `sk-…Q2xz`; a short key shows nothing
+    (a few characters of it would be a good part of it)."""
+    if len(key) < 16:
+        return "…"
+    return f"{key[:3]}…{key[-4:]}" if len(key) >= 20 else f"…{key[-4:]}"
 
 
 def associated_data(row: Platform) -> str:
@@ -107,13 +108,13 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
             elif path == "api_type":
                 row.api_type = validate.text(v, field, message.api_type, max_length=50)
             elif path == "base_url":
-                row.base_url = validate.http_url(v, field, message.base_url)
+                row.base_url = validate.http_url(v, field, message.base_url, bare=True)  # the key: api_key
             elif path == "default_model":
                 row.default_model = validate.text(v, field, message.default_model, required=True)
             elif path == "api_key":
                 self.api_key(v, field, message.api_key, row)
-            elif path == "enabled" and message.HasField("enabled"):
-                row.enabled = message.enabled
+            elif path == "enabled":  # named but unset: its default (AIP-134)
+                row.enabled = message.enabled if message.HasField("enabled") else True
             elif path == "priority":
                 validate.number(v, field, message.priority, low=0, high=1000)
                 row.priority = message.priority
@@ -127,19 +128,16 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
     @staticmethod
     def price(v: Violations, field: str, value: float) -> Decimal:
         """US dollars with six decimals, as stored; NaN, infinities and values the column cannot hold are refused."""
-        if not math.isfinite(value):
-            v.add(field, "must be a finite number")
+        if not math.isfinite(value) or not 0 <= value <= float(MAX_PRICE):  # before Decimal, which would overflow
+            v.add(field, f"must be a number between 0 and {MAX_PRICE}")
             return Decimal(0)
-        price = Decimal(repr(value)).quantize(PRICE_STEP)
-        if not Decimal(0) <= price <= MAX_PRICE:
-            v.add(field, f"must be between 0 and {MAX_PRICE}")
-        return price
+        return Decimal(repr(value)).quantize(PRICE_STEP) + Decimal(0)  # -0.0 as 0, as stored
 
     def api_key(self, v: Violations, field: str, value: str, row: Platform) -> None:
         """Seal a new key to this row, or forget the key when it is set to empty."""
         key = value.strip()
-        if len(key) > MAX_API_KEY:
-            v.add(field, f"must be at most {MAX_API_KEY} characters")
+        if len(key) > MAX_API_KEY or "\0" in key:
+            v.add(field, f"must be at most {MAX_API_KEY} characters, without NUL")
         elif key:
             row.api_key_sealed = self.sealer.seal(key.encode(), associated_data(row))
             row.api_key_hint = api_key_hint(key)
