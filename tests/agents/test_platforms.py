@@ -124,3 +124,29 @@ def test_odd_values_are_field_violations_and_answers_match_reads(channels: Chann
     named = pb.UpdatePlatformRequest(platform=pb.Platform(name=off.name), update_mask=mask)
     reset = api.UpdatePlatform(named, metadata=tenant.metadata, timeout=10).platform
     assert not off.enabled and reset.enabled
+
+
+def test_a_stored_key_is_neither_cleared_by_a_full_update_nor_sent_elsewhere_unseen(
+    channels: Channels, tenant: Tenant
+) -> None:
+    api = platform_pb2_grpc.PlatformServiceStub(channels.direct("agents"))
+    request = pb.CreatePlatformRequest(parent=tenant.organization, platform=PLATFORMS.valid(300))
+    made = api.CreatePlatform(request, metadata=tenant.metadata, timeout=10).platform
+    # Read, edit, write back with `*`: the key, which no read shows, stays.
+    edited = pb.Platform()
+    edited.CopyFrom(made)
+    edited.priority = 7
+    everything = FieldMask(paths=["*"])
+    kept = api.UpdatePlatform(
+        pb.UpdatePlatformRequest(platform=edited, update_mask=everything), metadata=tenant.metadata
+    )
+    assert kept.platform.priority == 7 and kept.platform.api_key_hint == made.api_key_hint
+    # Pointing the platform elsewhere needs the key sent again.
+    moved = pb.Platform(name=made.name, base_url="http://169.254.169.254/latest")
+    mask = FieldMask(paths=["base_url"])
+    move = pb.UpdatePlatformRequest(platform=moved, update_mask=mask)
+    f = failure(lambda: api.UpdatePlatform(move, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"platform.api_key"}
+    moved.api_key = "sk-proxy-key-000000042"
+    both = pb.UpdatePlatformRequest(platform=moved, update_mask=FieldMask(paths=["base_url", "api_key"]))
+    assert api.UpdatePlatform(both, metadata=tenant.metadata, timeout=10).platform.api_key_hint == "sk-…0042"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from google.api import field_behavior_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -98,7 +99,9 @@ def update_paths(mask: FieldMask, resource: Message, updatable: Collection[str],
     if not mask.paths:
         return [f.name for f, _ in resource.ListFields() if f.name in updatable]
     if list(mask.paths) == ["*"]:
-        return list(updatable)
+        # A full replacement of the resource as a client read it, and no read shows an input-only
+        # field (a secret): such a field changes only when sent, or reading and writing back clears it.
+        return [path for path in updatable if not _input_only(resource, path) or _sent(resource, path)]
     bad = {
         f"update_mask.paths[{i}]": f"`{path}` cannot be updated; updatable fields: {', '.join(sorted(updatable))}"
         for i, path in enumerate(mask.paths)
@@ -107,6 +110,16 @@ def update_paths(mask: FieldMask, resource: Message, updatable: Collection[str],
     if bad:
         raise InvalidArgument(bad)
     return list(dict.fromkeys(mask.paths))
+
+
+def _input_only(resource: Message, path: str) -> bool:
+    field = resource.DESCRIPTOR.fields_by_name[path]
+    return field_behavior_pb2.INPUT_ONLY in field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+
+
+def _sent(resource: Message, path: str) -> bool:
+    value = getattr(resource, path)
+    return resource.HasField(path) if isinstance(value, Message) else bool(value)
 
 
 def soft_delete(row: Resource, name: str) -> None:

@@ -99,6 +99,7 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
 
     def apply(self, row: Platform, message: pb.Platform, paths: list[str], violations: Violations) -> None:
         v = violations
+        destination = (row.base_url, row.provider)
         for path in paths:
             field = f"platform.{path}"
             if path == "display_name":
@@ -124,6 +125,9 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
                 setattr(row, path, limit)
             elif path in ("input_price_per_million", "output_price_per_million"):
                 setattr(row, path, self.price(v, field, getattr(message, path)))
+        if row.api_key_sealed is not None and "api_key" not in paths and (row.base_url, row.provider) != destination:
+            # Whoever may edit a platform must not send its stored key somewhere else unseen.
+            v.add("platform.api_key", "is required again when base_url or provider changes: the key goes there")
 
     @staticmethod
     def price(v: Violations, field: str, value: float) -> Decimal:
