@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -15,6 +17,20 @@ from hishamos_kit import jobs
 from hishamos_kit.db import Database
 
 STATE = text("select attempts, finished_at is not null, failed, last_error from jobs where kind = :kind")
+
+
+@asynccontextmanager
+async def one_job(stack: Stack, kind: str, attempts: int = 0) -> AsyncIterator[Database]:
+    """Identity's database with one job of `kind` queued, as if `attempts` runs had claimed it already."""
+    db = Database(stack.database_urls("identity")[0], 2)
+    try:
+        async with db.unscoped() as session:
+            await jobs.enqueue(session, Job, kind, {})
+            params = {"kind": kind, "attempts": attempts}
+            await session.execute(text("update jobs set attempts = :attempts where kind = :kind"), params)
+        yield db
+    finally:
+        await db.close()
 
 
 async def state(db: Database, kind: str) -> tuple[Any, ...]:
@@ -38,10 +54,7 @@ def test_a_worker_whose_lease_ran_out_cannot_reopen_a_finished_job(
         runs.append("quick")
 
     async def scenario() -> tuple[Any, ...]:
-        db = Database(stack.database_urls("identity")[0], 2)
-        try:
-            async with db.unscoped() as session:
-                await jobs.enqueue(session, Job, kind, {})
+        async with one_job(stack, kind) as db:
             late = asyncio.create_task(jobs.Worker(db, Job, {kind: slow_then_fail}).run_one())
             await asyncio.sleep(1.3)
             assert await jobs.Worker(db, Job, {kind: quick}).run_one()
@@ -49,8 +62,6 @@ def test_a_worker_whose_lease_ran_out_cannot_reopen_a_finished_job(
             await asyncio.sleep(2.2)  # were the job open again, it would be due by now
             assert not await jobs.Worker(db, Job, {kind: quick}).run_one()
             return await state(db, kind)
-        finally:
-            await db.close()
 
     attempts, finished, failed, error = asyncio.run(scenario())
     assert runs == ["slow", "quick"]
@@ -66,17 +77,9 @@ def test_a_job_whose_runs_never_end_is_given_up(stack: Stack) -> None:
         runs.append("ran")
 
     async def scenario() -> tuple[Any, ...]:
-        db = Database(stack.database_urls("identity")[0], 2)
-        try:
-            async with db.unscoped() as session:
-                await jobs.enqueue(session, Job, kind, {})
-                # As if every run so far had died holding its lease.
-                params = {"kind": kind, "attempts": jobs.MOST_ATTEMPTS}
-                await session.execute(text("update jobs set attempts = :attempts where kind = :kind"), params)
+        async with one_job(stack, kind, attempts=jobs.MOST_ATTEMPTS) as db:  # every run so far died holding it
             assert await jobs.Worker(db, Job, {kind: handler}).run_one()
             return await state(db, kind)
-        finally:
-            await db.close()
 
     attempts, finished, failed, error = asyncio.run(scenario())
     assert runs == [] and (attempts, finished, failed) == (jobs.MOST_ATTEMPTS + 1, True, True)

@@ -23,6 +23,13 @@ def roles(channels: Channels) -> role_pb2_grpc.RoleServiceStub:
     return role_pb2_grpc.RoleServiceStub(channels.direct("identity"))
 
 
+def create_role(channels: Channels, caller: Tenant, role_id: str, permissions: list[str]) -> pb.Role:
+    request = pb.CreateRoleRequest(
+        parent=caller.organization, role_id=role_id, role=pb.Role(display_name=role_id.title(), permissions=permissions)
+    )
+    return roles(channels).CreateRole(request, metadata=caller.metadata, timeout=10).role
+
+
 def test_the_permission_catalog_is_every_rpcs_permission(channels: Channels, tenant: Tenant) -> None:
     listed = roles(channels).ListPermissions(pb.ListPermissionsRequest(), metadata=tenant.metadata, timeout=10)
     assert list(listed.permissions) == catalog.permissions()
@@ -236,30 +243,8 @@ def test_a_role_editor_cannot_give_a_role_more_than_it_holds(channels: Channels,
     """Else editing a role one holds would be a way to every permission."""
     perms = ["identity.roles.get", "identity.roles.list", "identity.roles.create", "identity.roles.update"]
     perms.append("identity.roles.delete")
-    editor_role = (
-        roles(channels)
-        .CreateRole(
-            pb.CreateRoleRequest(
-                parent=tenant.organization, role_id="editor", role=pb.Role(display_name="E", permissions=perms)
-            ),
-            metadata=tenant.metadata,
-            timeout=10,
-        )
-        .role
-    )
-    powerful = (
-        roles(channels)
-        .CreateRole(
-            pb.CreateRoleRequest(
-                parent=tenant.organization,
-                role_id="auditor",
-                role=pb.Role(display_name="A", permissions=["identity.audit.list"]),
-            ),
-            metadata=tenant.metadata,
-            timeout=10,
-        )
-        .role
-    )
+    editor_role = create_role(channels, tenant, "editor", perms)
+    powerful = create_role(channels, tenant, "auditor", ["identity.audit.list"])
     editor = add_user(channels, tenant, "editor")
     tenant_catalog = sorted(set(catalog.permissions()) - catalog.operator_permissions())
     everything = pb.Role(name=editor_role.name, permissions=tenant_catalog, etag=editor_role.etag)
@@ -269,15 +254,7 @@ def test_a_role_editor_cannot_give_a_role_more_than_it_holds(channels: Channels,
             metadata=editor.metadata,
             timeout=10,
         ),
-        lambda: roles(channels).CreateRole(
-            pb.CreateRoleRequest(
-                parent=tenant.organization,
-                role_id="mine",
-                role=pb.Role(display_name="M", permissions=["identity.audit.list"]),
-            ),
-            metadata=editor.metadata,
-            timeout=10,
-        ),
+        lambda: create_role(channels, editor, "mine", ["identity.audit.list"]),
         # Taking powers away from a role is within one's own permissions too.
         lambda: roles(channels).DeleteRole(pb.DeleteRoleRequest(name=powerful.name), metadata=editor.metadata),
     ):
@@ -298,19 +275,7 @@ def test_a_role_editor_cannot_give_a_role_more_than_it_holds(channels: Channels,
 def test_a_role_deleted_while_being_assigned_is_held_by_nobody(channels: Channels, tenant: Tenant) -> None:
     users = [add_user(channels, tenant, "viewer") for _ in range(4)]
     for round_ in range(6):
-        created = (
-            roles(channels)
-            .CreateRole(
-                pb.CreateRoleRequest(
-                    parent=tenant.organization,
-                    role_id=f"temp-{round_}",
-                    role=pb.Role(display_name="T", permissions=["projects.projects.get"]),
-                ),
-                metadata=tenant.metadata,
-                timeout=10,
-            )
-            .role
-        )
+        created = create_role(channels, tenant, f"temp-{round_}", ["projects.projects.get"])
         assign, delete = roles(channels).AssignRole, roles(channels).DeleteRole
         requests: list[tuple[Any, Any]] = [
             (assign, pb.AssignRoleRequest(user=u.user, role=created.name)) for u in users
@@ -323,5 +288,6 @@ def test_a_role_deleted_while_being_assigned_is_held_by_nobody(channels: Channel
                 except grpc.RpcError as exc:
                     assert exc.code() == grpc.StatusCode.NOT_FOUND  # assigned after the delete: no such role
         stub = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
-        held = [stub.GetUser(user_pb2.GetUserRequest(name=u.user), metadata=tenant.metadata).user.roles for u in users]
+        got = [stub.GetUser(user_pb2.GetUserRequest(name=u.user), metadata=tenant.metadata, timeout=10) for u in users]
+        held = [g.user.roles for g in got]
         assert all(f"temp-{round_}" not in r for r in held), held
