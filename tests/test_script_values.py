@@ -157,7 +157,7 @@ def test_a_nul_anywhere_is_invalid_argument_and_changes_nothing(channels: Channe
     in_label = story_pb2.Story(title="t", labels=["a\x00"])
     in_custom_field = story_pb2.Story(title="t")
     in_custom_field.custom_fields.update({"note": "a\x00b"})
-    for story, field in ((in_label, "story.labels[0]"), (in_custom_field, "request")):
+    for story, field in ((in_label, "story.labels[0]"), (in_custom_field, "story.custom_fields")):
         request = story_pb2.CreateStoryRequest(parent=project, story=story)
         refused = failure(lambda r=request: stories.CreateStory(r, metadata=tenant.metadata))
         assert (refused.code, list(refused.violations)) == (grpc.StatusCode.INVALID_ARGUMENT, [field])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from referencing.exceptions import Unresolvable
@@ -118,7 +118,9 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct | None:
 
 def json_schema(v: Violations, field: str, value: struct_pb2.Struct) -> dict[str, Any]:
     """A valid JSON Schema (draft 2020-12), checked now so that no story create fails on a broken schema."""
-    schema = json_format.MessageToDict(value)
+    schema = validate.json_object(v, field, value)
+    if field in v.items:
+        return schema
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:

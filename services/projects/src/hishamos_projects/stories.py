@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from google.protobuf import json_format
 from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 from sqlalchemy import func, select, text, update
@@ -170,7 +169,7 @@ class StoryType(ChildType[Story, pb.Story]):
                 row.workflow_execution = validate.text(v, field, message.workflow_execution, max_length=500)
             elif path == "custom_fields":
                 fields = message.custom_fields
-                row.custom_fields = json_format.MessageToDict(fields) if fields.fields else {}  # most have none
+                row.custom_fields = validate.json_object(v, field, fields) if fields.fields else {}  # most have none
 
     def guards(self, row: Story, message: pb.Story, paths: list[str], violations: Violations) -> dict[str, Guard]:
         o, p = row.organization_id, row.project_id
