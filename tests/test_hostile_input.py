@@ -472,3 +472,57 @@ def test_hostile_values_in_every_field_get_a_clear_status(
                         broken.append(f"{method.name} {field}: served another organization's {value}")
     assert sent > 100
     assert not broken, f"{len(broken)} of {sent} calls broke:\n" + "\n".join(broken)
+
+
+def top_level(listed: Descriptor) -> bool:
+    """Whether a List response holds resources that live directly in an organization."""
+    items = next(f.message_type for f in listed.fields if f.is_repeated)
+    return items is not None and items.GetOptions().Extensions[resource_pb2.resource].pattern[0].count("/") == 3
+
+
+def hostile_credentials(tenant: Tenant) -> list[tuple[tuple[str, str], ...]]:
+    org = tenant.organization.split("/")[1].replace("-", "")
+    token = tenant.access_token
+    head, _, rest = token.partition(".")
+    return [
+        (("authorization", "Bearer"),),
+        (("authorization", "Bearer " + "x" * 6_000),),
+        (("authorization", "Basic dXNlcjpwYXNz"),),
+        (("authorization", f"Bearer {token[:-3]}abc"),),  # another signature
+        (("authorization", f"Bearer {head}..{rest}"),),
+        (("authorization", f"Bearer {token}"), ("authorization", "Bearer other")),
+        (("authorization", "Bearer hos_"),),
+        (("authorization", f"Bearer hos_{org}_" + "y" * 5000),),
+        (("x-api-key", "hos_"),),
+        (("x-api-key", f"hos_{org}_short"),),
+        (("x-api-key", "hos_00000000000000000000000000000000_" + "z" * 43),),
+        (("authorization", f"Bearer {token}"), ("x-request-id", "r" * 1_000)),
+        (("authorization", f"Bearer {token}"), ("x-request-id", "../../etc/passwd x")),
+    ]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_hostile_credentials_are_unauthenticated_or_served_never_broken(
+    channels: Channels, tenant: Tenant, service: str
+) -> None:
+    """Malformed, forged, oversized or doubled credentials on a read of every service; a request id
+    the server cannot use is replaced, never an error."""
+    methods = (m for s in api.services() if s.full_name.split(".")[1] == service for m in s.methods)
+    method = next(m for m in methods if m.name.startswith("List") and top_level(m.output_type))
+    request = symbol_database.Default().GetSymbol(method.input_type.full_name)(parent=tenant.organization)
+    stub = channels.direct(service).unary_unary(
+        f"/{method.containing_service.full_name}/{method.name}", request_serializer=lambda m: m.SerializeToString()
+    )
+    for metadata in hostile_credentials(tenant):
+        try:
+            stub(request, metadata=metadata, timeout=30)
+            code, details = grpc.StatusCode.OK, ""
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details() or ""  # type: ignore[attr-defined]
+        shown = repr(metadata)[:120]
+        assert code not in BROKEN and not LEAK.search(details), (shown, code, details)
+        sound = metadata[0][1] == f"Bearer {tenant.access_token}" and len(metadata) == 2
+        if metadata[-1][0] == "x-request-id":
+            assert code == grpc.StatusCode.OK, shown
+        elif not sound:
+            assert code == grpc.StatusCode.UNAUTHENTICATED, (shown, code, details)
