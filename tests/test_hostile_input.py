@@ -311,6 +311,7 @@ def base_request(method: MethodDescriptor, names: Names, tenant: Tenant) -> Mess
 ONESELF = {"ChangePassword", "EnrollTotp", "ConfirmTotp", "DisableTotp", "SendEmailVerification"}
 # Fields a second create must not repeat; each call gets its own value unless the field is the hostile one.
 UNIQUE = {
+    "display_name": "n{}",
     "slug": "s{}",
     "organization_slug": "o{}",
     "username": "u{}",
@@ -389,20 +390,14 @@ def with_value(base: Message, path: tuple[FieldDescriptor, ...], value: Any) -> 
         if field.is_repeated:  # the first of a list of messages
             holder = holder[0] if len(holder) else holder.add()
     last = path[-1]
-    if last.message_type:
-        if last.is_repeated:
-            target = getattr(holder, last.name)
-            del target[:]
-            for item in value:
-                parse(item, target.add())
-        else:
-            target = getattr(holder, last.name)
-            target.Clear()
-            parse(value, target)
-    elif last.is_repeated:
-        target = getattr(holder, last.name)
+    target = getattr(holder, last.name)
+    if last.is_repeated:
         del target[:]
-        target.extend(value)
+        for item in value:
+            parse(item, target.add()) if last.message_type else target.append(item)
+    elif last.message_type:
+        target.Clear()
+        parse(value, target)
     else:
         setattr(holder, last.name, value)
     # An update names what it changes: the field sent, unless the mask itself is what is hostile.
