@@ -65,14 +65,16 @@ def test_a_crash_loses_no_acknowledged_write_and_the_services_recover(own_stack:
     writers = [threading.Thread(target=writer) for _ in range(8)]
     for thread in writers:
         thread.start()
-    time.sleep(1.0)
-    own_stack.postgres.kill()  # every PostgreSQL process killed mid-write (SIGKILL)
-    time.sleep(1.0)
-    own_stack.postgres.start()  # recovery replays the write-ahead log
-    time.sleep(2.0)
-    stop.set()
-    for thread in writers:
-        thread.join()
+    try:
+        time.sleep(1.0)
+        own_stack.postgres.kill()  # every PostgreSQL process killed mid-write (SIGKILL)
+        time.sleep(1.0)
+        own_stack.postgres.start()  # recovery replays the write-ahead log
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for thread in writers:
+            thread.join()
 
     # The outage was reported as one the caller can retry, never as an internal error.
     assert codes and codes <= {grpc.StatusCode.UNAVAILABLE}, codes

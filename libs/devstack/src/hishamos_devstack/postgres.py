@@ -129,7 +129,7 @@ class EmbeddedPostgres:
         except subprocess.CalledProcessError as exc:
             log = (self.data_dir / "server.log").read_text()[-2000:] if (self.data_dir / "server.log").exists() else ""
             raise SystemExit(
-                f"PostgreSQL did not start on port {self.port} (is the port taken?):\n{exc.stderr}\n{log}"
+                f"PostgreSQL did not start on port {self.port} (is the port taken?):\n{exc.stdout}{exc.stderr}\n{log}"
             ) from None
 
     def stop(self) -> None:
@@ -140,10 +140,14 @@ class EmbeddedPostgres:
         """SIGKILL to the server and every process it started, as the kernel's OOM killer or a power
         cut would end them: the next start recovers from the write-ahead log."""
         postmaster = int((self.data_dir / "postmaster.pid").read_text().split()[0])
-        for pid in (postmaster, *_children(postmaster)):
+        os.kill(postmaster, signal.SIGSTOP)  # it starts no backend after its children are listed
+        pids = (postmaster, *_children(postmaster))
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        while Path(f"/proc/{postmaster}").exists():
+        # A backend still alive would hold the shared memory the next start needs; wait for all
+        # until reaped: PostgreSQL takes even a zombie for a server still running.
+        while any(Path(f"/proc/{pid}").exists() for pid in pids):
             time.sleep(0.05)
 
 
