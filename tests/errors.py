@@ -20,6 +20,7 @@ class Failure:
     metadata: dict[str, str]
     violations: dict[str, str]
     request_id: str
+    retry_delay: float | None  # seconds, from a RetryInfo
 
 
 def failure(call: Callable[[], Any]) -> Failure:
@@ -27,27 +28,36 @@ def failure(call: Callable[[], Any]) -> Failure:
     try:
         call()
     except grpc.RpcError as exc:
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-        info = error_details_pb2.ErrorInfo()
-        bad = error_details_pb2.BadRequest()
-        request = error_details_pb2.RequestInfo()
-        infos = 0
-        for detail in status.details if status else ():
-            if detail.Is(info.DESCRIPTOR):
-                detail.Unpack(info)
-                infos += 1
-            elif detail.Is(bad.DESCRIPTOR):
-                detail.Unpack(bad)
-            elif detail.Is(request.DESCRIPTOR):
-                detail.Unpack(request)
-        assert status is None or infos == 1, "AIP-193: exactly one ErrorInfo"
-        return Failure(
-            code=exc.code(),  # type: ignore[attr-defined]
-            message=exc.details() or "",  # type: ignore[attr-defined]
-            reason=info.reason,
-            domain=info.domain,
-            metadata=dict(info.metadata),
-            violations={v.field: v.description for v in bad.field_violations},
-            request_id=request.request_id,
-        )
+        return decode(exc)
     raise AssertionError("the call succeeded but was expected to fail")
+
+
+def decode(exc: grpc.RpcError) -> Failure:
+    """A failed call's status details."""
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    info = error_details_pb2.ErrorInfo()
+    bad = error_details_pb2.BadRequest()
+    request = error_details_pb2.RequestInfo()
+    retry = error_details_pb2.RetryInfo()
+    infos = 0
+    for detail in status.details if status else ():
+        if detail.Is(info.DESCRIPTOR):
+            detail.Unpack(info)
+            infos += 1
+        elif detail.Is(bad.DESCRIPTOR):
+            detail.Unpack(bad)
+        elif detail.Is(request.DESCRIPTOR):
+            detail.Unpack(request)
+        elif detail.Is(retry.DESCRIPTOR):
+            detail.Unpack(retry)
+    assert status is None or infos == 1, "AIP-193: exactly one ErrorInfo"
+    return Failure(
+        code=exc.code(),  # type: ignore[attr-defined]
+        message=exc.details() or "",  # type: ignore[attr-defined]
+        reason=info.reason,
+        domain=info.domain,
+        metadata=dict(info.metadata),
+        violations={v.field: v.description for v in bad.field_violations},
+        request_id=request.request_id,
+        retry_delay=retry.retry_delay.ToTimedelta().total_seconds() if retry.HasField("retry_delay") else None,
+    )

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from hishamos.agents.v1 import platform_pb2, platform_pb2_grpc
 from hishamos.identity.v1 import api_key_pb2 as pb
-from hishamos.identity.v1 import api_key_pb2_grpc
+from hishamos.identity.v1 import api_key_pb2_grpc, user_pb2, user_pb2_grpc
 from hishamos.knowledge.v1 import document_pb2, document_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.stack import Stack
 from tests.conftest import Channels, Tenant, add_user
 from tests.db import superuser
-from tests.errors import failure
+from tests.errors import Failure, decode, failure
 
 LIST_PROJECTS = ["projects.projects.list", "knowledge.documents.list"]
+
+
+def tried(call: Callable[[], object]) -> Failure | None:
+    """None when `call` succeeds, else how it failed."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return decode(exc)
+    return None
 
 
 def keys(channels: Channels) -> api_key_pb2_grpc.ApiKeyServiceStub:
@@ -88,12 +100,62 @@ def test_a_key_made_by_a_key_ends_when_it_does(channels: Channels, tenant: Tenan
     assert child.expire_time.seconds == soon.seconds - 60
 
 
-def test_rate_limit_per_minute_is_enforced(channels: Channels, tenant: Tenant) -> None:
-    secret = create(channels, tenant, LIST_PROJECTS, rate_limit_per_minute=3).secret
-    for _ in range(3):
-        list_projects(channels.direct("projects"), tenant, (("x-api-key", secret),))
-    f = failure(lambda: list_projects(channels.direct("projects"), tenant, (("x-api-key", secret),)))
-    assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED and f.metadata["limit"] == "3"
+def list_anything(channels: Channels, tenant: Tenant, service: str, secret: str) -> object:
+    """A List call on `service` made with the API key `secret`."""
+    metadata = (("x-api-key", secret),)
+    if service == "identity":
+        users = user_pb2_grpc.UserServiceStub(channels.direct(service))
+        return users.ListUsers(user_pb2.ListUsersRequest(parent=tenant.organization), metadata=metadata, timeout=10)
+    if service == "agents":
+        platforms = platform_pb2_grpc.PlatformServiceStub(channels.direct(service))
+        listing = platform_pb2.ListPlatformsRequest(parent=tenant.organization)
+        return platforms.ListPlatforms(listing, metadata=metadata, timeout=10)
+    if service == "knowledge":
+        documents = document_pb2_grpc.DocumentServiceStub(channels.direct(service))
+        request = document_pb2.ListDocumentsRequest(parent=tenant.organization)
+        return documents.ListDocuments(request, metadata=metadata, timeout=10)
+    return list_projects(channels.direct(service), tenant, metadata)
+
+
+EVERY_SERVICE = ("identity", "agents", "projects", "knowledge")
+EVERY_LIST = [*LIST_PROJECTS, "identity.users.list", "agents.platforms.list"]
+
+
+def test_the_rate_limit_is_shared_by_every_service(channels: Channels, tenant: Tenant) -> None:
+    secret = create(channels, tenant, EVERY_LIST, rate_limit_per_minute=4).secret
+    negative = pb.AuthenticateApiKeyRequest(key=secret, reserve_calls=-1)
+    assert failure(lambda: keys(channels).AuthenticateApiKey(negative, timeout=10)).violations.keys() == {
+        "reserve_calls"
+    }
+    started = time.monotonic()
+    # 20 calls at once, five to each service: four in all are served, not four by each.
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(
+            pool.map(
+                lambda service: tried(lambda: list_anything(channels, tenant, service, secret)),
+                [service for service in EVERY_SERVICE for _ in range(5)],
+            )
+        )
+    refilled = int((time.monotonic() - started) / 15)  # one call every 15 seconds
+    served = [o for o in outcomes if o is None]
+    assert 4 <= len(served) <= 4 + refilled
+    for refused in (o for o in outcomes if o is not None):
+        assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED and refused.metadata["limit"] == "4"
+        assert refused.retry_delay is not None and 0 < refused.retry_delay <= 15
+
+
+def test_a_rate_limited_key_works_again_after_the_delay_it_is_told(channels: Channels, tenant: Tenant) -> None:
+    secret = create(channels, tenant, EVERY_LIST, rate_limit_per_minute=120).secret
+    started = time.monotonic()
+    served = 0
+    while (refused := tried(lambda: list_anything(channels, tenant, "projects", secret))) is None:
+        served += 1
+        assert served <= 120 + 2 * (time.monotonic() - started) + 1, "more calls served than the limit allows"
+    assert served >= 120 - 4  # reserved calls still unused when the key is verified again are dropped
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED and refused.retry_delay is not None
+    assert 0 < refused.retry_delay <= 2  # until the four calls a process reserves at a time are there
+    time.sleep(refused.retry_delay + 0.05)
+    list_anything(channels, tenant, "agents", secret)
 
 
 def test_revoked_or_bogus_keys_stop_working(channels: Channels, tenant: Tenant, other_tenant: Tenant) -> None:

@@ -205,46 +205,80 @@ def bearer_token(metadata: Mapping[str, str]) -> str:
 API_KEY_PREFIX = "hos_"
 
 
+@dataclass(slots=True)
+class _KeyState:
+    """What one process knows of an API key: who it acts as, and the calls it may still admit."""
+
+    principal: Principal
+    limit: int  # calls per minute
+    fresh_until: float  # monotonic: verify again after this
+    calls: int  # reserved from identity and not yet admitted
+    blocked_until: float  # monotonic: identity had no calls to give before this
+
+
 class ApiKeys:
-    """API keys verified by identity's AuthenticateApiKey, cached for `ttl_seconds`, and rate-limited
-    here with a token bucket per key (the limit holds per service process)."""
+    """API keys verified by identity's AuthenticateApiKey and cached for `ttl_seconds`.
+
+    A key's per-minute limit is a bucket identity keeps for every process of every service: each
+    process reserves about two seconds' worth of calls at a time and admits calls from them, so the
+    limit holds however many services and replicas a caller spreads its calls over. Reserved calls
+    still unused when the key is verified again are dropped, never admitted late."""
 
     def __init__(self, target: str, ttl_seconds: float = 10.0) -> None:
         self._target = target
         self._ttl = ttl_seconds
-        self._cache: dict[str, tuple[Principal, float]] = {}
-        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, last refill)
-        self._limits: dict[str, int] = {}
+        self._states: dict[str, _KeyState] = {}
+        self._pending: dict[str, asyncio.Future[None]] = {}
         self._channel: grpc.aio.Channel | None = None
 
     async def verify(self, key: str) -> Principal:
-        cached = self._cache.get(key)
-        now = time.monotonic()
-        if cached is None or cached[1] <= now:
-            principal = await self._authenticate(key)
-            self._cache[key] = cached = (principal, now + self._ttl)
-        self._spend(key)
-        return cached[0]
+        while True:
+            now = time.monotonic()
+            state = self._states.get(key)
+            if state is not None and state.fresh_until > now:
+                if state.calls > 0:
+                    state.calls -= 1
+                    return state.principal
+                if state.blocked_until > now:
+                    raise ResourceExhausted(
+                        f"this API key allows {state.limit} calls a minute; slow down",
+                        "RATE_LIMITED",
+                        {"limit": str(state.limit)},
+                        retry_delay=state.blocked_until - now,
+                    )
+            await self._reserve(key, state)
 
-    async def _authenticate(self, key: str) -> Principal:
+    async def _reserve(self, key: str, state: _KeyState | None) -> None:
+        """One request to identity per key at a time, however many calls wait for it."""
+        pending = self._pending.get(key)
+        if pending is None:
+            calls = 1 if state is None else max(1, state.limit // 30)
+            pending = self._pending[key] = asyncio.ensure_future(self._authenticate(key, calls))
+            pending.add_done_callback(lambda done: self._settled(key, done))
+        await asyncio.shield(pending)
+
+    def _settled(self, key: str, done: asyncio.Future[None]) -> None:
+        del self._pending[key]
+        if not done.cancelled():
+            done.exception()  # retrieved here too, in case every waiter was cancelled
+
+    async def _authenticate(self, key: str, calls: int) -> None:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self._target)
         stub = api_key_pb2_grpc.ApiKeyServiceStub(self._channel)
+        request = api_key_pb2.AuthenticateApiKeyRequest(key=key, reserve_calls=calls)
         try:
-            reply = await stub.AuthenticateApiKey(
-                api_key_pb2.AuthenticateApiKeyRequest(key=key), metadata=outbound.traced(), timeout=outbound.timeout()
-            )
+            reply = await stub.AuthenticateApiKey(request, metadata=outbound.traced(), timeout=outbound.timeout())
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                self._cache.pop(key, None)
+                self._states.pop(key, None)
                 raise Unauthenticated("the API key is not valid", "API_KEY_INVALID") from None
             if exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # a valid key that may not act now
                 raise PermissionDenied(exc.details() or "the API key may not be used now", "API_KEY_DENIED") from None
             raise Unavailable(
                 "cannot verify API keys now: identity is unreachable; retry", "API_KEY_UNVERIFIED"
             ) from exc
-        self._limits[key] = reply.rate_limit_per_minute
-        return Principal(
+        principal = Principal(
             subject=reply.owner,
             organization_id=uuid.UUID(reply.organization.rsplit("/", 1)[1]),
             roles=(),
@@ -252,18 +286,15 @@ class ApiKeys:
             permissions=frozenset(reply.permissions),
             api_key_expires=reply.expire_time.ToDatetime(UTC) if reply.HasField("expire_time") else None,
         )
-
-    def _spend(self, key: str) -> None:
-        limit = self._limits.get(key, 0) or 600
         now = time.monotonic()
-        tokens, last = self._buckets.get(key, (float(limit), now))
-        tokens = min(float(limit), tokens + (now - last) * limit / 60.0)
-        if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
-            raise ResourceExhausted(
-                f"this API key allows {limit} calls a minute; slow down", "RATE_LIMITED", {"limit": str(limit)}
-            )
-        self._buckets[key] = (tokens - 1.0, now)
+        blocked_until = (
+            0.0 if reply.reserved_calls else now + max(reply.retry_delay.ToTimedelta().total_seconds(), 0.01)
+        )
+        if len(self._states) >= 10_000:
+            self._states.clear()
+        self._states[key] = _KeyState(
+            principal, reply.rate_limit_per_minute, now + self._ttl, reply.reserved_calls, blocked_until
+        )
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 import grpc
 from google.protobuf import any_pb2
@@ -87,6 +88,22 @@ class PermissionDenied(ApiError):
 
 class ResourceExhausted(ApiError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(
+        self, message: str, reason: str, metadata: Mapping[str, str] | None = None, retry_delay: float | None = None
+    ) -> None:
+        super().__init__(message, reason, metadata)
+        self.retry_delay = retry_delay
+
+    def details(self) -> list[any_pb2.Any]:
+        """A RetryInfo when waiting helps: a client backs off as long as it says."""
+        if self.retry_delay is None:
+            return []
+        info = error_details_pb2.RetryInfo()
+        info.retry_delay.FromTimedelta(timedelta(seconds=self.retry_delay))
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        return [packed]
 
 
 class Unavailable(ApiError):

@@ -8,6 +8,7 @@ import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from google.protobuf.duration_pb2 import Duration
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -137,14 +138,19 @@ class ApiKeys:
             await session.flush()
             return to_message(key)
 
-    async def authenticate(self, secret: str) -> pb.AuthenticateApiKeyResponse:
+    async def authenticate(self, secret: str, reserve_calls: int) -> pb.AuthenticateApiKeyResponse:
+        v = Violations()
+        validate.number(v, "reserve_calls", reserve_calls, low=0, high=100_000)
+        v.raise_if_any()
         match = KEY.match(secret)
         if match is None:
             raise Unauthenticated("the API key is not valid", "API_KEY_INVALID")
         organization_id = uuid.UUID(match["org"])
         now = datetime.now(UTC)
         async with self.db.tenant(organization_id) as session:
-            key = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_key(secret)))
+            query = select(ApiKey).where(ApiKey.secret_hash == hash_key(secret))
+            # Reservations of one key queue on its row, each taking from what the one before left.
+            key = await session.scalar(query.with_for_update() if reserve_calls else query)
             owner = await session.get(User, key.owner_id) if key is not None else None
             org = await session.get(Organization, organization_id)
             usable = (
@@ -163,6 +169,7 @@ class ApiKeys:
             held = set(await permissions_of(session, owner.roles))
             if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
                 key.last_used_at = now
+            reserved, wait = take_calls(key, reserve_calls, now) if reserve_calls else (0, 0.0)
             return pb.AuthenticateApiKeyResponse(
                 api_key=PATH.format(organization_id, key.id),
                 owner=users.user_name(owner),
@@ -170,4 +177,27 @@ class ApiKeys:
                 permissions=[p for p in key.scopes if p in held],
                 rate_limit_per_minute=key.rate_limit_per_minute,
                 expire_time=resources.timestamp(key.expires_at) if key.expires_at else None,
+                reserved_calls=reserved,
+                retry_delay=duration(wait) if wait else None,
             )
+
+
+def duration(seconds: float) -> Duration:
+    value = Duration()
+    value.FromTimedelta(timedelta(seconds=seconds))
+    return value
+
+
+def take_calls(key: ApiKey, wanted: int, now: datetime) -> tuple[int, float]:
+    """Up to `wanted` calls from the key's token bucket (refilled evenly over the minute), and, when
+    it has none, the seconds until it has them."""
+    limit = max(key.rate_limit_per_minute, 1)
+    left = float(limit) if key.allowance is None else key.allowance
+    # `now` was read before the row lock: a reservation that waited for it must not move time back.
+    at = now if key.allowance_at is None else max(now, key.allowance_at)
+    if key.allowance_at is not None:
+        left = min(float(limit), left + (at - key.allowance_at).total_seconds() * limit / 60)
+    taken = min(wanted, int(left))
+    key.allowance, key.allowance_at = left - taken, at
+    # Told to wait until all it asked for is there, a process over the limit asks again only so often.
+    return taken, 0.0 if taken else (min(wanted, limit) - left) * 60 / limit

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, DateTime, Index, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy import ARRAY, BigInteger, DateTime, Float, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -143,6 +143,9 @@ class ApiKey(Timestamps, Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list, server_default="{}")
     rate_limit_per_minute: Mapped[int] = mapped_column(default=600, server_default=text("600"))
+    # Calls left of that limit as of `allowance_at`; NULL: all of them.
+    allowance: Mapped[float | None] = mapped_column(Float)
+    allowance_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

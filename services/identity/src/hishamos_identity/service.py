@@ -316,7 +316,7 @@ class ApiKeyService(api_key_pb2_grpc.ApiKeyServiceServicer):
     async def AuthenticateApiKey(
         self, request: api_key_pb2.AuthenticateApiKeyRequest, context: Context
     ) -> api_key_pb2.AuthenticateApiKeyResponse:
-        return await self.keys.authenticate(request.key)
+        return await self.keys.authenticate(request.key, request.reserve_calls)
 
 
 class Identity:
