@@ -1,5 +1,5 @@
 """Every RPC of every service, sent hostile values field by field: the answer is a clear status, never
-INTERNAL or UNKNOWN, never a hang or a crash, and never a stack trace or SQL.
+INTERNAL or UNKNOWN, never a hang or a crash, and never a stack trace or SQL; a refused write changes nothing.
 
 Requests are built from the descriptors, so a new RPC or field is covered the day it is declared. Each
 starts from a valid request (names of one live resource of every type in the caller's organization, the
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.api import resource_pb2
 from google.protobuf import descriptor_pool, json_format, symbol_database
@@ -23,8 +24,10 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from google.protobuf.message import Message
 
 from hishamos_devstack.envoy import SERVICES
+from hishamos_devstack.stack import Stack
 from hishamos_kit import api
 from tests.conftest import PASSWORD, Channels, Tenant
+from tests.db import superuser
 
 # Statuses that mean the server failed, not the request: a defect whoever sent what.
 BROKEN = {
@@ -433,38 +436,81 @@ def order(method: MethodDescriptor, names: Names) -> tuple[bool, int]:
     return method.name.startswith(DESTRUCTIVE), -named.count("/")
 
 
+class Rows:
+    """A service's tables as (rows, sum of their xmin): a committed insert, update or delete changes
+    it, a rolled-back one does not. It reads no values, so it stays cheap beside 70 kB strings."""
+
+    # Written beside a refusal by design (sign-in failures and denials are audited), or by workers.
+    UNWATCHED = ("audit_events", "jobs")
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+        tables = [
+            table
+            for (table,) in self.connection.execute("select tablename from pg_tables where schemaname = 'public'")
+            if table not in self.UNWATCHED
+        ]
+        self.query = " union all ".join(
+            f"select '{table}', count(*), coalesce(sum(xmin::text::bigint), 0) from {table}" for table in tables
+        )
+
+    def now(self) -> dict[str, tuple[int, int]]:
+        return {table: (count, xmins) for table, count, xmins in self.connection.execute(self.query)}
+
+
+# Refusals these make are recorded on purpose: a wrong password or code takes one of the user's
+# attempts, and a spent refresh token presented again revokes its family.
+RECORD_REFUSALS = {"Login", "RefreshToken", "ChangePassword", "DisableTotp", "ConfirmTotp"}
+
+
+def writes(method: MethodDescriptor) -> bool:
+    return not method.name.startswith(("Get", "List", "Compute"))
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_hostile_values_in_every_field_get_a_clear_status(
-    channels: Channels, tenant: Tenant, other_tenant: Tenant, service: str
+    stack: Stack, channels: Channels, tenant: Tenant, other_tenant: Tenant, service: str
 ) -> None:
     """Also: a name of another organization's resource in any field is never served."""
     names, theirs = Names(channels, tenant), Names(channels, other_tenant)
-    methods = sorted(
-        (m for s in api.services() if s.full_name.split(".")[1] == service for m in s.methods),
-        key=lambda m: order(m, names),
-    )
-    broken: list[str] = []
-    sent = 0
-    for method in methods:
-        base = base_request(method, names, tenant)
-        for path in paths(method.input_type):
-            # A create ignores its resource's name (AIP-133): the server names what it makes.
-            ignored = method.name.startswith("Create") and len(path) == 2 and path[-1].name == "name"
-            foreign = None if ignored else named_by(path[-1], theirs)
-            for value in [*hostile_values(path[-1]), *([foreign] if foreign else [])]:
-                request = with_value(base, path, value)
-                fresh(request, path[-1])
-                sent += 1
-                field = ".".join(f.name for f in path)
-                try:
-                    call(channels, service, method, request, tenant)
-                except grpc.RpcError as exc:
-                    code, details = exc.code(), exc.details() or ""  # type: ignore[attr-defined]
-                    if code in BROKEN or LEAK.search(details):
-                        broken.append(f"{method.name} {field}={repr(value)[:60]}: {code.name} {details[:200]!r}")
-                else:
-                    if value == foreign:
-                        broken.append(f"{method.name} {field}: served another organization's {value}")
+    with superuser(stack, service) as connection:
+        rows = Rows(connection)
+        methods = sorted(
+            (m for s in api.services() if s.full_name.split(".")[1] == service for m in s.methods),
+            key=lambda m: order(m, names),
+        )
+        broken: list[str] = []
+        sent = 0
+        for method in methods:
+            base = base_request(method, names, tenant)
+            watched = writes(method) and method.name not in RECORD_REFUSALS
+            before = rows.now() if watched else {}
+            for path in paths(method.input_type):
+                # A create ignores its resource's name (AIP-133): the server names what it makes.
+                ignored = method.name.startswith("Create") and len(path) == 2 and path[-1].name == "name"
+                foreign = None if ignored else named_by(path[-1], theirs)
+                for value in [*hostile_values(path[-1]), *([foreign] if foreign else [])]:
+                    request = with_value(base, path, value)
+                    fresh(request, path[-1])
+                    sent += 1
+                    field = ".".join(f.name for f in path)
+                    try:
+                        call(channels, service, method, request, tenant)
+                    except grpc.RpcError as exc:
+                        code, details = exc.code(), exc.details() or ""  # type: ignore[attr-defined]
+                        if code in BROKEN or LEAK.search(details):
+                            broken.append(f"{method.name} {field}={repr(value)[:60]}: {code.name} {details[:200]!r}")
+                        if watched and (after := rows.now()) != before:
+                            changed = sorted(t for t in after if after[t] != before.get(t))
+                            broken.append(
+                                f"{method.name} {field}={repr(value)[:60]}: {code.name} but changed {changed}"
+                            )
+                            before = after
+                    else:
+                        if value == foreign:
+                            broken.append(f"{method.name} {field}: served another organization's {value}")
+                        if watched:
+                            before = rows.now()
     assert sent > 100
     assert not broken, f"{len(broken)} of {sent} calls broke:\n" + "\n".join(broken)
 
