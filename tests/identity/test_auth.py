@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2, session_pb2, session_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.stack import Stack
 from hishamos_kit.auth import public_key_from_jwk
@@ -75,7 +75,7 @@ def test_taken_slug_is_already_exists(channels: Channels, tenant: Tenant) -> Non
     assert f.code == grpc.StatusCode.ALREADY_EXISTS and f.metadata["field"] == "organization_slug"
 
 
-def test_retried_sign_up_returns_the_first_organization_without_new_tokens(channels: Channels) -> None:
+def test_retried_sign_up_returns_the_first_organization_signed_in_afresh(channels: Channels) -> None:
     slug = f"org-{uuid.uuid4().hex[:10]}"
     request = auth_pb2.SignUpRequest(
         organization_slug=slug,
@@ -86,9 +86,20 @@ def test_retried_sign_up_returns_the_first_organization_without_new_tokens(chann
         request_id=str(uuid.uuid4()),
     )
     first = auth(channels).SignUp(request, timeout=30)
-    again = auth(channels).SignUp(request, timeout=30)
+    again = auth(channels).SignUp(request, timeout=30)  # as a client whose first answer was lost
     assert again.organization == first.organization and again.user == first.user
-    assert first.tokens.access_token and not again.HasField("tokens")
+    assert first.tokens.access_token and again.tokens.refresh_token not in ("", first.tokens.refresh_token)
+    sessions = session_pb2_grpc.SessionServiceStub(channels.direct("identity"))
+    metadata = (("authorization", f"Bearer {again.tokens.access_token}"),)
+    listed = sessions.ListSessions(
+        session_pb2.ListSessionsRequest(parent=first.user.name), metadata=metadata, timeout=10
+    )
+    assert len(listed.sessions) == 2
+    # Credentials that no longer sign in get the first answer without tokens.
+    changed = auth_pb2.SignUpRequest()
+    changed.CopyFrom(request)
+    changed.password = "not-the-password-9"
+    assert not auth(channels).SignUp(changed, timeout=30).HasField("tokens")
     assert login(channels, slug, "first", PASSWORD).user.name == first.user.name
     # The same request_id with another organization is another sign-up, never the first one's answer.
     other_slug = f"other-{uuid.uuid4().hex[:8]}"

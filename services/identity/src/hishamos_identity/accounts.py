@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import NoReturn
 
@@ -92,7 +93,7 @@ class Accounts:
             return kept
 
         async with self.db.tenant(organization_id) as session:
-            return await resources.once(
+            response = await resources.once(
                 session,
                 IdempotencyKey,
                 organization_id,
@@ -102,6 +103,16 @@ class Accounts:
                 lambda: create(session),
                 stored=without_tokens,
             )
+        if response.HasField("tokens"):
+            return response
+        # A retry, whose first answer was perhaps lost: its tokens were never stored, so the same
+        # credentials sign the admin in again, as Login would, when they still can.
+        again = pb.LoginRequest(
+            organization_slug=request.organization_slug, login=request.email, password=request.password
+        )
+        with contextlib.suppress(Unauthenticated, PermissionDenied):
+            response.tokens.CopyFrom((await self.login(again)).tokens)
+        return response
 
     @staticmethod
     async def _flush(session: AsyncSession) -> None:
