@@ -311,7 +311,14 @@ def base_request(method: MethodDescriptor, names: Names, tenant: Tenant) -> Mess
 
 
 # What a user does only for themself.
-ONESELF = {"ChangePassword", "EnrollTotp", "ConfirmTotp", "DisableTotp", "SendEmailVerification"}
+ONESELF = {
+    "ChangePassword",
+    "EnrollTotp",
+    "ConfirmTotp",
+    "DisableTotp",
+    "RegenerateRecoveryCodes",
+    "SendEmailVerification",
+}
 # Fields a second create must not repeat; each call gets its own value unless the field is the hostile one.
 UNIQUE = {
     "display_name": "n{}",
@@ -460,7 +467,7 @@ class Rows:
 
 # Refusals these make are recorded on purpose: a wrong password or code takes one of the user's
 # attempts, and a spent refresh token presented again revokes its family.
-RECORD_REFUSALS = {"Login", "RefreshToken", "ChangePassword", "DisableTotp", "ConfirmTotp"}
+RECORD_REFUSALS = {"Login", "RefreshToken", "ChangePassword", "DisableTotp", "ConfirmTotp", "RegenerateRecoveryCodes"}
 
 
 def writes(method: MethodDescriptor) -> bool:

@@ -78,6 +78,29 @@ def test_disable_needs_the_password(channels: Channels, tenant: Tenant) -> None:
     assert not login(channels, member).user.totp_enabled
 
 
+def test_new_recovery_codes_replace_the_old_ones(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    api = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    request = pb.RegenerateRecoveryCodesRequest(name=member.user, password=member.password)
+    off = failure(lambda: api.RegenerateRecoveryCodes(request, metadata=member.metadata, timeout=30))
+    assert off.code == grpc.StatusCode.FAILED_PRECONDITION and off.reason == "TOTP_NOT_ENABLED"
+    _, old = enrol(channels, member)
+    wrong = pb.RegenerateRecoveryCodesRequest(name=member.user, password="not-the-password-1")
+    assert (
+        "password"
+        in failure(lambda: api.RegenerateRecoveryCodes(wrong, metadata=member.metadata, timeout=30)).violations
+    )
+    theirs = pb.RegenerateRecoveryCodesRequest(name=tenant.user, password=tenant.password)
+    denied = failure(lambda: api.RegenerateRecoveryCodes(theirs, metadata=member.metadata, timeout=30))
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    assert login(channels, member, old[0]).user.totp_enabled  # the old codes worked until now
+    new = list(api.RegenerateRecoveryCodes(request, metadata=member.metadata, timeout=30).recovery_codes)
+    assert len(new) == 10 == len(set(new)) and not set(new) & set(old)
+    assert failure(lambda: login(channels, member, old[1])).reason == "INVALID_TOTP"
+    assert login(channels, member, new[0]).user.totp_enabled
+    assert failure(lambda: login(channels, member, new[0])).reason == "INVALID_TOTP"
+
+
 def _try(call: object) -> bool:
     try:
         call()  # type: ignore[operator]

@@ -219,6 +219,12 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         await self.users.disable_totp(current_principal(), request)
         return user_pb2.DisableTotpResponse()
 
+    async def RegenerateRecoveryCodes(
+        self, request: user_pb2.RegenerateRecoveryCodesRequest, context: Context
+    ) -> user_pb2.RegenerateRecoveryCodesResponse:
+        codes = await self.users.regenerate_recovery_codes(current_principal(), request)
+        return user_pb2.RegenerateRecoveryCodesResponse(recovery_codes=codes)
+
     async def ChangePassword(
         self, request: user_pb2.ChangePasswordRequest, context: Context
     ) -> user_pb2.ChangePasswordResponse:

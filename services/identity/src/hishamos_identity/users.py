@@ -337,6 +337,33 @@ class Users(StandardMethods[User, pb.User]):
             )
             audit.record(session, principal.organization_id, "totp.disabled", principal.subject, request.name)
 
+    async def regenerate_recovery_codes(
+        self, principal: Principal, request: pb.RegenerateRecoveryCodesRequest
+    ) -> list[str]:
+        user_id = own_user(principal, request.name)
+        v = Violations()
+        v.check(bool(request.password), "password", "is required")
+        v.raise_if_any()
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await live_user(session, user_id, request.name)
+        if not user.totp_enabled:
+            raise FailedPrecondition("two-factor sign-in is off; ConfirmTotp gives recovery codes", "TOTP_NOT_ENABLED")
+        await self._check_password(user, request.password, "password")
+        codes = totp.recovery_codes()
+        async with self.db.tenant(principal.organization_id) as session:
+            replaced = await session.execute(
+                update(User)
+                .where(User.id == user_id, User.totp_enabled.is_(True))
+                .values(recovery_codes=[totp.hash_code(c) for c in codes], updated_at=func.now())
+            )
+            # Two-factor sign-in may have been turned off while the password was checked.
+            if not replaced.rowcount:  # type: ignore[attr-defined]
+                raise FailedPrecondition("two-factor sign-in is off", "TOTP_NOT_ENABLED")
+            audit.record(
+                session, principal.organization_id, "totp.recovery_codes_replaced", principal.subject, request.name
+            )
+        return codes
+
     async def change_password(self, principal: Principal, request: pb.ChangePasswordRequest) -> None:
         user_id = own_user(principal, request.name)
         v = Violations()
