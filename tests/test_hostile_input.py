@@ -41,8 +41,20 @@ BROKEN = {
 LEAK = re.compile(
     r"Traceback|File \"|psycopg|sqlalchemy|asyncpg|\bSELECT\b|\bINSERT INTO\b|\bUPDATE \w+ SET\b|\bWHERE\b"
 )
-# Verbs that take something away: sent last, so the resources the others name still exist.
-DESTRUCTIVE = ("Delete", "Purge", "Revoke", "Remove", "Unassign", "Logout", "Archive", "Complete", "Disable")
+# Verbs that take something away (a password change ends sessions and the password sign-ins use): sent
+# last, so the resources and credentials the others name still work.
+DESTRUCTIVE = (
+    "Delete",
+    "Purge",
+    "Revoke",
+    "Remove",
+    "Unassign",
+    "Logout",
+    "Archive",
+    "Complete",
+    "Disable",
+    "ChangePassword",
+)
 NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 # One resource of each type, created in this order; `{Type}` is the name of a resource created before.
