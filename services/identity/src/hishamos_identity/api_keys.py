@@ -192,10 +192,10 @@ def take_calls(key: ApiKey, wanted: int, now: datetime) -> tuple[int, float]:
     """Up to `wanted` calls from the key's token bucket (refilled evenly over the minute), and, when
     it has none, the seconds until it has them."""
     limit = max(key.rate_limit_per_minute, 1)
-    left = float(limit) if key.allowance is None else key.allowance
-    # `now` was read before the row lock: a reservation that waited for it must not move time back.
-    at = now if key.allowance_at is None else max(now, key.allowance_at)
+    left, at = (float(limit) if key.allowance is None else key.allowance), now
     if key.allowance_at is not None:
+        # `now` was read before the row lock: a reservation that waited for it must not move time back.
+        at = max(now, key.allowance_at)
         left = min(float(limit), left + (at - key.allowance_at).total_seconds() * limit / 60)
     taken = min(wanted, int(left))
     key.allowance, key.allowance_at = left - taken, at
