@@ -22,6 +22,18 @@ from tests.errors import Failure, decode, failure
 LIST_PROJECTS = ["projects.projects.list", "knowledge.documents.list"]
 
 
+def test_keys_are_listed_by_owner(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant, "developer")
+    mine = create(channels, tenant, LIST_PROJECTS).api_key
+    theirs = create(channels, member, ["projects.projects.list"]).api_key
+    listing = pb.ListApiKeysRequest(parent=tenant.organization, filter=f'owner = "{member.user}"')
+    listed = keys(channels).ListApiKeys(listing, metadata=tenant.metadata, timeout=10).api_keys
+    assert [k.name for k in listed] == [theirs.name] and mine.name != theirs.name
+    listing.filter = 'owner = "ada"'
+    bad = failure(lambda: keys(channels).ListApiKeys(listing, metadata=tenant.metadata, timeout=10))
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT and "filter" in bad.violations
+
+
 def tried(call: Callable[[], object]) -> Failure | None:
     """None when `call` succeeds, else how it failed."""
     try:

@@ -19,15 +19,24 @@ from hishamos_identity.models import ApiKey, Organization, User
 from hishamos_kit import resources, validate
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Database
-from hishamos_kit.errors import NotFound, PermissionDenied, Unauthenticated, Violations
-from hishamos_kit.listing import Field, ListSpec, list_page, parse_time
+from hishamos_kit.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Violations
+from hishamos_kit.listing import Field, ListSpec, list_page, parse_text, parse_time
 
 PATH = resources.ResourcePath("organizations/{organization}/apiKeys/{api_key}")
 # hos_<organization id, 32 hex>_<secret>: the organization tells which tenant's table to look in.
 KEY = re.compile(r"^hos_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
 DEFAULT_RATE = 600
+
+
+def parse_owner(value: object) -> uuid.UUID:
+    try:
+        return users.PATH.parse(parse_text(value), "owner")[1]
+    except InvalidArgument:
+        raise ValueError(f"expected a user's name, {users.PATH.pattern}") from None
+
+
 LIST = ListSpec(
-    filter_fields={},
+    filter_fields={"owner": Field(ApiKey.owner_id, parse_owner), "create_time": Field(ApiKey.created_at, parse_time)},
     order_fields={"create_time": Field(ApiKey.created_at, parse_time)},
     default_order="create_time desc",
     id_column=ApiKey.id,
@@ -120,7 +129,7 @@ class ApiKeys:
                 select(ApiKey),
                 page_size=request.page_size,
                 page_token=request.page_token,
-                filter="",
+                filter=request.filter,
                 order_by="",
                 scope=(request.parent,),
             )
