@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,6 +34,26 @@ def test_keys_are_listed_by_owner(channels: Channels, tenant: Tenant) -> None:
     listing.filter = 'owner = "ada"'
     bad = failure(lambda: keys(channels).ListApiKeys(listing, metadata=tenant.metadata, timeout=10))
     assert bad.code == grpc.StatusCode.INVALID_ARGUMENT and "filter" in bad.violations
+
+
+def refusals_by_identity(stack: Stack) -> float:
+    """How many AuthenticateApiKey calls identity has answered UNAUTHENTICATED."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.ports.metrics['identity']}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    method = "/hishamos.identity.v1.ApiKeyService/AuthenticateApiKey"
+    found = re.search(rf'grpc_server_handled_total{{grpc_code="UNAUTHENTICATED",grpc_method="{method}"}} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_refused_key_is_remembered_not_asked_about_on_every_call(
+    stack: Stack, channels: Channels, tenant: Tenant
+) -> None:
+    bogus = f"hos_{tenant.organization.split('/')[1].replace('-', '')}_{'b' * 43}"
+    before = refusals_by_identity(stack)
+    for _ in range(20):
+        f = failure(lambda: list_projects(channels.direct("projects"), tenant, (("x-api-key", bogus),)))
+        assert f.code == grpc.StatusCode.UNAUTHENTICATED
+    assert refusals_by_identity(stack) - before == 1
 
 
 def tried(call: Callable[[], object]) -> Failure | None:

@@ -228,6 +228,9 @@ class ApiKeys:
         self._target = target
         self._ttl = ttl_seconds
         self._states: dict[str, _KeyState] = {}
+        # Keys identity refused, until when: a client retrying a revoked key reaches identity once per
+        # `ttl_seconds`, not with every call. A refused key never becomes valid.
+        self._refused: dict[str, float] = {}
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._channel: grpc.aio.Channel | None = None
 
@@ -246,6 +249,8 @@ class ApiKeys:
                         {"limit": str(state.limit)},
                         retry_delay=state.blocked_until - now,
                     )
+            if self._refused.get(key, 0.0) > now:
+                raise Unauthenticated("the API key is not valid", "API_KEY_INVALID")
             await self._reserve(key, state)
 
     async def _reserve(self, key: str, state: _KeyState | None) -> None:
@@ -272,6 +277,9 @@ class ApiKeys:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 self._states.pop(key, None)
+                if len(self._refused) >= 10_000:
+                    self._refused.clear()
+                self._refused[key] = time.monotonic() + self._ttl
                 raise Unauthenticated("the API key is not valid", "API_KEY_INVALID") from None
             if exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # a valid key that may not act now
                 raise PermissionDenied(exc.details() or "the API key may not be used now", "API_KEY_DENIED") from None
