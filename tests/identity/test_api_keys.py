@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hishamos.agents.v1 import platform_pb2, platform_pb2_grpc
@@ -34,6 +35,36 @@ def test_keys_are_listed_by_owner(channels: Channels, tenant: Tenant) -> None:
     listing.filter = 'owner = "ada"'
     bad = failure(lambda: keys(channels).ListApiKeys(listing, metadata=tenant.metadata, timeout=10))
     assert bad.code == grpc.StatusCode.INVALID_ARGUMENT and "filter" in bad.violations
+
+
+def test_a_key_is_renamed_rescoped_and_relimited_by_its_owner(channels: Channels, tenant: Tenant) -> None:
+    owner, other = add_user(channels, tenant, "developer"), add_user(channels, tenant, "developer")
+    key = create(channels, owner, ["projects.projects.list", "projects.projects.get"], rate_limit_per_minute=600)
+
+    def update(caller: Tenant, *paths: str, **fields: object) -> pb.ApiKey:
+        changed = pb.ApiKey(name=key.api_key.name, **fields)  # type: ignore[arg-type]
+        request = pb.UpdateApiKeyRequest(api_key=changed, update_mask=FieldMask(paths=list(paths)))
+        return keys(channels).UpdateApiKey(request, metadata=caller.metadata, timeout=10).api_key
+
+    updated = update(owner, "display_name", "rate_limit_per_minute", display_name="Nightly", rate_limit_per_minute=2)
+    assert (updated.display_name, updated.rate_limit_per_minute) == ("Nightly", 2)
+    assert list(updated.scopes) == list(key.api_key.scopes) and updated.prefix == key.api_key.prefix
+    for _ in range(2):
+        list_projects(channels.direct("projects"), tenant, (("x-api-key", key.secret),))
+    limited = failure(lambda: list_projects(channels.direct("projects"), tenant, (("x-api-key", key.secret),)))
+    assert limited.code == grpc.StatusCode.RESOURCE_EXHAUSTED and limited.metadata["limit"] == "2"
+    assert list(update(owner, "scopes", scopes=["projects.projects.list"]).scopes) == ["projects.projects.list"]
+
+    beyond = failure(lambda: update(owner, "scopes", scopes=["identity.users.update"]))
+    assert beyond.code == grpc.StatusCode.INVALID_ARGUMENT and "api_key.scopes[0]" in beyond.violations
+    assert "update_mask.paths[0]" in failure(lambda: update(owner, "prefix", prefix="hos_x")).violations
+    assert failure(lambda: update(other, "display_name", display_name="Mine")).code == grpc.StatusCode.PERMISSION_DENIED
+    assert update(tenant, "display_name", display_name="By an admin").display_name == "By an admin"
+    keys(channels).RevokeApiKey(pb.RevokeApiKeyRequest(name=key.api_key.name), metadata=owner.metadata, timeout=10)
+    revoked = failure(lambda: update(owner, "display_name", display_name="Late"))
+    assert revoked.code == grpc.StatusCode.FAILED_PRECONDITION and revoked.reason == "API_KEY_REVOKED"
+    got = keys(channels).GetApiKey(pb.GetApiKeyRequest(name=key.api_key.name), metadata=owner.metadata, timeout=10)
+    assert got.api_key.display_name == "By an admin" and list(got.api_key.scopes) == ["projects.projects.list"]
 
 
 def refusals_by_identity(stack: Stack) -> float:

@@ -6,9 +6,11 @@ import hashlib
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,13 +21,21 @@ from hishamos_identity.models import ApiKey, Organization, User
 from hishamos_kit import resources, validate
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Database
-from hishamos_kit.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Violations
+from hishamos_kit.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Violations,
+)
 from hishamos_kit.listing import Field, ListSpec, list_page, parse_text, parse_time
 
 PATH = resources.ResourcePath("organizations/{organization}/apiKeys/{api_key}")
 # hos_<organization id, 32 hex>_<secret>: the organization tells which tenant's table to look in.
 KEY = re.compile(r"^hos_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
 DEFAULT_RATE = 600
+UPDATABLE = ("display_name", "scopes", "rate_limit_per_minute")
 
 
 def parse_owner(value: object) -> uuid.UUID:
@@ -72,11 +82,7 @@ class ApiKeys:
         owner_id = resources.own_name(principal, users.PATH, principal.subject, "owner")
         v = Violations()
         display_name = validate.text(v, "api_key.display_name", message.display_name, required=True)
-        if not message.scopes:
-            v.add("api_key.scopes", "must name at least one permission")
-        for i, scope in enumerate(message.scopes):
-            if scope not in principal.permissions:
-                v.add(f"api_key.scopes[{i}]", f"you do not hold {scope}, so a key of yours cannot")
+        check_scopes(v, principal, message.scopes)
         validate.number(v, "api_key.rate_limit_per_minute", message.rate_limit_per_minute, low=0, high=100_000)
         expires = (
             validate.timestamp(v, "api_key.expire_time", message.expire_time)
@@ -110,10 +116,16 @@ class ApiKeys:
             )
             return pb.CreateApiKeyResponse(api_key=to_message(key), secret=secret)
 
-    async def _load(self, session: AsyncSession, principal: Principal, name: str) -> ApiKey:
-        key = await session.get(ApiKey, resources.own_name(principal, PATH, name))
+    async def _load(
+        self, session: AsyncSession, principal: Principal, name: str, field: str = "name", *, mine: bool = False
+    ) -> ApiKey:
+        """The key `name`, locked; `mine`: the caller must own it or manage users."""
+        key = await session.get(ApiKey, resources.own_name(principal, PATH, name, field), with_for_update=mine)
         if key is None:
             raise NotFound(name)
+        own = users.PATH.format(key.organization_id, key.owner_id) == principal.subject
+        if mine and not own and "identity.users.update" not in principal.permissions:
+            raise PermissionDenied("only the owner or a user manager may change this key", "NOT_OWNER")
         return key
 
     async def get(self, principal: Principal, name: str) -> pb.ApiKey:
@@ -137,14 +149,37 @@ class ApiKeys:
 
     async def revoke(self, principal: Principal, name: str) -> pb.ApiKey:
         async with self.db.tenant(principal.organization_id) as session:
-            key = await self._load(session, principal, name)
-            own = users.PATH.format(key.organization_id, key.owner_id) == principal.subject
-            if not own and "identity.users.update" not in principal.permissions:
-                raise PermissionDenied("only the owner or a user manager may revoke this key", "NOT_OWNER")
+            key = await self._load(session, principal, name, mine=True)
             if key.revoked_at is None:
                 key.revoked_at = datetime.now(UTC)
                 audit.record(session, principal.organization_id, "api_key.revoked", principal.subject, name)
             await session.flush()
+            return to_message(key)
+
+    async def update(self, principal: Principal, message: pb.ApiKey, mask: FieldMask) -> pb.ApiKey:
+        paths = resources.update_paths(mask, message, UPDATABLE, "api_key")
+        v = Violations()
+        if "display_name" in paths:
+            validate.text(v, "api_key.display_name", message.display_name, required=True)
+        if "scopes" in paths:
+            check_scopes(v, principal, message.scopes)
+        if "rate_limit_per_minute" in paths:
+            validate.number(v, "api_key.rate_limit_per_minute", message.rate_limit_per_minute, low=0, high=100_000)
+        v.raise_if_any()
+        async with self.db.tenant(principal.organization_id) as session:
+            key = await self._load(session, principal, message.name, "api_key.name", mine=True)
+            if key.revoked_at is not None:
+                raise FailedPrecondition("the key is revoked; create another", "API_KEY_REVOKED")
+            if "display_name" in paths:
+                key.display_name = message.display_name.strip()
+            if "scopes" in paths:
+                key.scopes = sorted(set(message.scopes))
+            if "rate_limit_per_minute" in paths:
+                key.rate_limit_per_minute = message.rate_limit_per_minute or DEFAULT_RATE
+            await session.flush()
+            audit.record(
+                session, principal.organization_id, "api_key.updated", principal.subject, message.name, fields=paths
+            )
             return to_message(key)
 
     async def authenticate(self, secret: str, reserve_calls: int) -> pb.AuthenticateApiKeyResponse:
@@ -189,6 +224,15 @@ class ApiKeys:
                 reserved_calls=reserved,
                 retry_delay=duration(wait) if wait else None,
             )
+
+
+def check_scopes(v: Violations, principal: Principal, scopes: Sequence[str]) -> None:
+    """A key's scopes: at least one, each held by the caller making or changing the key."""
+    if not scopes:
+        v.add("api_key.scopes", "must name at least one permission")
+    for i, scope in enumerate(scopes):
+        if scope not in principal.permissions:
+            v.add(f"api_key.scopes[{i}]", f"you do not hold {scope}, so a key of yours cannot")
 
 
 def duration(seconds: float) -> Duration:

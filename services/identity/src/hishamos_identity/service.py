@@ -314,6 +314,12 @@ class ApiKeyService(api_key_pb2_grpc.ApiKeyServiceServicer):
     ) -> api_key_pb2.ListApiKeysResponse:
         return await self.keys.list(current_principal(), request)
 
+    async def UpdateApiKey(
+        self, request: api_key_pb2.UpdateApiKeyRequest, context: Context
+    ) -> api_key_pb2.UpdateApiKeyResponse:
+        key = await self.keys.update(current_principal(), request.api_key, request.update_mask)
+        return api_key_pb2.UpdateApiKeyResponse(api_key=key)
+
     async def RevokeApiKey(
         self, request: api_key_pb2.RevokeApiKeyRequest, context: Context
     ) -> api_key_pb2.RevokeApiKeyResponse:
