@@ -19,20 +19,24 @@ with warnings.catch_warnings():
 SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root
 
 
-def _run_as() -> dict[str, object]:
-    """Drop to an unprivileged system user when we are root, as initdb and postgres require."""
+def _run_as() -> list[str]:
+    """The command prefix that drops to an unprivileged system user when we are root, as initdb and
+    postgres require. It is setpriv rather than subprocess's `user=`, which makes Python fork instead
+    of vfork: a fork while other threads are inside a gRPC call now and then aborts the child before it
+    runs (`ev_epoll1_linux.cc: Check failed`), and so a restart under load failed without a word."""
     if os.geteuid() != 0:
-        return {}
+        return []
     try:
-        pwd.getpwnam(SYSTEM_USER)
+        entry = pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
-    return {"user": SYSTEM_USER, "group": pwd.getpwnam(SYSTEM_USER).pw_gid}
+        entry = pwd.getpwnam(SYSTEM_USER)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups"]
 
 
-def _open_path_for(path: Path, user_kwargs: dict[str, object]) -> None:
+def _open_path_for(path: Path, run_as: list[str]) -> None:
     """Let the system user reach `path` and own it."""
-    if not user_kwargs:
+    if not run_as:
         return
     entry = pwd.getpwnam(SYSTEM_USER)
     for parent in reversed(path.parents):
@@ -51,7 +55,7 @@ class EmbeddedPostgres:
         self.password = password
         self.bin = POSTGRES_VERSIONS[18]
         self.socket_dir = data_dir.parent / "postgres-run"
-        self._user = _run_as()
+        self._run_as = _run_as()
 
     @property
     def socket_dir_for_clients(self) -> str:
@@ -64,18 +68,18 @@ class EmbeddedPostgres:
         return f"postgresql+psycopg://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def _pg(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [str(self.bin / tool), *args]
-        return subprocess.run(command, check=True, text=True, capture_output=True, **self._user)  # type: ignore[call-overload,no-any-return]
+        command = [*self._run_as, str(self.bin / tool), *args]
+        return subprocess.run(command, check=True, text=True, capture_output=True)
 
     def init(self) -> bool:
         """Create the cluster if missing; True when it was created now."""
         if (self.data_dir / "PG_VERSION").exists():
             return False
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        _open_path_for(self.data_dir, self._user)
+        _open_path_for(self.data_dir, self._run_as)
         pwfile = self.data_dir.parent / f".{self.data_dir.name}.pw"
         pwfile.write_text(self.password)
-        if self._user:
+        if self._run_as:
             shutil.chown(pwfile, pwd.getpwnam(SYSTEM_USER).pw_uid)
         try:
             self._pg(
@@ -107,7 +111,7 @@ class EmbeddedPostgres:
         if " peer" in (rules := hba.read_text()):
             hba.write_text(rules.replace(" peer", " scram-sha-256"))
         self.socket_dir.mkdir(exist_ok=True)
-        _open_path_for(self.socket_dir, self._user)
+        _open_path_for(self.socket_dir, self._run_as)
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.socket_dir} "
             "-c max_connections=200 -c shared_buffers=256MB -c fsync=on -c log_min_messages=warning"
@@ -129,7 +133,8 @@ class EmbeddedPostgres:
         except subprocess.CalledProcessError as exc:
             log = (self.data_dir / "server.log").read_text()[-2000:] if (self.data_dir / "server.log").exists() else ""
             raise SystemExit(
-                f"PostgreSQL did not start on port {self.port} (is the port taken?):\n{exc.stdout}{exc.stderr}\n{log}"
+                f"PostgreSQL did not start on port {self.port} (is the port taken?): pg_ctl exited with "
+                f"{exc.returncode}\n{exc.stdout}{exc.stderr}\n{log}"
             ) from None
 
     def stop(self) -> None:
