@@ -6,10 +6,9 @@ import hashlib
 import re
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,9 +80,7 @@ class ApiKeys:
         organization_id = resources.own_parent(principal, parent)
         owner_id = resources.own_name(principal, users.PATH, principal.subject, "owner")
         v = Violations()
-        display_name = validate.text(v, "api_key.display_name", message.display_name, required=True)
-        check_scopes(v, principal, message.scopes)
-        validate.number(v, "api_key.rate_limit_per_minute", message.rate_limit_per_minute, low=0, high=100_000)
+        check_fields(v, principal, message, UPDATABLE)
         expires = (
             validate.timestamp(v, "api_key.expire_time", message.expire_time)
             if message.HasField("expire_time")
@@ -101,7 +98,7 @@ class ApiKeys:
             id=uuid.uuid4(),
             organization_id=organization_id,
             owner_id=owner_id,
-            display_name=display_name,
+            display_name=message.display_name.strip(),
             prefix=secret[:4] + secret[37:45],
             secret_hash=hash_key(secret),
             scopes=sorted(set(message.scopes)),
@@ -119,7 +116,7 @@ class ApiKeys:
     async def _load(
         self, session: AsyncSession, principal: Principal, name: str, field: str = "name", *, mine: bool = False
     ) -> ApiKey:
-        """The key `name`, locked; `mine`: the caller must own it or manage users."""
+        """The key `name`; `mine`: locked, and the caller must own it or manage users."""
         key = await session.get(ApiKey, resources.own_name(principal, PATH, name, field), with_for_update=mine)
         if key is None:
             raise NotFound(name)
@@ -159,12 +156,7 @@ class ApiKeys:
     async def update(self, principal: Principal, message: pb.ApiKey, mask: FieldMask) -> pb.ApiKey:
         paths = resources.update_paths(mask, message, UPDATABLE, "api_key")
         v = Violations()
-        if "display_name" in paths:
-            validate.text(v, "api_key.display_name", message.display_name, required=True)
-        if "scopes" in paths:
-            check_scopes(v, principal, message.scopes)
-        if "rate_limit_per_minute" in paths:
-            validate.number(v, "api_key.rate_limit_per_minute", message.rate_limit_per_minute, low=0, high=100_000)
+        check_fields(v, principal, message, paths)
         v.raise_if_any()
         async with self.db.tenant(principal.organization_id) as session:
             key = await self._load(session, principal, message.name, "api_key.name", mine=True)
@@ -214,7 +206,7 @@ class ApiKeys:
             if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
                 key.last_used_at = now
             reserved, wait = take_calls(key, reserve_calls, now) if reserve_calls else (0, 0.0)
-            return pb.AuthenticateApiKeyResponse(
+            response = pb.AuthenticateApiKeyResponse(
                 api_key=PATH.format(organization_id, key.id),
                 owner=users.user_name(owner),
                 organization=resources.ORGANIZATION.format(organization_id),
@@ -222,23 +214,25 @@ class ApiKeys:
                 rate_limit_per_minute=key.rate_limit_per_minute,
                 expire_time=resources.timestamp(key.expires_at) if key.expires_at else None,
                 reserved_calls=reserved,
-                retry_delay=duration(wait) if wait else None,
             )
+            if wait:
+                response.retry_delay.FromTimedelta(timedelta(seconds=wait))
+            return response
 
 
-def check_scopes(v: Violations, principal: Principal, scopes: Sequence[str]) -> None:
-    """A key's scopes: at least one, each held by the caller making or changing the key."""
-    if not scopes:
-        v.add("api_key.scopes", "must name at least one permission")
-    for i, scope in enumerate(scopes):
-        if scope not in principal.permissions:
-            v.add(f"api_key.scopes[{i}]", f"you do not hold {scope}, so a key of yours cannot")
-
-
-def duration(seconds: float) -> Duration:
-    value = Duration()
-    value.FromTimedelta(timedelta(seconds=seconds))
-    return value
+def check_fields(v: Violations, principal: Principal, message: pb.ApiKey, paths: Collection[str]) -> None:
+    """The settable fields among `paths`, as a create or an update sets them: scopes at least one,
+    each held by the caller making or changing the key."""
+    if "display_name" in paths:
+        validate.text(v, "api_key.display_name", message.display_name, required=True)
+    if "scopes" in paths:
+        if not message.scopes:
+            v.add("api_key.scopes", "must name at least one permission")
+        for i, scope in enumerate(message.scopes):
+            if scope not in principal.permissions:
+                v.add(f"api_key.scopes[{i}]", f"you do not hold {scope}, so a key of yours cannot")
+    if "rate_limit_per_minute" in paths:
+        validate.number(v, "api_key.rate_limit_per_minute", message.rate_limit_per_minute, low=0, high=100_000)
 
 
 def take_calls(key: ApiKey, wanted: int, now: datetime) -> tuple[int, float]:
