@@ -18,9 +18,10 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cached_property, lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -85,6 +86,11 @@ class ListSpec:
     order_fields: Mapping[str, Field]
     default_order: str
     id_column: Any
+
+    @cached_property
+    def table(self) -> str:
+        """The listed table's name, read once: SQLAlchemy's column proxy is slow to ask per call."""
+        return str(self.id_column.table.name)
 
 
 @dataclass(frozen=True)
@@ -234,11 +240,16 @@ def parse_order_by(text: str, spec: ListSpec) -> list[tuple[str, bool]]:
     return order
 
 
-def fingerprint_of(spec: ListSpec, *parts: object) -> str:
+def fingerprint_of(spec: ListSpec, *parts: Hashable) -> str:
     """What a page token is bound to: what is listed (its table), and the filter, order and scope of
     the list it continues."""
-    listed = spec.id_column.table.name
-    return hashlib.sha256(json.dumps([listed, *parts], default=str).encode()).hexdigest()[:16]
+    return _fingerprint(spec.table, parts)
+
+
+@lru_cache(maxsize=4096)
+def _fingerprint(table: str, parts: tuple[Hashable, ...]) -> str:
+    # Cached: a client paging through a list, or polling its first page, asks with the same parts.
+    return hashlib.sha256(json.dumps([table, *parts], default=str).encode()).hexdigest()[:16]
 
 
 async def list_page(
@@ -250,7 +261,7 @@ async def list_page(
     page_token: str,
     filter: str,
     order_by: str,
-    scope: Sequence[object],
+    scope: Sequence[Hashable],
 ) -> Page:
     """One page of `query` (already scoped to the caller) under the request's filter and order.
 
@@ -263,7 +274,7 @@ async def list_page(
     condition = parse_filter(filter, spec.filter_fields)
     order = parse_order_by(order_by, spec)
     keys = sort_keys(spec, order)
-    fingerprint = fingerprint_of(spec, filter, order, *scope)
+    fingerprint = fingerprint_of(spec, filter, tuple(order), *scope)
 
     if condition is not None:
         query = query.where(condition)
@@ -296,9 +307,21 @@ def use_token_key(key: bytes) -> None:
     """The service's key for page tokens, the same in every process of it (a setting)."""
     global _sealer
     _sealer = Sealer(key)
+    _token.cache_clear()
 
 
 def make_token(values: Sequence[Any], fingerprint: str) -> str:
+    key = tuple(values)
+    try:
+        return _token(key, fingerprint)
+    except TypeError:  # an unhashable value, which no sort key has (a forged token in a test)
+        return _token.__wrapped__(key, fingerprint)
+
+
+@lru_cache(maxsize=4096)
+def _token(values: tuple[Any, ...], fingerprint: str) -> str:
+    # Cached: the same page read again (a board polled, say) continues from the same row. A token
+    # means only "after this row of this list", so callers who may read the list can share one.
     plain = json.dumps([_encode(v) for v in values]).encode()
     return base64.urlsafe_b64encode(_sealer.seal(plain, fingerprint)).decode().rstrip("=")
 
