@@ -60,11 +60,41 @@ def test_a_key_is_renamed_rescoped_and_relimited_by_its_owner(channels: Channels
     assert "update_mask.paths[0]" in failure(lambda: update(owner, "prefix", prefix="hos_x")).violations
     assert failure(lambda: update(other, "display_name", display_name="Mine")).code == grpc.StatusCode.PERMISSION_DENIED
     assert update(tenant, "display_name", display_name="By an admin").display_name == "By an admin"
-    keys(channels).RevokeApiKey(pb.RevokeApiKeyRequest(name=key.api_key.name), metadata=owner.metadata, timeout=10)
+    revoke(channels, owner, key.api_key.name)
     revoked = failure(lambda: update(owner, "display_name", display_name="Late"))
     assert revoked.code == grpc.StatusCode.FAILED_PRECONDITION and revoked.reason == "API_KEY_REVOKED"
     got = keys(channels).GetApiKey(pb.GetApiKeyRequest(name=key.api_key.name), metadata=owner.metadata, timeout=10)
     assert got.api_key.display_name == "By an admin" and list(got.api_key.scopes) == ["projects.projects.list"]
+
+
+def test_a_stale_etag_changes_nothing_and_using_a_key_keeps_its_etag(channels: Channels, tenant: Tenant) -> None:
+    key = create(channels, tenant, LIST_PROJECTS)
+    first = key.api_key.etag
+    list_projects(channels.direct("projects"), tenant, (("x-api-key", key.secret),))  # writes last use
+    get = pb.GetApiKeyRequest(name=key.api_key.name)
+    assert keys(channels).GetApiKey(get, metadata=tenant.metadata, timeout=10).api_key.etag == first
+
+    def update(etag: str, display_name: str) -> pb.ApiKey:
+        changed = pb.ApiKey(name=key.api_key.name, display_name=display_name, etag=etag)
+        request = pb.UpdateApiKeyRequest(api_key=changed, update_mask=FieldMask(paths=["display_name"]))
+        return keys(channels).UpdateApiKey(request, metadata=tenant.metadata, timeout=10).api_key
+
+    second = update(first, "Renamed").etag
+    assert second and second != first
+    for stale in (lambda: update(first, "Lost"), lambda: revoke(channels, tenant, key.api_key.name, first)):
+        refused = failure(stale)
+        assert refused.code == grpc.StatusCode.ABORTED and refused.reason == "ETAG_MISMATCH"
+        assert refused.metadata["current_etag"] == second
+    got = keys(channels).GetApiKey(get, metadata=tenant.metadata, timeout=10).api_key
+    assert (got.display_name, got.etag, got.HasField("revoke_time")) == ("Renamed", second, False)
+    list_projects(channels.direct("projects"), tenant, (("x-api-key", key.secret),))  # still works
+    revoked = revoke(channels, tenant, key.api_key.name, second)
+    assert revoked.HasField("revoke_time") and revoked.etag not in (first, second)
+
+
+def revoke(channels: Channels, caller: Tenant, name: str, etag: str = "") -> pb.ApiKey:
+    request = pb.RevokeApiKeyRequest(name=name, etag=etag)
+    return keys(channels).RevokeApiKey(request, metadata=caller.metadata, timeout=10).api_key
 
 
 def refusals_by_identity(stack: Stack) -> float:
@@ -227,11 +257,9 @@ def test_revoked_or_bogus_keys_stop_working(channels: Channels, tenant: Tenant, 
     created = create(channels, tenant, LIST_PROJECTS)
     secret = created.secret
     list_projects(channels.direct("projects"), tenant, (("x-api-key", secret),))  # cached by projects now
-    theirs = pb.RevokeApiKeyRequest(name=created.api_key.name)
-    assert failure(lambda: keys(channels).RevokeApiKey(theirs, metadata=other_tenant.metadata, timeout=10)).code == (
-        grpc.StatusCode.NOT_FOUND
-    )
-    revoked = keys(channels).RevokeApiKey(theirs, metadata=tenant.metadata, timeout=10).api_key
+    theirs = failure(lambda: revoke(channels, other_tenant, created.api_key.name))
+    assert theirs.code == grpc.StatusCode.NOT_FOUND
+    revoked = revoke(channels, tenant, created.api_key.name)
     assert revoked.revoke_time.seconds > 0
     documents = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
     request = document_pb2.ListDocumentsRequest(parent=tenant.organization)

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from google.api import field_behavior_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -80,11 +80,18 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
-def etag(row: Resource) -> str:
+class Versioned(Protocol):
+    """A row whose version is its etag: a Resource, or a row that versions only some of its writes."""
+
+    @property
+    def version(self) -> int: ...
+
+
+def etag(row: Versioned) -> str:
     return f"v{row.version}"
 
 
-def check_etag(row: Resource, given: str, name: str) -> None:
+def check_etag(row: Versioned, given: str, name: str) -> None:
     """AIP-154: a stale etag means the caller decided on data that has since changed."""
     if given and given != etag(row):
         raise Aborted(

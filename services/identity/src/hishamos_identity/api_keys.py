@@ -69,6 +69,7 @@ def to_message(key: ApiKey) -> pb.ApiKey:
         last_used_time=resources.timestamp(key.last_used_at),
         revoke_time=resources.timestamp(key.revoked_at),
         create_time=resources.timestamp(key.created_at),
+        etag=resources.etag(key),
     )
 
 
@@ -144,11 +145,13 @@ class ApiKeys:
             )
         return pb.ListApiKeysResponse(api_keys=[to_message(k) for k in page.rows], next_page_token=page.next_page_token)
 
-    async def revoke(self, principal: Principal, name: str) -> pb.ApiKey:
+    async def revoke(self, principal: Principal, name: str, etag: str) -> pb.ApiKey:
         async with self.db.tenant(principal.organization_id) as session:
             key = await self._load(session, principal, name, mine=True)
+            resources.check_etag(key, etag, name)
             if key.revoked_at is None:
                 key.revoked_at = datetime.now(UTC)
+                key.version += 1
                 audit.record(session, principal.organization_id, "api_key.revoked", principal.subject, name)
             await session.flush()
             return to_message(key)
@@ -160,8 +163,10 @@ class ApiKeys:
         v.raise_if_any()
         async with self.db.tenant(principal.organization_id) as session:
             key = await self._load(session, principal, message.name, "api_key.name", mine=True)
+            resources.check_etag(key, message.etag, message.name)
             if key.revoked_at is not None:
                 raise FailedPrecondition("the key is revoked; create another", "API_KEY_REVOKED")
+            key.version += 1
             if "display_name" in paths:
                 key.display_name = message.display_name.strip()
             if "scopes" in paths:

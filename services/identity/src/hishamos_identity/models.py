@@ -149,6 +149,9 @@ class ApiKey(Timestamps, Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The etag, bumped by updates and revocation only: not a version_id_col, since every use
+    # writes the row (last use, allowance) and a client's etag must not go stale by that.
+    version: Mapped[int] = mapped_column(default=1, server_default=text("1"))
 
 
 class EmailToken(Timestamps, Base):

@@ -323,7 +323,9 @@ class ApiKeyService(api_key_pb2_grpc.ApiKeyServiceServicer):
     async def RevokeApiKey(
         self, request: api_key_pb2.RevokeApiKeyRequest, context: Context
     ) -> api_key_pb2.RevokeApiKeyResponse:
-        return api_key_pb2.RevokeApiKeyResponse(api_key=await self.keys.revoke(current_principal(), request.name))
+        return api_key_pb2.RevokeApiKeyResponse(
+            api_key=await self.keys.revoke(current_principal(), request.name, request.etag)
+        )
 
     async def AuthenticateApiKey(
         self, request: api_key_pb2.AuthenticateApiKeyRequest, context: Context
