@@ -147,13 +147,48 @@ def in_tenant(organization_id: uuid.UUID, *steps: Step, commit: bool = True) -> 
     return [*([] if commit else [("BEGIN", ())]), (SET_TENANT, (str(organization_id),)), *steps]
 
 
+class _Readable:
+    """Wakes the pipeline waiting for a connection's answers. Its socket stays registered with the
+    event loop between pipelines: uvloop makes and closes a poll handle, five system calls, each
+    time a reader is added and removed."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._loop: asyncio.AbstractEventLoop | None = None  # while registered
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._fd, self._wake)
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is None:  # something came between pipelines (the server closing it, say)
+            self.stop()  # so the loop does not call again and again; the next wait registers again
+        elif not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def stop(self) -> None:
+        """Unregister, as before the connection closes: the loop must not watch a reused fd."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop = None
+
+
 @dataclass(frozen=True)
 class _Kept:
     """What a script connection keeps between pipelines: the statements it prepared, most recently
-    used last, and a Transformer that has looked up the loaders and dumpers of the types it used."""
+    used last, a Transformer that has looked up the loaders and dumpers of the types it used, and
+    its socket's registration with the event loop."""
 
     prepared: OrderedDict[bytes, None]
     adapter: abc.Transformer  # dumps values in text form, as PostgreSQL's input functions read them
+    readable: _Readable
 
 
 class ScriptConnections:
@@ -207,13 +242,12 @@ class ScriptConnections:
             else:
                 pgconn.send_query_params(statement.encode(), None)
         pgconn.pipeline_sync()
-        loop = asyncio.get_running_loop()
         while pgconn.flush():
-            await _ready(loop.add_writer, loop.remove_writer, pgconn.socket)
+            await _writable(pgconn.socket)
         results: list[pq.abc.PGresult] = []
         while True:
             while pgconn.is_busy():
-                await _ready(loop.add_reader, loop.remove_reader, pgconn.socket)
+                await kept.readable.wait()
                 pgconn.consume_input()
             result = pgconn.get_result()
             if result is None:  # the end of one statement's results
@@ -233,7 +267,10 @@ class ScriptConnections:
         return self._kept_by(conn).adapter
 
     def _kept_by(self, conn: AsyncConnection[Any]) -> _Kept:
-        return self._kept.get(conn) or self._kept.setdefault(conn, _Kept(OrderedDict(), Transformer(conn)))
+        kept = self._kept.get(conn)
+        if kept is None:
+            kept = self._kept[conn] = _Kept(OrderedDict(), Transformer(conn), _Readable(conn.pgconn.socket))
+        return kept
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -282,12 +319,17 @@ class ScriptConnections:
         who opens another, so callers waiting for a connection are not left waiting for ever."""
         self._open -= 1
         self._idle.put_nowait(None)
-        await conn.close()
+        await self._close(conn)
 
     async def close(self) -> None:
         while not self._idle.empty():
             if (conn := self._idle.get_nowait()) is not None:
-                await conn.close()
+                await self._close(conn)
+
+    async def _close(self, conn: AsyncConnection[Any]) -> None:
+        if (kept := self._kept.pop(conn, None)) is not None:
+            kept.readable.stop()
+        await conn.close()
 
 
 class Database:
@@ -356,18 +398,20 @@ class Database:
         await self.engine.dispose()
 
 
-async def _ready(add: Any, remove: Any, fd: int) -> None:
-    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+async def _writable(fd: int) -> None:
+    """Until `fd` takes more (a pipeline larger than the socket's buffer)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
 
     def wake() -> None:
         if not waiter.done():
             waiter.set_result(None)
 
-    add(fd, wake)
+    loop.add_writer(fd, wake)
     try:
         await waiter
     finally:
-        remove(fd)
+        loop.remove_writer(fd)
 
 
 async def set_local(session: AsyncSession, setting: str, value: str) -> None:

@@ -96,7 +96,7 @@ async def create(
     texts = tuple(check.sql for check in checks)
     facts_params = (*(p for check in checks for p in check.params), project_id)
     method = f"Create{type(message).__name__}"
-    key_id = uuid.uuid4()
+    key_id = uuid.uuid4() if request_id else None
     async with methods.db.scripts.connection() as conn:
         loader = methods.db.scripts.adapter(conn)
         for _ in range(3):
