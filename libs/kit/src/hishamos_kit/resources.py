@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from google.api import field_behavior_pb2
@@ -41,11 +42,10 @@ class ResourcePath:
         object.__setattr__(self, "_template", re.sub(r"\{\w+\}", "{}", self.pattern))
 
     def parse(self, value: str, field: str) -> tuple[uuid.UUID, ...]:
-        match = self._regex.fullmatch(value)  # type: ignore[attr-defined]
-        if match is None:
-            raise InvalidArgument({field: f"must be a resource name like `{self.pattern}`"})
         try:
-            return tuple(uuid.UUID(part) for part in match.groups())
+            return _ids(self, value)
+        except LookupError:
+            raise InvalidArgument({field: f"must be a resource name like `{self.pattern}`"}) from None
         except ValueError:
             raise InvalidArgument({field: f"`{value}` does not name a resource: ids are UUIDs"}) from None
 
@@ -54,6 +54,16 @@ class ResourcePath:
 
 
 ORGANIZATION = ResourcePath("organizations/{organization}")
+
+
+@lru_cache(maxsize=4096)
+def _ids(path: ResourcePath, value: str) -> tuple[uuid.UUID, ...]:
+    """Cached: a caller names the same parent call after call, and a UUID is slow to build from text.
+    LookupError when `value` does not match the pattern, ValueError when a segment is no UUID."""
+    match = path._regex.fullmatch(value)  # type: ignore[attr-defined]
+    if match is None:
+        raise LookupError(value)
+    return tuple(uuid.UUID(part) for part in match.groups())
 
 
 def own_parent(principal: Principal, parent: str, field: str = "parent") -> uuid.UUID:
