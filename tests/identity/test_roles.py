@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+import jwt
 import pytest
 from google.protobuf import symbol_database
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -112,6 +113,35 @@ def test_custom_role_grants_exactly_its_permissions(channels: Channels, tenant: 
             lambda: roles(channels).GetRole(pb.GetRoleRequest(name=created.name), metadata=tenant.metadata, timeout=10)
         ).code
         == grpc.StatusCode.NOT_FOUND
+    )
+
+
+def test_a_token_names_predefined_roles_and_lists_only_what_custom_roles_add(
+    channels: Channels, tenant: Tenant
+) -> None:
+    # An admin's token stays small however many permissions the catalog declares.
+    admin_claims = jwt.decode(tenant.access_token, options={"verify_signature": False})
+    assert admin_claims["roles"] == ["admin"] and admin_claims["perms"] == [] and len(tenant.access_token) < 1000
+    creator = pb.Role(display_name="Creator", permissions=["projects.projects.create", "projects.projects.list"])
+    request = pb.CreateRoleRequest(parent=tenant.organization, role=creator, role_id="project-creator")
+    roles(channels).CreateRole(request, metadata=tenant.metadata, timeout=10)
+    member = add_user(channels, tenant, "viewer", "project-creator")
+    claims = jwt.decode(member.access_token, options={"verify_signature": False})
+    assert claims["perms"] == ["projects.projects.create"]  # listing comes with viewer
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    made = projects.CreateProject(
+        project_pb2.CreateProjectRequest(
+            parent=tenant.organization, project=project_pb2.Project(display_name="Mine", slug="by-creator")
+        ),
+        metadata=member.metadata,
+        timeout=10,
+    ).project
+    got = projects.GetProject(project_pb2.GetProjectRequest(name=made.name), metadata=member.metadata, timeout=10)
+    assert got.project.name == made.name
+    delete = project_pb2.DeleteProjectRequest(name=made.name)
+    denied = failure(lambda: projects.DeleteProject(delete, metadata=member.metadata, timeout=10))
+    assert (
+        denied.code == grpc.StatusCode.PERMISSION_DENIED and denied.metadata["permission"] == "projects.projects.delete"
     )
 
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, auth_pb2, auth_pb2_grpc
 from hishamos_kit import outbound
 from hishamos_kit.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
+from hishamos_kit.roles import granted_by
 
 log = logging.getLogger("hishamos.auth")
 
@@ -180,12 +181,14 @@ class TokenVerifier:
                 issuer=self._issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud", "org"]},
             )
+            roles = tuple(str(r) for r in claims.get("roles", ()))
             principal = Principal(
                 subject=str(claims["sub"]),
                 organization_id=uuid.UUID(str(claims["org"])),
-                roles=tuple(str(r) for r in claims.get("roles", ())),
+                roles=roles,
                 expires_at=float(claims["exp"]),
-                permissions=frozenset(str(p) for p in claims.get("perms", ())),
+                # What the token lists (custom roles' additions) and what its predefined roles allow.
+                permissions=frozenset(str(p) for p in claims.get("perms", ())) | granted_by(roles),
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("access token expired; log in or refresh", "TOKEN_EXPIRED") from exc

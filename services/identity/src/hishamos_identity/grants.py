@@ -3,8 +3,7 @@ lists, so a new RPC's permission reaches the right roles the day it is declared.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from functools import cache
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,55 +12,7 @@ from hishamos_identity.models import Role
 from hishamos_kit import api
 from hishamos_kit.auth import Principal
 from hishamos_kit.errors import PermissionDenied
-
-WORK = {"agents", "projects", "knowledge"}  # contexts where the team's work lives
-READ = {"get", "list"}
-SELF_SERVICE = {"identity.self.update", "identity.sessions.revoke"}  # what everyone does for themselves
-
-
-def _parts(permission: str) -> tuple[str, str, str]:
-    context, resource, verb = permission.split(".")
-    return context, resource, verb
-
-
-def _viewer(p: str) -> bool:
-    _, resource, verb = _parts(p)
-    return (verb in READ and resource not in ("audit",)) or p in SELF_SERVICE
-
-
-def _developer(p: str) -> bool:
-    context, resource, verb = _parts(p)
-    return _viewer(p) or (context in WORK and verb not in ("delete", "archive")) or resource == "api_keys"
-
-
-def _manager(p: str) -> bool:
-    context, resource, _ = _parts(p)
-    return _developer(p) or context in WORK or resource == "users" or p == "identity.roles.assign"
-
-
-PREDEFINED: dict[str, tuple[str, str, Callable[[str], bool]]] = {
-    "admin": ("Admin", "Everything, including the organization, roles, API keys and the audit log.", lambda p: True),
-    "manager": ("Manager", "Runs the work and the team: all work resources, users and role grants.", _manager),
-    "developer": (
-        "Developer",
-        "Reads everything, creates and edits work; deletes and archives nothing.",
-        _developer,
-    ),
-    "viewer": ("Viewer", "Reads everything but the audit log; changes only their own password.", _viewer),
-}
-
-
-@cache
-def predefined_permissions(role_id: str) -> list[str]:
-    """The role's rule over the catalog, never reaching the operator permissions (admin included)."""
-    allowed = PREDEFINED[role_id][2]
-    return [p for p in tenant_permissions() if allowed(p)]
-
-
-@cache
-def tenant_permissions() -> list[str]:
-    """The catalog less the operator permissions: all that a tenant's role may hold."""
-    return [p for p in api.permissions() if p not in api.operator_permissions()]
+from hishamos_kit.roles import PREDEFINED, granted_by
 
 
 async def permissions_of(session: AsyncSession, roles: Iterable[str]) -> list[str]:
@@ -73,10 +24,7 @@ async def permissions_of(session: AsyncSession, roles: Iterable[str]) -> list[st
 
 def combined(roles: Iterable[str], custom: Iterable[Iterable[str]]) -> list[str]:
     """The permissions of the predefined roles among `roles` and of the custom roles' lists `custom`."""
-    granted: set[str] = set()
-    for role in roles:
-        if role in PREDEFINED:
-            granted.update(predefined_permissions(role))
+    granted = set(granted_by(roles))
     for permissions in custom:
         granted.update(permissions)
     return sorted(granted - api.operator_permissions())  # even if a row were written by hand

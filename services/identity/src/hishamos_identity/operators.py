@@ -2,7 +2,7 @@
 
 An operator proves itself with a credential configured in identity and gets a short-lived token that
 belongs to no organization and carries only the operator permissions. No tenant role can hold those
-(grants.py leaves them out of the predefined roles, custom roles refuse them), so no tenant admin
+(hishamos_kit.roles leaves them out of the predefined roles, custom roles refuse them), so no tenant admin
 can suspend an organization, reactivate their own, or raise their own quotas.
 """
 

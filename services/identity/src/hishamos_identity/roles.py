@@ -14,12 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import role_pb2 as pb
 from hishamos_identity import audit, users
-from hishamos_identity.grants import PREDEFINED, check_delegation, check_within, predefined_permissions
+from hishamos_identity.grants import check_delegation, check_within
 from hishamos_identity.models import Role, User
 from hishamos_kit import api, resources, validate
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Database
 from hishamos_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
+from hishamos_kit.roles import PREDEFINED, predefined_permissions
 
 ROLE_NAME = re.compile(r"^organizations/(?P<org>[^/]+)/roles/(?P<role>[a-z0-9-]+)$")
 
@@ -43,7 +44,7 @@ def predefined_message(organization_id: uuid.UUID, role_id: str) -> pb.Role:
         name=role_name(organization_id, role_id),
         display_name=display,
         description=description,
-        permissions=predefined_permissions(role_id),
+        permissions=sorted(predefined_permissions(role_id)),
         predefined=True,
         etag="predefined",
     )

@@ -24,6 +24,7 @@ from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.users import user_name
 from hishamos_kit.db import Database
 from hishamos_kit.errors import PermissionDenied, Unauthenticated
+from hishamos_kit.roles import granted_by
 
 # hosr_<organization id, 32 hex><secret>: the organization tells which tenant's table to look in.
 REFRESH = re.compile(r"^hosr_(?P<org>[0-9a-f]{32})(?P<secret>[A-Za-z0-9_-]{43})$")
@@ -78,12 +79,14 @@ class TokenIssuer:
         self._settings = settings
 
     async def access_token(self, user: User, permissions: Sequence[str]) -> str:
+        """A user's token names their roles and lists only the `permissions` their predefined roles do
+        not grant (those of custom roles): every service expands predefined roles itself."""
         return await sign(
             self._keys,
             self._settings,
             user_name(user),
             user.organization_id,
-            permissions,
+            sorted(set(permissions) - granted_by(user.roles)),
             self._settings.access_token_seconds,
             roles=user.roles,
         )
