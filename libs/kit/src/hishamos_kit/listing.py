@@ -307,23 +307,18 @@ def use_token_key(key: bytes) -> None:
     """The service's key for page tokens, the same in every process of it (a setting)."""
     global _sealer
     _sealer = Sealer(key)
-    _token.cache_clear()
+    _sealed.cache_clear()
 
 
 def make_token(values: Sequence[Any], fingerprint: str) -> str:
-    key = tuple(values)
-    try:
-        return _token(key, fingerprint)
-    except TypeError:  # an unhashable value, which no sort key has (a forged token in a test)
-        return _token.__wrapped__(key, fingerprint)
+    return _sealed(json.dumps([_encode(v) for v in values]), fingerprint)
 
 
 @lru_cache(maxsize=4096)
-def _token(values: tuple[Any, ...], fingerprint: str) -> str:
+def _sealed(plain: str, fingerprint: str) -> str:
     # Cached: the same page read again (a board polled, say) continues from the same row. A token
     # means only "after this row of this list", so callers who may read the list can share one.
-    plain = json.dumps([_encode(v) for v in values]).encode()
-    return base64.urlsafe_b64encode(_sealer.seal(plain, fingerprint)).decode().rstrip("=")
+    return base64.urlsafe_b64encode(_sealer.seal(plain.encode(), fingerprint)).decode().rstrip("=")
 
 
 def read_token(token: str, fingerprint: str, keys: list[tuple[Field, bool]]) -> list[Any]:

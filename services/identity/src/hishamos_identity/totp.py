@@ -58,8 +58,10 @@ def matching_step(secret: bytes, code: str, now: float | None = None) -> int | N
     return None
 
 
-def recovery_codes() -> list[str]:
-    return [f"{secrets.token_hex(4)}-{secrets.token_hex(4)}" for _ in range(10)]
+def recovery_codes() -> tuple[list[str], list[str]]:
+    """Ten new codes to show once, and their hashes to store."""
+    codes = [f"{secrets.token_hex(4)}-{secrets.token_hex(4)}" for _ in range(10)]
+    return codes, [hash_code(c) for c in codes]
 
 
 def hash_code(code: str) -> str:

@@ -317,9 +317,8 @@ class Users(StandardMethods[User, pb.User]):
             secret = self.sealer.open(user.totp_secret_sealed, totp.sealing_context(user_id))
             if not await totp.accept(session, user, secret, request.code):
                 raise InvalidArgument({"code": "is not the app's current code"}, "INVALID_TOTP")
-            codes = totp.recovery_codes()
+            codes, user.recovery_codes = totp.recovery_codes()
             user.totp_enabled = True
-            user.recovery_codes = [totp.hash_code(c) for c in codes]
             await session.flush()
             audit.record(session, principal.organization_id, "totp.enabled", principal.subject, request.name)
             return codes
@@ -349,12 +348,12 @@ class Users(StandardMethods[User, pb.User]):
         if not user.totp_enabled:
             raise FailedPrecondition("two-factor sign-in is off; ConfirmTotp gives recovery codes", "TOTP_NOT_ENABLED")
         await self._check_password(user, request.password, "password")
-        codes = totp.recovery_codes()
+        codes, hashes = totp.recovery_codes()
         async with self.db.tenant(principal.organization_id) as session:
             replaced = await session.execute(
                 update(User)
                 .where(User.id == user_id, User.totp_enabled.is_(True))
-                .values(recovery_codes=[totp.hash_code(c) for c in codes], updated_at=func.now())
+                .values(recovery_codes=hashes, updated_at=func.now())
             )
             # Two-factor sign-in may have been turned off while the password was checked.
             if not replaced.rowcount:  # type: ignore[attr-defined]
