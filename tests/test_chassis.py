@@ -19,6 +19,7 @@ from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, audit_pb2, audit
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.stack import Stack
 from hishamos_kit.db import ScriptConnections
+from hishamos_kit.server import SlowCalls
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
 
@@ -120,3 +121,14 @@ def test_a_connection_dropped_in_use_frees_its_place_for_a_waiting_caller(stack:
         await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_slow_calls_are_logged_at_most_once_a_period_with_a_count_of_those_left_out() -> None:
+    slow = SlowCalls(period=0.2)
+    get, list_ = "/hishamos.projects.v1.ProjectService/GetProject", "/hishamos.projects.v1.ProjectService/ListProjects"
+    assert slow.admit(get) == {"slow_calls_left_out": 0}
+    assert [slow.admit(get) for _ in range(4)] == [None] * 4  # an overloaded second logs one line, not thousands
+    assert slow.admit(list_) == {"slow_calls_left_out": 0}  # each method has its own allowance
+    time.sleep(0.25)
+    assert slow.admit(get) == {"slow_calls_left_out": 4}
+    assert slow.admit(get) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import gc
 import logging
@@ -67,6 +68,25 @@ class Background:
     run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
+class SlowCalls:
+    """Admits a method's slow call to the access log at most once a `period`; the line it
+    admits counts the slow calls of that method left out since the last one."""
+
+    def __init__(self, period: float = 1.0) -> None:
+        self._period = period
+        self._next: dict[str, float] = {}
+        self._left_out: collections.Counter[str] = collections.Counter()
+
+    def admit(self, method: str) -> dict[str, int] | None:
+        """The fields to add to the line logging this call, or None to leave it out."""
+        now = time.monotonic()
+        if now < self._next.get(method, 0.0):
+            self._left_out[method] += 1
+            return None
+        self._next[method] = now + self._period
+        return {"slow_calls_left_out": self._left_out.pop(method, 0)}
+
+
 @dataclass
 class Chassis:
     """Cross-cutting behaviour of every RPC: request id, authentication, error mapping, access log, metrics.
@@ -79,6 +99,7 @@ class Chassis:
     authenticator: Authenticator
     slow_seconds: float = 0.25
     metrics: RpcMetrics = field(default_factory=RpcMetrics)
+    slow_calls: SlowCalls = field(default_factory=SlowCalls)
 
     async def run(
         self,
@@ -141,12 +162,14 @@ class Chassis:
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.observe(method, code, elapsed)
-            # Every failed or slow call is logged; the rest only at DEBUG (metrics count them all,
-            # and Envoy logs every call through the gateway).
-            level = logging.INFO if code != "OK" or elapsed > self.slow_seconds else logging.DEBUG
+            # Every failed call is logged at INFO, slow ones at most once a second a method (when a
+            # service is overloaded every call is slow), the rest at DEBUG: metrics count them all, and
+            # Envoy logs every call through the gateway.
+            added = {} if code != "OK" else self.slow_calls.admit(method) if elapsed > self.slow_seconds else None
+            level = logging.DEBUG if added is None else logging.INFO
             if access_log.isEnabledFor(level):
                 fields = {"method": method, "code": code, "ms": round(elapsed * 1000, 3), "peer": context.peer()}
-                access_log.log(level, "rpc", extra={"fields": fields})
+                access_log.log(level, "rpc", extra={"fields": fields | (added or {})})
         await _abort(context, status, request_id)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

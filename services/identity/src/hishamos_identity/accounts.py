@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import auth_pb2 as pb
-from hishamos_identity import audit, grants, organizations, signin, totp, users
+from hishamos_identity import audit, organizations, signin, totp, users
 from hishamos_identity.models import IdempotencyKey, Organization, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_identity.tokens import TokenIssuer
@@ -152,7 +152,7 @@ class Accounts:
         if self.passwords.needs_rehash(user.password_hash):
             rehash = await self.passwords.hash(request.password)
         refresh, row = self.issuer.new_refresh_token(user)
-        access = await self.issuer.access_token(user, grants.combined(user.roles, [found.custom_permissions]))
+        access = await self.issuer.access_token(user, found.custom_permissions)
         last_login = await signin.succeeded(self.db, user, rehash, row)
         if last_login is None:  # locked by parallel guesses, or changed, while argon2 ran
             await self._failed(user)

@@ -17,17 +17,15 @@ from hishamos_kit.roles import PREDEFINED, granted_by
 
 async def permissions_of(session: AsyncSession, roles: Iterable[str]) -> list[str]:
     """What holding `roles` allows: predefined ones from the catalog, custom ones from the table."""
+    granted = granted_by(roles) | await custom_permissions(session, roles)
+    return sorted(granted - api.operator_permissions())  # even if a row were written by hand
+
+
+async def custom_permissions(session: AsyncSession, roles: Iterable[str]) -> set[str]:
+    """What the custom roles among `roles` list (predefined ones list nothing: they are rules)."""
     custom = [r for r in roles if r not in PREDEFINED]
     rows = await session.scalars(select(Role.permissions).where(Role.role_id.in_(custom))) if custom else ()
-    return combined(roles, rows)
-
-
-def combined(roles: Iterable[str], custom: Iterable[Iterable[str]]) -> list[str]:
-    """The permissions of the predefined roles among `roles` and of the custom roles' lists `custom`."""
-    granted = set(granted_by(roles))
-    for permissions in custom:
-        granted.update(permissions)
-    return sorted(granted - api.operator_permissions())  # even if a row were written by hand
+    return {p for permissions in rows for p in permissions}
 
 
 async def unknown_roles(session: AsyncSession, roles: Iterable[str]) -> list[str]:

@@ -14,11 +14,13 @@ while parallel sign-ins with the right password all succeed.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from hishamos_identity import users
-from hishamos_identity.models import Organization, RefreshToken, User
+from hishamos_identity.models import Organization, User
 from hishamos_kit.db import SET_TENANT, TENANT_SETTING, Database, Prepared, columns_of, loaded
 from hishamos_kit.logs import request_id_var
 
@@ -141,19 +143,14 @@ async def find(db: Database, slug: str, login: str) -> Found:
     return Found(organization, user, locked, tuple(custom))
 
 
-async def succeeded(db: Database, user: User, rehash: str | None, refresh: RefreshToken) -> datetime | None:
+async def succeeded(db: Database, user: User, rehash: str | None, refresh: Mapping[str, Any]) -> datetime | None:
     """Record a sign-in in one round trip: the user's last login and cleared attempts (and a new
     hash when the parameters changed), the audit event, and the session's refresh token. None, with
     nothing written, when the user changed or was locked since the password was checked."""
     values = {
+        **refresh,  # the refresh token's row
         "rehash": rehash,
-        "user_id": user.id,
         "verified_hash": user.password_hash,
-        "id": refresh.id,
-        "organization_id": refresh.organization_id,
-        "family_id": refresh.family_id,
-        "token_hash": refresh.token_hash,
-        "expires_at": refresh.expires_at,
         "event_id": uuid.uuid4(),
         "name": users.user_name(user),
         "request_id": request_id_var.get(),

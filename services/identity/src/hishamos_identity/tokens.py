@@ -8,8 +8,9 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 from sqlalchemy import func, select, update
@@ -17,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import auth_pb2 as pb
 from hishamos_identity import audit
-from hishamos_identity.grants import permissions_of
+from hishamos_identity.grants import custom_permissions
 from hishamos_identity.keys import KeyStore
 from hishamos_identity.models import Organization, RefreshToken, User
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.users import user_name
+from hishamos_kit import api
 from hishamos_kit.db import Database
 from hishamos_kit.errors import PermissionDenied, Unauthenticated
 from hishamos_kit.roles import granted_by
@@ -78,30 +80,31 @@ class TokenIssuer:
         self._keys = keys
         self._settings = settings
 
-    async def access_token(self, user: User, permissions: Sequence[str]) -> str:
-        """A user's token names their roles and lists only the `permissions` their predefined roles do
-        not grant (those of custom roles): every service expands predefined roles itself."""
+    async def access_token(self, user: User, custom: Iterable[str]) -> str:
+        """A user's token names their roles and lists only what their custom roles allow beyond the
+        predefined ones (`custom`: the custom roles' permissions): every service expands predefined roles."""
+        listed = set(custom) - granted_by(user.roles) - api.operator_permissions()  # even if a row were written by hand
         return await sign(
             self._keys,
             self._settings,
             user_name(user),
             user.organization_id,
-            sorted(set(permissions) - granted_by(user.roles)),
+            sorted(listed),
             self._settings.access_token_seconds,
             roles=user.roles,
         )
 
-    def new_refresh_token(self, user: User, family_id: uuid.UUID | None = None) -> tuple[str, RefreshToken]:
-        """A new refresh token and the row that records it (only its hash), not yet written."""
+    def new_refresh_token(self, user: User, family_id: uuid.UUID | None = None) -> tuple[str, dict[str, Any]]:
+        """A new refresh token and the columns of the row that records it (only its hash), not yet written."""
         refresh = f"hosr_{user.organization_id.hex}{secrets.token_urlsafe(32)}"
-        row = RefreshToken(
-            id=uuid.uuid4(),
-            organization_id=user.organization_id,
-            user_id=user.id,
-            family_id=family_id or uuid.uuid4(),
-            token_hash=hash_refresh_token(refresh),
-            expires_at=datetime.now(UTC) + timedelta(days=self._settings.refresh_token_days),
-        )
+        row = {
+            "id": uuid.uuid4(),
+            "organization_id": user.organization_id,
+            "user_id": user.id,
+            "family_id": family_id or uuid.uuid4(),
+            "token_hash": hash_refresh_token(refresh),
+            "expires_at": datetime.now(UTC) + timedelta(days=self._settings.refresh_token_days),
+        }
         return refresh, row
 
     def token_pair(self, access_token: str, refresh_token: str) -> pb.TokenPair:
@@ -115,8 +118,8 @@ class TokenIssuer:
     async def pair(self, session: AsyncSession, user: User, family_id: uuid.UUID | None = None) -> pb.TokenPair:
         """A new access token and a new refresh token (recorded in `session`'s transaction)."""
         refresh, row = self.new_refresh_token(user, family_id)
-        session.add(row)
-        access = await self.access_token(user, await permissions_of(session, user.roles))
+        session.add(RefreshToken(**row))
+        access = await self.access_token(user, await custom_permissions(session, user.roles))
         return self.token_pair(access, refresh)
 
     async def refresh(self, token: str) -> pb.TokenPair:
