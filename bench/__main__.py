@@ -103,8 +103,11 @@ def analyze(stack: Stack) -> None:
 
 def rounds(runs: dict[str, Callable[[], Figure]]) -> list[dict[str, Figure]]:
     """Every figure once per round, back to back: a ratio taken within a round compares
-    measurements made under the same conditions, whatever the machine's neighbours do."""
-    return [{name: run() for name, run in runs.items()} for _ in range(ROUNDS)]
+    measurements made under the same conditions, whatever the machine's neighbours do. Every other
+    round runs in reverse order, so what a figure leaves behind (the vacuuming after CreateStory's
+    inserts, say) falls on the figure after it in one round and on the one before it in the next."""
+    order = list(runs.items())
+    return [{name: run() for name, run in (order if i % 2 == 0 else order[::-1])} for i in range(ROUNDS)]
 
 
 def median(values: list[float]) -> float:
