@@ -193,8 +193,7 @@ class _Kept:
 
 class ScriptConnections:
     """Autocommit psycopg connections for pipelines sent with `run` (`Database.read_one`, the
-    hot paths of services). A pipeline is its own transaction. The connection released last is handed
-    out first (as PgBouncer does): the few a service keeps busy stay warm in PostgreSQL's caches and ours.
+    hot paths of services), handed out through a queue. A pipeline is its own transaction.
 
     Opened on demand up to `size`; a connection that failed in any other way than an ApiError is
     closed rather than reused, so a restarted database costs one failed call per connection, not a stuck pool.
@@ -205,7 +204,7 @@ class ScriptConnections:
     def __init__(self, conninfo: str, size: int) -> None:
         self._conninfo = conninfo
         self._size = size
-        self._idle: asyncio.LifoQueue[AsyncConnection[Any] | None] = asyncio.LifoQueue()  # None: a free place
+        self._idle: asyncio.Queue[AsyncConnection[Any] | None] = asyncio.Queue()  # None: a free place
         self._open = 0
         self._kept: WeakKeyDictionary[AsyncConnection[Any], _Kept] = WeakKeyDictionary()
 
@@ -342,7 +341,7 @@ class Database:
     """
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
-        self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True)
+        self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.scripts = ScriptConnections(conninfo, pool_size)
