@@ -165,7 +165,11 @@ class Chassis:
             # Every failed call is logged at INFO, slow ones at most once a second a method (when a
             # service is overloaded every call is slow), the rest at DEBUG: metrics count them all, and
             # Envoy logs every call through the gateway.
-            added = {} if code != "OK" else self.slow_calls.admit(method) if elapsed > self.slow_seconds else None
+            added: dict[str, int] | None = None  # what a line at INFO adds
+            if code != "OK":
+                added = {}
+            elif elapsed > self.slow_seconds:
+                added = self.slow_calls.admit(method)
             level = logging.DEBUG if added is None else logging.INFO
             if access_log.isEnabledFor(level):
                 fields = {"method": method, "code": code, "ms": round(elapsed * 1000, 3), "peer": context.peer()}
