@@ -34,7 +34,10 @@ class ServiceSettings(BaseSettings):
     max_message_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"
     service_credential: str = Field("", description="`<service>:<secret>` for AuthService.IssueServiceToken")
-    slow_call_ms: float = Field(250.0, description="access-log successful calls slower than this; errors always")
+    slow_call_ms: float = Field(
+        250.0,
+        description="access-log successful calls slower than this, at most once a second per method; errors always",
+    )
     page_token_key: str = Field(
         "", description="base64 of 32 bytes sealing page tokens; the same in every process of the service"
     )
