@@ -58,7 +58,7 @@ PAIRS = {  # ratio: (figure, its ceiling)
 }
 BACKLOG = 10_000  # stories in the project that ListStories pages through
 WRITES = {"create_story_envoy"}  # figures after which the database has work left to do
-ROUNDS = 8  # even: as many rounds in each order (see `rounds`)
+ROUNDS = 12  # even: as many rounds in each order (see `rounds`)
 SECONDS = 3.0
 
 
