@@ -33,11 +33,15 @@ def enrol(channels: Channels, user: Tenant) -> tuple[bytes, list[str]]:
     secret = base64.b32decode(enrolled.secret + "=" * (-len(enrolled.secret) % 8))
     login(channels, user)  # not on until confirmed
     wrong = pb.ConfirmTotpRequest(
-        name=user.user, code="000000" if totp.code_at(secret, totp.current_step()) != "000000" else "111111"
+        name=user.user,
+        code="000000" if totp.code_at(secret, totp.current_step()) != "000000" else "111111",
+        password=user.password,
     )
     f = failure(lambda: api.ConfirmTotp(wrong, metadata=user.metadata, timeout=10))
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "code" in f.violations
-    confirm = pb.ConfirmTotpRequest(name=user.user, code=totp.code_at(secret, totp.current_step()))
+    confirm = pb.ConfirmTotpRequest(
+        name=user.user, code=totp.code_at(secret, totp.current_step()), password=user.password
+    )
     codes = list(api.ConfirmTotp(confirm, metadata=user.metadata, timeout=10).recovery_codes)
     assert len(codes) == 10 == len(set(codes))
     return secret, codes
@@ -59,6 +63,20 @@ def test_sign_in_needs_a_code_that_works_once(stack: Stack, channels: Channels, 
     assert row is not None and secret not in bytes(row[0]) and not set(codes) & set(row[1])
     assert login(channels, member, codes[0]).user.totp_enabled
     assert failure(lambda: login(channels, member, codes[0])).reason == "INVALID_TOTP"
+
+
+def test_turning_it_on_needs_the_password(channels: Channels, tenant: Tenant) -> None:
+    """A stolen token alone cannot turn two-factor sign-in on and so lock its owner out."""
+    member = add_user(channels, tenant)
+    api = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    enrolled = api.EnrollTotp(pb.EnrollTotpRequest(name=member.user), metadata=member.metadata, timeout=10)
+    secret = base64.b32decode(enrolled.secret + "=" * (-len(enrolled.secret) % 8))
+    code = totp.code_at(secret, totp.current_step())
+    for password, problem in (("", "is required"), ("not-the-password-1", "does not match")):
+        request = pb.ConfirmTotpRequest(name=member.user, code=code, password=password)
+        f = failure(lambda r=request: api.ConfirmTotp(r, metadata=member.metadata, timeout=30))  # type: ignore[misc]
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and problem in f.violations["password"]
+    assert not login(channels, member).user.totp_enabled
 
 
 def test_disable_needs_the_password(channels: Channels, tenant: Tenant) -> None:

@@ -60,6 +60,27 @@ def test_profile_fields_are_validated(channels: Channels, tenant: Tenant) -> Non
     assert (updated.avatar_uri, updated.time_zone) == ("https://cdn.test/a.png", "Europe/Berlin")
 
 
+def test_a_line_break_or_nul_does_not_slip_past_the_patterns(channels: Channels, tenant: Tenant) -> None:
+    """`$` in a Python pattern also matches before a final line break: "bob\n" would be a second bob,
+    one that could never sign in (Login strips what is typed)."""
+    for user, field in (
+        (pb.User(email="bob@example.test", username="bob\n"), "user.username"),
+        (pb.User(email="bob\x00@example.test", username="bob"), "user.email"),
+    ):
+        request = pb.CreateUserRequest(parent=tenant.organization, user=user, password=PASSWORD)
+        f = failure(lambda r=request: users(channels).CreateUser(r, metadata=tenant.metadata, timeout=10))  # type: ignore[misc]
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {field}
+    sign_up = auth_pb2.SignUpRequest(
+        organization_display_name="Acme",
+        organization_slug="acme\n",
+        email="founder@example.test",
+        username="founder",
+        password=PASSWORD,
+    )
+    f = failure(lambda: auth_pb2_grpc.AuthServiceStub(channels.direct("identity")).SignUp(sign_up, timeout=30))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"organization_slug"}
+
+
 def test_max_users_is_enforced(channels: Channels, tenant: Tenant, operator: Operator) -> None:
     set_quotas(channels, operator, tenant.organization, max_users=2)
     second = add_user(channels, tenant)

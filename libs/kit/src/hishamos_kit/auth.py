@@ -138,6 +138,11 @@ class JwksClient:
             await self._channel.close()
 
 
+# Identity's clock may run ahead of a service's: a token issued "in the future" by this much (and
+# expired by as much) still passes, or a call right after sign-in would fail on another host.
+CLOCK_SKEW_SECONDS = 30
+
+
 class TokenVerifier:
     """Verifies EdDSA access tokens. Verified tokens are cached until they expire or keys change."""
 
@@ -180,6 +185,7 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud", "org"]},
+                leeway=CLOCK_SKEW_SECONDS,
             )
             roles = tuple(str(r) for r in claims.get("roles", ()))
             principal = Principal(

@@ -44,7 +44,7 @@ from hishamos_kit.outbound import inbound_deadline
 from hishamos_kit.settings import ServiceSettings
 
 log = logging.getLogger("hishamos.server")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 access_log = logging.getLogger("hishamos.access")
 
 Register = Callable[[Any, Any], None]  # a generated add_*Servicer_to_server

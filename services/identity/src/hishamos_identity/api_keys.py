@@ -32,7 +32,7 @@ from hishamos_kit.listing import Field, ListSpec, list_page, parse_text, parse_t
 
 PATH = resources.ResourcePath("organizations/{organization}/apiKeys/{api_key}")
 # hos_<organization id, 32 hex>_<secret>: the organization tells which tenant's table to look in.
-KEY = re.compile(r"^hos_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
+KEY = re.compile(r"^hos_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})\Z")
 DEFAULT_RATE = 600
 UPDATABLE = ("display_name", "scopes", "rate_limit_per_minute")
 

@@ -25,7 +25,7 @@ from hishamos_kit.db import TENANT_SETTING, Database, set_local
 from hishamos_kit.errors import InvalidArgument, Violations
 from hishamos_kit.logs import request_id_var
 
-TOKEN = re.compile(r"^hose_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
+TOKEN = re.compile(r"^hose_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})\Z")
 RESET, VERIFY, INVITE = "password_reset", "email_verification", "invitation"
 RESET_JOB = "password_reset"
 LIFETIME = {RESET: timedelta(hours=1), VERIFY: timedelta(days=1), INVITE: timedelta(days=7)}

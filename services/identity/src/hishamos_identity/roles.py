@@ -22,7 +22,7 @@ from hishamos_kit.db import Database
 from hishamos_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
 from hishamos_kit.roles import PREDEFINED, predefined_permissions
 
-ROLE_NAME = re.compile(r"^organizations/(?P<org>[^/]+)/roles/(?P<role>[a-z0-9-]+)$")
+ROLE_NAME = re.compile(r"^organizations/(?P<org>[^/]+)/roles/(?P<role>[a-z0-9-]+)\Z")
 
 
 def role_name(organization_id: uuid.UUID, role_id: str) -> str:

@@ -29,7 +29,7 @@ from hishamos_kit.errors import PermissionDenied, Unauthenticated
 from hishamos_kit.roles import granted_by
 
 # hosr_<organization id, 32 hex><secret>: the organization tells which tenant's table to look in.
-REFRESH = re.compile(r"^hosr_(?P<org>[0-9a-f]{32})(?P<secret>[A-Za-z0-9_-]{43})$")
+REFRESH = re.compile(r"^hosr_(?P<org>[0-9a-f]{32})(?P<secret>[A-Za-z0-9_-]{43})\Z")
 BAD_REFRESH = "refresh token is not valid; log in again"
 
 

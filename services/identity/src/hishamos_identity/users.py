@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 UserMessage = pb.User
 PATH = ResourcePath("organizations/{organization}/users/{user}")
-USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
+USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}\Z")
 STATES = validate.EnumCodes(pb.User.State.items(), "STATE_")
 UNIQUE = {"uq_users_organization_id_email": "user.email", "uq_users_organization_id_username": "user.username"}
 
@@ -310,6 +310,13 @@ class Users(StandardMethods[User, pb.User]):
 
     async def confirm_totp(self, principal: Principal, request: pb.ConfirmTotpRequest) -> list[str]:
         user_id = own_user(principal, request.name)
+        v = Violations()
+        v.check(bool(request.code), "code", "is required")
+        v.check(bool(request.password), "password", "is required")
+        v.raise_if_any()
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await live_user(session, user_id, request.name)
+        await self._check_password(user, request.password, "password")
         async with self.db.tenant(principal.organization_id) as session:
             user = await live_user(session, user_id, request.name, lock=True)
             if user.totp_enabled or user.totp_secret_sealed is None:
