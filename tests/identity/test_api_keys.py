@@ -67,6 +67,27 @@ def test_a_key_is_renamed_rescoped_and_relimited_by_its_owner(channels: Channels
     assert got.api_key.display_name == "By an admin" and list(got.api_key.scopes) == ["projects.projects.list"]
 
 
+def test_a_manager_looks_after_the_keys_of_those_they_could_make_but_not_an_admins(
+    channels: Channels, tenant: Tenant
+) -> None:
+    manager, developer = add_user(channels, tenant, "manager"), add_user(channels, tenant, "developer")
+    admins = create(channels, tenant, ["projects.projects.list"]).api_key
+    developers = create(channels, developer, ["projects.projects.list"]).api_key
+
+    def relimit(name: str) -> pb.ApiKey:
+        changed = pb.ApiKey(name=name, rate_limit_per_minute=1)
+        request = pb.UpdateApiKeyRequest(api_key=changed, update_mask=FieldMask(paths=["rate_limit_per_minute"]))
+        return keys(channels).UpdateApiKey(request, metadata=manager.metadata, timeout=10).api_key
+
+    for refused in (lambda: relimit(admins.name), lambda: revoke(channels, manager, admins.name)):
+        f = failure(refused)
+        assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.reason == "DELEGATION_DENIED"
+    got = keys(channels).GetApiKey(pb.GetApiKeyRequest(name=admins.name), metadata=tenant.metadata, timeout=10)
+    assert got.api_key.etag == admins.etag and not got.api_key.HasField("revoke_time")
+    assert relimit(developers.name).rate_limit_per_minute == 1
+    assert revoke(channels, manager, developers.name).HasField("revoke_time")
+
+
 def test_a_stale_etag_changes_nothing_and_using_a_key_keeps_its_etag(channels: Channels, tenant: Tenant) -> None:
     key = create(channels, tenant, LIST_PROJECTS)
     first = key.api_key.etag
@@ -193,6 +214,19 @@ def test_a_key_made_by_a_key_ends_when_it_does(channels: Channels, tenant: Tenan
         assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"api_key.expire_time"}
     child = make(expire_time=Timestamp(seconds=soon.seconds - 60)).api_key
     assert child.expire_time.seconds == soon.seconds - 60
+
+    # Nor does it reach further through a key that outlives it: it changes only keys that end first.
+    lasting = create(channels, tenant, LIST_PROJECTS).api_key
+    updater = create(channels, tenant, [*scopes, "identity.api_keys.update"], expire_time=soon).secret
+
+    def rescope(name: str) -> pb.ApiKey:
+        changed = pb.ApiKey(name=name, scopes=[*LIST_PROJECTS, "identity.api_keys.update"])
+        request = pb.UpdateApiKeyRequest(api_key=changed, update_mask=FieldMask(paths=["scopes"]))
+        return keys(channels).UpdateApiKey(request, metadata=(("x-api-key", updater),), timeout=10).api_key
+
+    f = failure(lambda: rescope(lasting.name))
+    assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.reason == "KEY_OUTLIVES_CALLER"
+    assert "identity.api_keys.update" in rescope(child.name).scopes
 
 
 def list_anything(channels: Channels, tenant: Tenant, service: str, secret: str) -> object:

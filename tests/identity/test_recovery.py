@@ -8,10 +8,10 @@ import time
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, user_pb2_grpc
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2, organization_pb2_grpc, user_pb2_grpc
 from hishamos.identity.v1 import user_pb2 as pb
 from hishamos_devstack.stack import Stack
-from tests.conftest import Channels, Mailbox, Tenant, add_user
+from tests.conftest import Channels, Mailbox, Tenant, add_user, sign_up
 from tests.db import superuser
 from tests.errors import failure
 
@@ -52,6 +52,37 @@ def test_password_reset_by_mail_works_once_and_ends_sessions(
     refresh = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
     assert failure(lambda: auth(channels).RefreshToken(refresh, timeout=10)).code == grpc.StatusCode.UNAUTHENTICATED
     assert mailbox.messages == [], "no mail went to unknown addresses"
+
+
+def test_a_new_password_ends_the_reset_tokens_still_out(channels: Channels, mailbox: Mailbox, tenant: Tenant) -> None:
+    """Whether set by one of them or changed by its owner, a password leaves no older token that sets another."""
+    member = add_user(channels, tenant)
+    email = f"{member.username}@{tenant.slug}.test"
+
+    def reset_token() -> str:
+        request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
+        auth(channels).RequestPasswordReset(request, timeout=10)
+        token = TOKEN.search(mailbox.wait_for(email).get_content())
+        assert token
+        return token[0]
+
+    def reset(token: str, password: str) -> None:
+        auth(channels).ResetPassword(auth_pb2.ResetPasswordRequest(token=token, new_password=password), timeout=30)
+
+    older, newer = reset_token(), reset_token()
+    reset(newer, "fresh-password-42")
+    f = failure(lambda: reset(older, "stolen-password-42"))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "token" in f.violations
+    pending = reset_token()
+    change = pb.ChangePasswordRequest(
+        name=member.user, current_password="fresh-password-42", new_password="changed-password-42"
+    )
+    user_pb2_grpc.UserServiceStub(channels.direct("identity")).ChangePassword(
+        change, metadata=member.metadata, timeout=30
+    )
+    assert "token" in failure(lambda: reset(pending, "stolen-password-42")).violations
+    login = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=member.username, password="changed-password-42")
+    assert auth(channels).Login(login, timeout=30).user.name == member.user
 
 
 def test_email_verification_and_a_changed_address_needs_it_again(
@@ -142,3 +173,21 @@ def test_an_invited_user_chooses_a_password_from_the_mail_and_is_verified(
     login.password = "my-own-choice-77"
     signed_in = auth(channels).Login(login, timeout=30).user
     assert signed_in.name == invited.name and signed_in.email_verified
+
+
+def test_a_line_break_in_the_organizations_name_does_not_stop_its_invitations(
+    channels: Channels, mailbox: Mailbox
+) -> None:
+    founder = sign_up(channels.direct("identity"))
+    renamed = organization_pb2.Organization(name=founder.organization, display_name="Acme\nCorp")
+    request = organization_pb2.UpdateOrganizationRequest(
+        organization=renamed, update_mask=FieldMask(paths=["display_name"])
+    )
+    organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity")).UpdateOrganization(
+        request, metadata=founder.metadata, timeout=10
+    )
+    email = f"guest@{founder.slug}.test"
+    invite = pb.CreateUserRequest(parent=founder.organization, user=pb.User(email=email, username="guest"))
+    user_pb2_grpc.UserServiceStub(channels.direct("identity")).CreateUser(invite, metadata=founder.metadata, timeout=30)
+    mail = mailbox.wait_for(email, timeout=30)
+    assert mail["Subject"] == "You are invited to Acme Corp on HishamOS" and TOKEN.search(mail.get_content())

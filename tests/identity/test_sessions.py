@@ -83,3 +83,22 @@ def test_users_list_and_end_their_sessions(channels: Channels, tenant: Tenant) -
         session_pb2.ListSessionsRequest(parent=member.user), metadata=tenant.metadata, timeout=10
     )
     assert len(managed.sessions) == 1
+
+
+def test_a_manager_ends_the_sessions_of_those_below_but_not_an_admins(channels: Channels, tenant: Tenant) -> None:
+    manager, member = add_user(channels, tenant, "manager"), add_user(channels, tenant)
+    api = session_pb2_grpc.SessionServiceStub(channels.direct("identity"))
+    admins = api.ListSessions(session_pb2.ListSessionsRequest(parent=tenant.user), metadata=tenant.metadata, timeout=10)
+    for refused in (
+        lambda: api.ListSessions(session_pb2.ListSessionsRequest(parent=tenant.user), metadata=manager.metadata),
+        lambda: api.RevokeSession(
+            session_pb2.RevokeSessionRequest(name=admins.sessions[0].name), metadata=manager.metadata
+        ),
+    ):
+        f = failure(refused)
+        assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.reason == "DELEGATION_DENIED"
+    still = api.ListSessions(session_pb2.ListSessionsRequest(parent=tenant.user), metadata=tenant.metadata)
+    assert still.sessions == admins.sessions, "the admin's sessions are as they were"
+    theirs = api.ListSessions(session_pb2.ListSessionsRequest(parent=member.user), metadata=manager.metadata)
+    api.RevokeSession(session_pb2.RevokeSessionRequest(name=theirs.sessions[0].name), metadata=manager.metadata)
+    assert failure(lambda: refresh(channels, member.refresh_token)).code == grpc.StatusCode.UNAUTHENTICATED

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import api_key_pb2 as pb
 from hishamos_identity import audit, users
-from hishamos_identity.grants import permissions_of
+from hishamos_identity.grants import check_acting_for, permissions_of
 from hishamos_identity.models import ApiKey, Organization, User
 from hishamos_kit import resources, validate
 from hishamos_kit.auth import Principal
@@ -117,13 +117,13 @@ class ApiKeys:
     async def _load(
         self, session: AsyncSession, principal: Principal, name: str, field: str = "name", *, mine: bool = False
     ) -> ApiKey:
-        """The key `name`; `mine`: locked, and the caller must own it or manage users."""
+        """The key `name`; `mine`: locked, and the caller must own it or manage its owner."""
         key = await session.get(ApiKey, resources.own_name(principal, PATH, name, field), with_for_update=mine)
         if key is None:
             raise NotFound(name)
-        own = users.PATH.format(key.organization_id, key.owner_id) == principal.subject
-        if mine and not own and "identity.users.update" not in principal.permissions:
-            raise PermissionDenied("only the owner or a user manager may change this key", "NOT_OWNER")
+        if mine:
+            owner = users.PATH.format(key.organization_id, key.owner_id)
+            await check_acting_for(session, principal, owner, key.owner_id)
         return key
 
     async def get(self, principal: Principal, name: str) -> pb.ApiKey:
@@ -166,6 +166,12 @@ class ApiKeys:
             resources.check_etag(key, message.etag, message.name)
             if key.revoked_at is not None:
                 raise FailedPrecondition("the key is revoked; create another", "API_KEY_REVOKED")
+            made_by_key = principal.api_key_expires
+            if made_by_key is not None and (key.expires_at is None or key.expires_at > made_by_key):
+                # As at creation: a key that ends reaches no further than its own expiry through another.
+                raise PermissionDenied(
+                    "an API key that expires may change only keys that end no later than it does", "KEY_OUTLIVES_CALLER"
+                )
             key.version += 1
             if "display_name" in paths:
                 key.display_name = message.display_name.strip()

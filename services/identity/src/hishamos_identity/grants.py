@@ -3,12 +3,13 @@ lists, so a new RPC's permission reaches the right roles the day it is declared.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hishamos_identity.models import Role
+from hishamos_identity.models import Role, User
 from hishamos_kit import api
 from hishamos_kit.auth import Principal
 from hishamos_kit.errors import PermissionDenied
@@ -39,6 +40,18 @@ async def check_delegation(session: AsyncSession, principal: Principal, roles: I
     """A caller grants, takes away or edits only within its own permissions: a manager cannot make
     an admin, nor change an admin's roles, email or state (that would be a way to become one)."""
     check_within(principal, await permissions_of(session, roles))
+
+
+async def check_acting_for(session: AsyncSession, principal: Principal, owner_name: str, owner_id: uuid.UUID) -> None:
+    """Another user's API keys and sessions are looked after by a user manager (`identity.users.update`)
+    holding every permission the owner does: a manager does not rescope, throttle or end an admin's."""
+    if owner_name == principal.subject:
+        return
+    if "identity.users.update" not in principal.permissions:
+        raise PermissionDenied("only its owner or a user manager may do this", "NOT_OWNER")
+    await check_delegation(
+        session, principal, await session.scalar(select(User.roles).where(User.id == owner_id)) or ()
+    )
 
 
 def check_within(principal: Principal, permissions: Iterable[str]) -> None:

@@ -40,6 +40,9 @@ class Mailer:
 
     async def enqueue(self, session: AsyncSession, to: str, subject: str, body: str) -> None:
         """Send once the caller's transaction commits; the caller never waits for the mail server."""
+        # A subject is one line: a line break in what it quotes (an organization's name, say) would
+        # make every delivery fail, and is no way to add a header.
+        subject = " ".join(subject.split())
         sealed = self._sealer.seal(body.encode(), _context(to, subject))
         payload = {"to": to, "subject": subject, "body": base64.b64encode(sealed).decode()}
         await jobs.enqueue(session, Job, KIND, payload)

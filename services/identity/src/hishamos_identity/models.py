@@ -157,6 +157,9 @@ class ApiKey(Timestamps, Base):
 class EmailToken(Timestamps, Base):
     """A single-use token mailed to a user (password reset, email verification), stored as SHA-256."""
 
+    RESET, VERIFY, INVITE = "password_reset", "email_verification", "invitation"  # its purposes
+    SETS_PASSWORD = (RESET, INVITE)
+
     __tablename__ = "email_tokens"
 
     organization_id: Mapped[uuid.UUID] = mapped_column()  # never looked up alone: by hash or user

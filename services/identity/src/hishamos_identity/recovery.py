@@ -26,7 +26,7 @@ from hishamos_kit.errors import InvalidArgument, Violations
 from hishamos_kit.logs import request_id_var
 
 TOKEN = re.compile(r"^hose_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})\Z")
-RESET, VERIFY, INVITE = "password_reset", "email_verification", "invitation"
+RESET, VERIFY, INVITE = EmailToken.RESET, EmailToken.VERIFY, EmailToken.INVITE
 RESET_JOB = "password_reset"
 LIFETIME = {RESET: timedelta(hours=1), VERIFY: timedelta(days=1), INVITE: timedelta(days=7)}
 
@@ -134,7 +134,7 @@ class Recovery:
         v = Violations()
         check_strength(v, "new_password", request.new_password)
         v.raise_if_any()
-        organization_id, user_id, purpose = await self._consume(request.token, (RESET, INVITE))
+        organization_id, user_id, purpose = await self._consume(request.token, EmailToken.SETS_PASSWORD)
         new_hash = await self.passwords.hash(request.new_password)
         accepted = purpose == INVITE  # the invitation reached this address: it is verified too
         async with self.db.tenant(organization_id) as session:
@@ -149,7 +149,7 @@ class Recovery:
                     **({"email_verified": True} if accepted else {}),
                 )
             )
-            await users.revoke_sessions(session, user_id)
+            await users.password_set(session, user_id)
             target = users.PATH.format(organization_id, user_id)
             audit.record(
                 session, organization_id, "invitation.accepted" if accepted else "password.reset", target=target

@@ -6,19 +6,14 @@ from sqlalchemy import func, select, update
 
 from hishamos.identity.v1 import session_pb2 as pb
 from hishamos_identity import audit, users
+from hishamos_identity.grants import check_acting_for
 from hishamos_identity.models import RefreshToken
 from hishamos_kit import resources
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Database
-from hishamos_kit.errors import NotFound, PermissionDenied
+from hishamos_kit.errors import NotFound
 
 PATH = resources.ResourcePath("organizations/{organization}/users/{user}/sessions/{session}")
-MANAGE = "identity.users.update"  # may look after other users' sessions
-
-
-def _check_user(principal: Principal, user_name: str) -> None:
-    if user_name != principal.subject and MANAGE not in principal.permissions:
-        raise PermissionDenied("a user sees and ends only their own sessions", "NOT_SELF")
 
 
 class Sessions:
@@ -27,7 +22,6 @@ class Sessions:
 
     async def list(self, principal: Principal, parent: str) -> list[pb.Session]:
         user_id = resources.own_name(principal, users.PATH, parent, "parent")
-        _check_user(principal, parent)
         live = (RefreshToken.revoked_at.is_(None)) & (RefreshToken.expires_at > func.now())
         query = (
             select(
@@ -42,6 +36,7 @@ class Sessions:
             .order_by(func.min(RefreshToken.created_at).desc())
         )
         async with self.db.tenant(principal.organization_id) as session:
+            await check_acting_for(session, principal, parent, user_id)
             rows = (await session.execute(query)).all()
         return [
             pb.Session(
@@ -57,8 +52,8 @@ class Sessions:
         organization_id, user_id, family_id = PATH.parse(name, "name")
         if organization_id != principal.organization_id:
             raise NotFound(name)
-        _check_user(principal, users.PATH.format(organization_id, user_id))
         async with self.db.tenant(organization_id) as session:
+            await check_acting_for(session, principal, users.PATH.format(organization_id, user_id), user_id)
             ended = await session.execute(
                 update(RefreshToken)
                 .where(

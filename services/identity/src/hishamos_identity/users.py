@@ -81,6 +81,21 @@ async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
     )
 
 
+async def password_set(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """A new password ends the user's sessions, and the reset and invitation tokens still out: an
+    older token, leaked or forgotten in a mailbox, must not set another."""
+    await revoke_sessions(session, user_id)
+    await session.execute(
+        update(EmailToken)
+        .where(
+            EmailToken.user_id == user_id,
+            EmailToken.purpose.in_(EmailToken.SETS_PASSWORD),
+            EmailToken.used_at.is_(None),
+        )
+        .values(used_at=func.now())
+    )
+
+
 async def live_user(session: AsyncSession, user_id: uuid.UUID, name: str, *, lock: bool = False) -> User:
     """The user, unless deleted; `lock` holds the row until the transaction ends."""
     user = await session.get(User, user_id, with_for_update=lock)
@@ -384,5 +399,5 @@ class Users(StandardMethods[User, pb.User]):
             await session.execute(
                 update(User).where(User.id == user_id).values(password_hash=new_hash, updated_at=datetime.now(UTC))
             )
-            await revoke_sessions(session, user_id)
+            await password_set(session, user_id)
             audit.record(session, principal.organization_id, "password.changed", principal.subject, request.name)
