@@ -201,6 +201,15 @@ def test_new_stories_rank_last_and_move_before_or_after_another(channels: Channe
     assert [s.name for s in listed(channels, team)] == [b, d, c, a]  # without order_by too
 
 
+def test_a_story_moves_only_next_to_one_of_its_own_project(channels: Channels, tenant: Tenant, team: Tenant) -> None:
+    mine = create(channels, team, Story(title="mine")).name
+    elsewhere = in_project(channels, tenant)
+    theirs = create(channels, elsewhere, Story(title="theirs")).name
+    # Their story's id under this project's name, and under its own: neither is a story of this project.
+    for target in (f"{team.organization}/stories/{theirs.rsplit('/', 1)[1]}", theirs):
+        assert failure(lambda t=target: move(channels, team, mine, before=t)).code == grpc.StatusCode.NOT_FOUND  # type: ignore[misc]
+
+
 def test_inserting_again_and_again_at_one_spot_renumbers_without_losing_order(channels: Channels, team: Tenant) -> None:
     first, last = create(channels, team, Story(title="first")).name, create(channels, team, Story(title="last")).name
     inserted = []

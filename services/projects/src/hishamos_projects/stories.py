@@ -252,8 +252,10 @@ async def move(session: AsyncSession, row: Story, target_name: str, *, after: bo
     if not target_name:
         raise InvalidArgument({"position": "set `before` or `after` to the name of another story"})
     organization_id, project_id, target_id = StoryType.path.parse(target_name, field)
-    target = await session.get(Story, target_id) if project_id == row.project_id else None
-    if target is None or target.is_deleted or organization_id != row.organization_id:
+    named_here = (organization_id, project_id) == (row.organization_id, row.project_id)
+    target = await session.get(Story, target_id) if named_here else None
+    # The story itself must be of this project too: an id comes under whatever name a caller puts it.
+    if target is None or target.is_deleted or target.project_id != row.project_id:
         raise NotFound(target_name)
     if target.id == row.id:
         raise InvalidArgument({field: "must name another story"})
