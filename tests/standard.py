@@ -195,11 +195,12 @@ class StandardMethodsContract:
         api = self.api(channels)
         request_id = str(uuid.uuid4())
         first = self.create(api, tenant, 0, request_id=request_id)
-        again = self.create(api, tenant, 0, request_id=request_id)
-        assert again == first
+        for spelling in (request_id, request_id.upper(), f"urn:uuid:{request_id}"):  # one id, however written
+            assert self.create(api, tenant, 0, request_id=spelling) == first
         assert self.names(api, tenant) == [first.name]
-        bad = failure(lambda: self.create(api, tenant, 1, request_id="not-a-uuid"))
-        assert bad.code == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in bad.violations
+        for malformed in ("not-a-uuid", "-" * 3000 + request_id.replace("-", "")):
+            bad = failure(lambda m=malformed: self.create(api, tenant, 1, request_id=m))  # type: ignore[misc]
+            assert bad.code == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in bad.violations
 
     def test_soft_delete_hides_until_undeleted(self, channels: Channels, tenant: Tenant) -> None:
         api = self.api(channels)

@@ -25,7 +25,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Select, and_, not_, or_, select
+from sqlalchemy import Integer, Select, SmallInteger, and_, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -56,6 +56,13 @@ def parse_int(value: object) -> int:
     if isinstance(value, str) and -(2**63) <= (number := int(value)) < 2**63:
         return number
     raise ValueError("expected an integer of at most 64 bits")
+
+
+def _check_bits(value: int, column_type: object) -> None:
+    """Refuse an integer its column cannot hold: PostgreSQL would, as an error of the whole request."""
+    bits = 16 if isinstance(column_type, SmallInteger) else 32 if type(column_type) is Integer else 64
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        raise ValueError(f"expected an integer of at most {bits} bits")
 
 
 def parse_time(value: object) -> datetime:
@@ -196,11 +203,15 @@ class _Parser:
         kind, raw = self.take()
         if kind not in ("string", "word"):
             raise self.error(f"expected a value after `{name} {op}`")
+        column = field.column
         try:
+            if "\x00" in raw:  # no column holds one, and PostgreSQL refuses it in a parameter
+                raise ValueError("NUL characters cannot match anything")
             value = field.parse(raw)
+            if isinstance(value, int) and not isinstance(value, bool):
+                _check_bits(value, getattr(column, "type", None))
         except ValueError as exc:
             raise self.error(f"bad value for `{name}`: {exc}") from None
-        column = field.column
         if field.array:  # AIP-160: `labels:x` asks whether the list holds x; nothing else compares a list
             if op != ":":
                 raise self.error(f"`{name}` is a list: ask `{name}:<value>` whether it holds a value")

@@ -168,12 +168,17 @@ class IdempotencyKeyColumns(Timestamps):
         return (UniqueConstraint("organization_id", "method", "request_id"),)
 
 
-def check_request_id(request_id: str) -> None:
-    if request_id:
-        try:
-            uuid.UUID(request_id)
-        except ValueError:
-            raise InvalidArgument({"request_id": "must be a UUID"}) from None
+def request_key(request_id: str) -> str:
+    """A request_id as the key it is kept under: one UUID in one spelling, however the client wrote it
+    (a retry through a proxy that upper-cases it is still the same request); '' when there is none."""
+    if not request_id:
+        return ""
+    try:
+        if len(request_id) > len("urn:uuid:") + 36:  # uuid.UUID drops any number of hyphens
+            raise ValueError(request_id)
+        return str(uuid.UUID(request_id))
+    except ValueError:
+        raise InvalidArgument({"request_id": "must be a UUID"}) from None
 
 
 async def once(
@@ -192,9 +197,9 @@ async def once(
     first transaction ends, then finds its stored response. A failed create rolls the key back.
     `stored` trims what must not be kept (secrets shown once).
     """
+    request_id = request_key(request_id)
     if not request_id:
         return await create()
-    check_request_id(request_id)
     claim = (
         insert(keys)
         .values(id=uuid.uuid4(), organization_id=organization_id, method=method, request_id=request_id)

@@ -116,7 +116,7 @@ class StandardMethods(Generic[Row, Msg]):
 
     async def create(self, principal: Principal, parent: str, message: Msg, request_id: str) -> Msg:
         organization_id = resources.own_parent(principal, parent)
-        resources.check_request_id(request_id)
+        request_id = resources.request_key(request_id)
         row = self.kind.model()
         row.id, row.organization_id = uuid.uuid4(), organization_id
         violations = Violations()

@@ -233,7 +233,7 @@ class Users(StandardMethods[User, pb.User]):
 
     async def create_user(self, principal: Principal, request: pb.CreateUserRequest) -> pb.User:
         organization_id = resources.own_parent(principal, request.parent)
-        resources.check_request_id(request.request_id)
+        resources.request_key(request.request_id)  # a malformed one is refused before any work
         row = User(id=uuid.uuid4(), organization_id=organization_id, state="active")
         v = Violations()
         self.kind.apply(row, request.user, sorted(self.kind.updatable), v)

@@ -245,7 +245,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
         batch: bool,
     ) -> Reply:
         parents = own_parent(principal, self.kind.parent_path, parent)
-        resources.check_request_id(request_id)
+        request_id = resources.request_key(request_id)
         organization_id = principal.organization_id
 
         async def insert(session: AsyncSession) -> Reply:
@@ -260,7 +260,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
     async def create(self, principal: Principal, parent: str, message: Msg, request_id: str) -> Msg:
         if self.kind.fast_create:
             parents = own_parent(principal, self.kind.parent_path, parent)
-            resources.check_request_id(request_id)
+            request_id = resources.request_key(request_id)
             made: Msg = await fastcreate.create(self, principal, parent, parents, message, request_id)
             return made
         method = f"Create{type(message).__name__}"
