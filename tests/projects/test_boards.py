@@ -80,6 +80,30 @@ def test_board_groups_the_sprints_stories_by_state_in_rank_order_with_totals(cha
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_board_shows_cards_and_at_most_200_a_column_whatever_the_sprint_holds(
+    channels: Channels, team: Tenant
+) -> None:
+    s = sprint(channels, team, "Big")
+    heavy = Story(
+        title="t", story_points=1, sprint=s.name, description="d" * 10_000, acceptance_criteria=["a" * 1000] * 50
+    )
+    batch = story_pb2.BatchCreateStoriesRequest(
+        parent=team.organization, requests=[story_pb2.CreateStoryRequest(story=heavy)] * 201
+    )
+    stories(channels).BatchCreateStories(batch, metadata=team.metadata, timeout=60)
+    board = (
+        sprints(channels)
+        .GetSprintBoard(sprint_pb2.GetSprintBoardRequest(name=f"{s.name}/board"), metadata=team.metadata)
+        .sprint_board
+    )
+    backlog = board.columns[0]
+    assert (backlog.story_count, backlog.story_points, len(backlog.stories)) == (201, 201, 200)
+    card = backlog.stories[0]
+    assert card.title == "t" and card.story_points == 1 and not card.description and not card.acceptance_criteria
+    full = stories(channels).GetStory(story_pb2.GetStoryRequest(name=card.name), metadata=team.metadata).story
+    assert full.description == "d" * 10_000
+
+
 def test_burndown_has_one_day_per_sprint_day_so_far_with_points_still_open(channels: Channels, team: Tenant) -> None:
     s = sprint(channels, team, "Burn", start=-2, end=5)
     story(channels, team, "done", 5, s.name, Story.STATE_DONE)

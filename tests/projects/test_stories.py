@@ -449,6 +449,48 @@ def test_schema_references_are_local_and_a_dangling_or_endless_one_fails_cleanly
     assert create(channels, team, Story(title="without x")).title == "without x"
 
 
+def test_no_schema_makes_checking_a_story_costly(channels: Channels, team: Tenant) -> None:
+    """A project's schema runs on every story write: whatever a manager writes, a check stays cheap."""
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+
+    def set_schema(schema: dict[str, Any]) -> object:
+        project = project_pb2.Project(name=team.organization, story_custom_fields_schema=struct(schema))
+        request = project_pb2.UpdateProjectRequest(
+            project=project, update_mask=FieldMask(paths=["story_custom_fields_schema"])
+        )
+        return projects.UpdateProject(request, metadata=team.metadata, timeout=10)
+
+    # Two references to the next definition, 30 deep: a kilobyte and a half that expands to 2^30 checks.
+    fan_out = {f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(30)} | {"d30": {}}
+    refused = (
+        {"$defs": fan_out, "$ref": "#/$defs/d0"},
+        {"properties": {"code": {"pattern": "^(a)\\1$"}}},  # a backreference: RE2 cannot run it
+        {"patternProperties": {"^(a+)+$": {"type": "string"}}},
+    )
+    for schema in refused:
+        f = failure(lambda s=schema: set_schema(s))  # type: ignore[misc]
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {
+            "project.story_custom_fields_schema"
+        }
+    # A pattern that backtracks exponentially in Python's `re` runs in linear time.
+    set_schema({"properties": {"code": {"type": "string", "pattern": "^(a+)+$"}}})
+    f = failure(lambda: create(channels, team, Story(title="x", custom_fields=struct({"code": "a" * 5000 + "!"}))))
+    assert (
+        set(f.violations) == {"story.custom_fields.code"}
+        and "does not match" in f.violations["story.custom_fields.code"]
+    )
+    assert (
+        create(channels, team, Story(title="y", custom_fields=struct({"code": "aaa"}))).custom_fields["code"] == "aaa"
+    )
+    # The work of a check (the schema's size times the values checked) has a ceiling.
+    items = {"type": "array", "items": {"anyOf": [{"type": "string", "maxLength": i} for i in range(1, 200)]}}
+    set_schema({"properties": {"list": items}})
+    f = failure(lambda: create(channels, team, Story(title="z", custom_fields=struct({"list": ["x"] * 2000}))))
+    assert set(f.violations) == {"story.custom_fields"} and "too many values" in f.violations["story.custom_fields"]
+    made = create(channels, team, Story(title="w", custom_fields=struct({"list": ["x"] * 20})))
+    assert len(made.custom_fields.get_or_create_list("list")) == 20
+
+
 def test_concurrent_retries_of_one_request_id_create_one_story(channels: Channels, team: Tenant) -> None:
     request = story_pb2.CreateStoryRequest(
         parent=team.organization, story=Story(title="Exactly once"), request_id=str(uuid.uuid4())

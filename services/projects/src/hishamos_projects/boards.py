@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,21 +29,34 @@ def _live_stories(sprint_id: uuid.UUID) -> list[ColumnElement[bool]]:
     return [Story.sprint_id == sprint_id, Story.is_deleted.is_(False)]
 
 
+# A board is one message: its cards leave out what can make a story large (a story may pass 100 KB,
+# and 150 such stories were past gRPC's 16 MiB limit, so the board could not be read at all).
+CARDS_PER_COLUMN = 200
+NOT_ON_CARDS: tuple[Literal["description", "acceptance_criteria", "custom_fields"], ...] = (
+    "description",
+    "acceptance_criteria",
+    "custom_fields",
+)
+
+
 async def board(session: AsyncSession, sprint: Sprint, present: Present) -> pb.SprintBoard:
     query = select(Story).where(*_live_stories(sprint.id)).order_by(Story.rank, Story.id)
     rows = list((await session.scalars(query)).all())
-    messages = await present(session, rows)
-    columns = []
-    for state in stories.WORKFLOW:
-        in_column = [m for row, m in zip(rows, messages, strict=True) if row.state == state]
-        columns.append(
-            pb.SprintBoard.Column(
-                state=stories.STATES.value(state),
-                stories=in_column,
-                story_count=len(in_column),
-                story_points=sum(m.story_points for m in in_column),
-            )
+    by_state = {state: [row for row in rows if row.state == state] for state in stories.WORKFLOW}
+    shown = [row for column in by_state.values() for row in column[:CARDS_PER_COLUMN]]
+    cards = dict(zip((row.id for row in shown), await present(session, shown), strict=True))
+    for card in cards.values():
+        for field in NOT_ON_CARDS:
+            card.ClearField(field)
+    columns = [
+        pb.SprintBoard.Column(
+            state=stories.STATES.value(state),
+            stories=[cards[row.id] for row in column[:CARDS_PER_COLUMN]],
+            story_count=len(column),
+            story_points=sum(row.story_points for row in column),
         )
+        for state, column in by_state.items()
+    ]
     return pb.SprintBoard(
         name=SprintType.path.format(sprint.organization_id, sprint.project_id, sprint.id) + "/board",
         columns=columns,

@@ -5,9 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import struct_pb2
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from referencing.exceptions import Unresolvable
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,7 +15,7 @@ from hishamos_kit.errors import FailedPrecondition, NotFound, ResourceExhausted,
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_time
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ResourceType, StandardMethods, base_fields
-from hishamos_projects import directory
+from hishamos_projects import directory, schemas
 from hishamos_projects.common import USER
 from hishamos_projects.models import Epic, Project, Sprint, Story
 
@@ -104,7 +101,7 @@ class ProjectType(ResourceType[Project, pb.Project]):
             elif path == "manager":
                 row.manager = validate.reference(v, field, message.manager, USER, row.organization_id)
             elif path == "story_custom_fields_schema":
-                row.story_custom_fields_schema = json_schema(v, field, message.story_custom_fields_schema)
+                row.story_custom_fields_schema = schemas.check_schema(v, field, message.story_custom_fields_schema)
 
 
 def struct(value: dict[str, Any]) -> struct_pb2.Struct | None:
@@ -114,40 +111,6 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct | None:
     message = struct_pb2.Struct()
     message.update(value)
     return message
-
-
-def json_schema(v: Violations, field: str, value: struct_pb2.Struct) -> dict[str, Any]:
-    """A valid JSON Schema (draft 2020-12), checked now so that no story create fails on a broken schema."""
-    schema = validate.json_object(v, field, value)
-    if field in v.items:
-        return schema
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        v.add(field, f"is not a valid JSON Schema: {exc.message}")
-        return schema
-    if any(not ref.startswith("#") for ref in _refs(schema)):
-        v.add(field, 'may only use local references (`$ref: "#/..."`): nothing is fetched')
-        return schema
-    # A valid schema may still fail to check anything: a `$ref` cycle recurses without end, a
-    # dangling `$ref` cannot be followed. Trying it on the custom fields of a story that has none
-    # finds those it always meets; check_custom_fields reports the others, reached through fields.
-    try:
-        list(Draft202012Validator(schema).iter_errors({}))
-    except RecursionError:
-        v.add(field, "refers to itself without end (a `$ref` cycle): it cannot check any story")
-    except Unresolvable:
-        v.add(field, "refers to something it does not define: it cannot check any story")
-    return schema
-
-
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-        return own + [ref for child in node.values() for ref in _refs(child)]
-    if isinstance(node, list):
-        return [ref for child in node for ref in _refs(child)]
-    return []
 
 
 class ProjectMethods(StandardMethods[Project, pb.Project]):

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from referencing.exceptions import Unresolvable
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +22,7 @@ from hishamos_projects.guards import Guard, live
 from hishamos_projects.models import Epic, Sprint, Story, WorkLog
 from hishamos_projects.projects import struct
 from hishamos_projects.rollups import logged_hours, logged_minutes_of_story
+from hishamos_projects.schemas import check_custom_fields
 from hishamos_projects.sprints import SprintType
 
 STATES = validate.EnumCodes(pb.Story.State.items(), "STATE_")
@@ -40,27 +37,6 @@ NEXT_RANK = text("nextval('story_ranks')")
 def may_move(current: str, target: str) -> bool:
     """One step forward or back along the workflow, or back to the backlog from anywhere."""
     return target in (current, "backlog") or abs(WORKFLOW.index(current) - WORKFLOW.index(target)) == 1
-
-
-@lru_cache(maxsize=256)
-def _validator(schema: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema))
-
-
-def check_custom_fields(v: Violations, field: str, value: dict[str, Any], schema: dict[str, Any]) -> None:
-    """Every way `value` breaks the project's schema, each at its JSON path under `field`."""
-    if not schema:
-        return
-    try:
-        errors = list(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value))
-    except Unresolvable:
-        v.add(field, "cannot be checked: the project's schema refers to something it does not define")
-        return
-    except RecursionError:  # a `$ref` cycle the schema reaches through these fields
-        v.add(field, "cannot be checked: the project's schema refers to itself without end")
-        return
-    for error in errors:
-        v.add(field + "".join(f".{part}" for part in error.absolute_path), error.message)
 
 
 class StoryType(ChildType[Story, pb.Story]):
