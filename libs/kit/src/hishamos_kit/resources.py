@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Collection
@@ -173,12 +174,10 @@ def request_key(request_id: str) -> str:
     (a retry through a proxy that upper-cases it is still the same request); '' when there is none."""
     if not request_id:
         return ""
-    try:
-        if len(request_id) > len("urn:uuid:") + 36:  # uuid.UUID drops any number of hyphens
-            raise ValueError(request_id)
-        return str(uuid.UUID(request_id))
-    except ValueError:
-        raise InvalidArgument({"request_id": "must be a UUID"}) from None
+    if len(request_id) <= len("urn:uuid:") + 36:  # uuid.UUID drops any number of hyphens
+        with contextlib.suppress(ValueError):
+            return str(uuid.UUID(request_id))
+    raise InvalidArgument({"request_id": "must be a UUID"})
 
 
 async def once(
