@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from hishamos.identity.v1 import audit_pb2, audit_pb2_grpc, organization_pb2_grpc
 from hishamos.identity.v1 import organization_pb2 as pb
-from hishamos.identity.v1 import organization_pb2_grpc
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
 
@@ -46,6 +46,18 @@ def test_update_masked_fields_with_etag(channels: Channels, tenant: Tenant) -> N
     stale = failure(lambda: update(channels, tenant, change, "display_name"))
     assert stale.code == grpc.StatusCode.ABORTED
     assert get(channels, tenant) == updated
+
+
+def test_an_update_is_audited_with_the_fields_it_changed(channels: Channels, tenant: Tenant) -> None:
+    org = get(channels, tenant)
+    update(channels, tenant, pb.Organization(name=org.name, contact_email="security@acme.test"), "contact_email")
+    listing = audit_pb2.ListAuditEventsRequest(parent=tenant.organization, filter='action = "organization.updated"')
+    events = audit_pb2_grpc.AuditServiceStub(channels.direct("identity")).ListAuditEvents(
+        listing, metadata=tenant.metadata, timeout=10
+    )
+    latest = events.audit_events[0]
+    assert (latest.actor, latest.target) == (tenant.user, org.name)
+    assert list(latest.details["fields"]) == ["contact_email"]
 
 
 def test_bad_values_are_rejected_and_nothing_changes(channels: Channels, tenant: Tenant) -> None:

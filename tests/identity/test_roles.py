@@ -16,7 +16,7 @@ from hishamos.identity.v1 import role_pb2_grpc, user_pb2, user_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.envoy import SERVICES
 from hishamos_kit import api as catalog
-from tests.conftest import Channels, Tenant, add_user
+from tests.conftest import Channels, Tenant, add_user, sign_up
 from tests.errors import failure
 
 
@@ -321,3 +321,26 @@ def test_a_role_deleted_while_being_assigned_is_held_by_nobody(channels: Channel
         got = [stub.GetUser(user_pb2.GetUserRequest(name=u.user), metadata=tenant.metadata, timeout=10) for u in users]
         held = [g.user.roles for g in got]
         assert all(f"temp-{round_}" not in r for r in held), held
+
+
+def test_a_role_deleted_while_a_user_is_created_with_it_is_held_by_nobody(channels: Channels) -> None:
+    """Else a role created later under the same id would give that user its permissions, unasked."""
+    founder = sign_up(channels.direct("identity"))
+    stub = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    for round_ in range(12):
+        created = create_role(channels, founder, f"temp-{round_}", ["projects.projects.get"])
+        invite = user_pb2.CreateUserRequest(  # no password: no argon2id to spread the two calls apart
+            parent=founder.organization,
+            user=user_pb2.User(email=f"u{round_}@{founder.slug}.test", username=f"u{round_}"),
+            roles=[f"temp-{round_}"],
+        )
+        with ThreadPoolExecutor(2) as pool:
+            made = pool.submit(stub.CreateUser, invite, metadata=founder.metadata, timeout=30)
+            pool.submit(roles(channels).DeleteRole, pb.DeleteRoleRequest(name=created.name), metadata=founder.metadata)
+        try:
+            user = made.result().user
+        except grpc.RpcError as exc:  # created after the delete: no such role
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+            continue
+        now = stub.GetUser(user_pb2.GetUserRequest(name=user.name), metadata=founder.metadata, timeout=10).user
+        assert f"temp-{round_}" not in now.roles

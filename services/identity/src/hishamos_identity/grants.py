@@ -30,9 +30,12 @@ async def custom_permissions(session: AsyncSession, roles: Iterable[str]) -> set
 
 
 async def unknown_roles(session: AsyncSession, roles: Iterable[str]) -> list[str]:
-    """The role ids in `roles` that are neither predefined nor custom roles of this organization."""
+    """The role ids in `roles` that are neither predefined nor custom roles of this organization. The
+    custom ones found stay locked until the transaction ends, as for AssignRole: a DeleteRole cannot
+    slip in before the user who is given them is written, and leave them holding a deleted role's id."""
     custom = [r for r in roles if r not in PREDEFINED]
-    found = set(await session.scalars(select(Role.role_id).where(Role.role_id.in_(custom)))) if custom else set()
+    held = select(Role.role_id).where(Role.role_id.in_(custom)).with_for_update(read=True)
+    found = set(await session.scalars(held)) if custom else set()
     return [r for r in custom if r not in found]
 
 

@@ -101,6 +101,7 @@ async def update(db: Database, principal: Principal, message: pb.Organization, m
         apply(org, message, paths, violations)
         violations.raise_if_any()
         await session.flush()
+        audit.record(session, organization_id, "organization.updated", principal.subject, message.name, fields=paths)
         return to_message(org)
 
 
