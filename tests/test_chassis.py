@@ -12,14 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import make_url
 
 from hishamos.agents.v1 import platform_pb2, platform_pb2_grpc
 from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, audit_pb2, audit_pb2_grpc, user_pb2, user_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
-from hishamos_devstack.stack import Stack
+from hishamos_devstack.stack import Stack, free_port
 from hishamos_kit.db import ScriptConnections
-from hishamos_kit.server import SlowCalls
+from hishamos_kit.server import SlowCalls, serve
+from hishamos_kit.settings import ServiceSettings
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
 
@@ -132,3 +134,31 @@ def test_slow_calls_are_logged_at_most_once_a_period_with_a_count_of_those_left_
     time.sleep(0.25)
     assert slow.admit(get) == {"slow_calls_left_out": 4}
     assert slow.admit(get) is None
+
+
+def test_after_sigterm_a_server_says_not_serving_while_it_still_serves_then_stops() -> None:
+    """Gateways stop routing to a server that says NOT_SERVING; until they have, its calls still land."""
+    port = free_port()
+    settings = ServiceSettings(port=port, metrics_port=-1, drain_seconds=1.5, grace_seconds=1)
+
+    async def check(stub: health_pb2_grpc.HealthStub) -> str:
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    async def main() -> list[str]:
+        server = asyncio.create_task(serve("probe", settings, [], authenticator=None))  # type: ignore[arg-type]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            await asyncio.wait_for(channel.channel_ready(), 10)
+            seen = [await check(stub)]
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            seen.append(await check(stub))
+            await server
+            seen.append(await check(stub))
+        return seen
+
+    assert asyncio.run(main()) == ["SERVING", "NOT_SERVING", "UNAVAILABLE"]

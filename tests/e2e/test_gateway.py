@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import pytest
 
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.envoy import BACKEND_HEADER
 from hishamos_devstack.stack import SERVICES, Stack
@@ -124,6 +126,28 @@ def test_rich_errors_and_deadlines_survive_envoy(channels: Channels, tenant: Ten
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT
     assert set(f.violations) == {"project.display_name", "project.slug"}
     assert f.request_id, "Envoy's x-request-id reaches the service and comes back in RequestInfo"
+    # An id sent from outside is replaced at the edge: audit events and logs join on the gateway's.
+    forged = (*tenant.metadata, ("x-request-id", "victim-request-1"))
+    f = failure(lambda: api.CreateProject(bad, metadata=forged, timeout=10))
+    assert f.request_id and f.request_id != "victim-request-1"
     listing = project_pb2.ListProjectsRequest(parent=tenant.organization)
     late = failure(lambda: api.ListProjects(listing, metadata=tenant.metadata, timeout=0.0005))
     assert late.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_login_storm_is_refused_at_the_gateway_as_resource_exhausted(channels: Channels, tenant: Tenant) -> None:
+    """RESOURCE_EXHAUSTED tells a client to back off; the UNAVAILABLE of a bare 429 says retry at once."""
+    auth = auth_pb2_grpc.AuthServiceStub(channels.envoy())
+    guess = auth_pb2.LoginRequest(organization_slug=tenant.slug, login="nobody-here", password="wrong-password-1")
+
+    def attempt(_: int) -> grpc.StatusCode:
+        try:
+            auth.Login(guess, timeout=30)
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]
+        return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(attempt, range(80)))
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert set(codes) <= {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED}

@@ -112,6 +112,8 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
             },
             "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
             "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            # RESOURCE_EXHAUSTED, not the UNAVAILABLE a bare 429 becomes, which clients retry at once.
+            "rate_limited_as_resource_exhausted": True,
         }
     }
     routes.append(login)
@@ -156,7 +158,14 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
         "generate_request_id": True,
         "access_log": [access_log],
         "http2_protocol_options": {"max_concurrent_streams": 1000},
-        "stream_idle_timeout": "0s",
+        # The edge: the peer's address is the client's (x-forwarded-for is appended to, not trusted), and
+        # a request id an outside client sends is replaced, so audit events and logs join on ours.
+        "use_remote_address": True,
+        # No RPC streams its request, so a request arrives whole in seconds; one that stalls after its
+        # headers would otherwise hold one of a backend's 1,024 places until the client left.
+        "request_headers_timeout": "10s",
+        "request_timeout": "60s",
+        "stream_idle_timeout": "300s",
         "route_config": {
             "name": "api",
             "virtual_hosts": [{"name": "api", "domains": ["*"], "routes": routes}],

@@ -116,7 +116,7 @@ class JwksClient:
             if wait > 0:
                 await asyncio.sleep(wait)
             if self._channel is None:
-                self._channel = grpc.aio.insecure_channel(self._target)
+                self._channel = outbound.channel(self._target)
             stub = auth_pb2_grpc.AuthServiceStub(self._channel)
             # With keys in hand a slow identity may not hold every caller up for long.
             timeout = min(outbound.timeout(), 1.0) if self._keys else outbound.timeout()
@@ -278,7 +278,7 @@ class ApiKeys:
 
     async def _authenticate(self, key: str, calls: int) -> None:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._target)
+            self._channel = outbound.channel(self._target)
         stub = api_key_pb2_grpc.ApiKeyServiceStub(self._channel)
         request = api_key_pb2.AuthenticateApiKeyRequest(key=key, reserve_calls=calls)
         try:

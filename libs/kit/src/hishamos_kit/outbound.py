@@ -20,6 +20,12 @@ MOST_SECONDS = 5.0  # the longest any call to another service may take
 inbound_deadline: ContextVar[float | None] = ContextVar("inbound_deadline", default=None)
 
 
+def channel(target: str) -> grpc.aio.Channel:
+    """A channel to another service that spreads its calls over every address the name resolves to (in
+    Kubernetes, a headless Service's ready pods), not only the first."""
+    return grpc.aio.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")])
+
+
 def traced(*pairs: tuple[str, str]) -> Metadata:
     """Metadata for a call to another service: `pairs` and the request id being served, if any."""
     request_id = request_id_var.get()

@@ -142,7 +142,8 @@ class Chassis:
                 self.domain, request_id
             )
             code = "ABORTED"
-        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError):
+        # Unreachable, or every pooled connection busy for the pool's whole timeout: either passes.
+        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError):
             log.warning("database unavailable in %s", method)
             status = Unavailable("the database is unavailable; retry shortly", "DATABASE_UNAVAILABLE").to_status(
                 self.domain, request_id
@@ -292,7 +293,8 @@ async def serve(
     authenticator: Authenticator,
     on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING first, then finish calls within the grace."""
+    """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING (still serving for `drain_seconds`), then
+    stop taking calls and finish those under way within the grace."""
     parts = list(parts)
     services = [p for p in parts if isinstance(p, Service)]
     background = [p for p in parts if isinstance(p, Background)]
@@ -335,8 +337,9 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     working = [asyncio.create_task(b.run(stop), name=b.name) for b in background]
     await stop.wait()
-    log.info("draining", extra={"grace_seconds": settings.grace_seconds})
+    log.info("draining", extra={"drain_seconds": settings.drain_seconds, "grace_seconds": settings.grace_seconds})
     await health_servicer.enter_graceful_shutdown()
+    await asyncio.sleep(settings.drain_seconds)  # still serving, while those routing here learn to stop
     await server.stop(settings.grace_seconds)
     await asyncio.gather(*working)
     if on_stop is not None:

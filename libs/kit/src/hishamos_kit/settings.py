@@ -31,6 +31,11 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "hishamos"
     jwks_cache_seconds: float = 300.0
     grace_seconds: float = 10.0
+    drain_seconds: float = Field(
+        0.0,
+        description="after SIGTERM, seconds to go on serving while health checks answer NOT_SERVING, so that "
+        "gateways and load balancers stop sending calls first (Envoy's checks need about 10)",
+    )
     max_message_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"
     service_credential: str = Field("", description="`<service>:<secret>` for AuthService.IssueServiceToken")

@@ -33,7 +33,7 @@ def current() -> Directory:
 
 class Directory:
     def __init__(self, identity_target: str, credential: str) -> None:
-        self._channel = grpc.aio.insecure_channel(identity_target)
+        self._channel = outbound.channel(identity_target)
         self._tokens = ServiceTokens(self._channel, credential, PERMISSIONS)
         self._users = user_pb2_grpc.UserServiceStub(self._channel)
         self._orgs = organization_pb2_grpc.OrganizationServiceStub(self._channel)
