@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -162,3 +164,21 @@ def test_after_sigterm_a_server_says_not_serving_while_it_still_serves_then_stop
         return seen
 
     assert asyncio.run(main()) == ["SERVING", "NOT_SERVING", "UNAVAILABLE"]
+
+
+def test_a_database_that_takes_the_connection_but_never_answers_fails_the_call_in_seconds() -> None:
+    """As a PostgreSQL that is restarting on a busy machine does: the caller must hear UNAVAILABLE
+    before its deadline, not wait with it."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel does), never says a word
+    port = silent.getsockname()[1]
+
+    async def connect() -> None:
+        scripts = ScriptConnections(f"host=127.0.0.1 port={port} dbname=x user=x", 1)
+        with pytest.raises(psycopg.OperationalError):  # which the chassis answers UNAVAILABLE
+            async with scripts.connection():
+                pass
+
+    try:
+        asyncio.run(asyncio.wait_for(connect(), 30))  # without a connect timeout: waits for ever
+    finally:
+        silent.close()

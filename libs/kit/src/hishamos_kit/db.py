@@ -100,6 +100,9 @@ class TenantResource(Resource):
 # calls, and whenever it guesses one cheaper) costs more than running a page query. Strings are standard
 # (as by default), so a bytea parameter's text form has its single backslash.
 SCRIPT_OPTIONS = "-c standard_conforming_strings=on -c plan_cache_mode=force_generic_plan"
+# A server that takes a connection and does not answer (a PostgreSQL restarting on a busy machine
+# queues it) fails the call as UNAVAILABLE after this long, instead of holding it past its deadline.
+CONNECT_TIMEOUT_SECONDS = 5
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 POSITIONAL = re.compile(r"%%|%s")
@@ -307,7 +310,11 @@ class ScriptConnections:
         self._open += 1
         try:
             return await AsyncConnection.connect(
-                self._conninfo, autocommit=True, client_encoding="UTF8", options=SCRIPT_OPTIONS
+                self._conninfo,
+                autocommit=True,
+                client_encoding="UTF8",
+                options=SCRIPT_OPTIONS,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
             )
         except BaseException:
             self._open -= 1
@@ -341,7 +348,12 @@ class Database:
     """
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
-        self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        self.engine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.scripts = ScriptConnections(conninfo, pool_size)
