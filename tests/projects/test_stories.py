@@ -4,6 +4,7 @@ import base64
 import json
 import random
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -315,6 +316,19 @@ def struct(value: dict[str, Any]) -> Struct:
     return message
 
 
+def schema_setter(channels: Channels, team: Tenant) -> Callable[[dict[str, Any]], object]:
+    """UpdateProject of the team's project with `schema` as its stories' custom-fields schema."""
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+
+    def set_schema(schema: dict[str, Any]) -> object:
+        project = project_pb2.Project(name=team.organization, story_custom_fields_schema=struct(schema))
+        mask = FieldMask(paths=["story_custom_fields_schema"])
+        request = project_pb2.UpdateProjectRequest(project=project, update_mask=mask)
+        return projects.UpdateProject(request, metadata=team.metadata, timeout=10)
+
+    return set_schema
+
+
 def test_custom_fields_must_match_the_projects_schema(channels: Channels, team: Tenant) -> None:
     projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
     broken = project_pb2.Project(name=team.organization, story_custom_fields_schema=struct({"type": "nonsense"}))
@@ -421,13 +435,7 @@ def test_epic_progress_is_done_points_over_total_points_of_its_live_stories(chan
 def test_schema_references_are_local_and_a_dangling_or_endless_one_fails_cleanly(
     channels: Channels, team: Tenant
 ) -> None:
-    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
-
-    def set_schema(schema: dict[str, Any]) -> object:
-        project = project_pb2.Project(name=team.organization, story_custom_fields_schema=struct(schema))
-        mask = FieldMask(paths=["story_custom_fields_schema"])
-        request = project_pb2.UpdateProjectRequest(project=project, update_mask=mask)
-        return projects.UpdateProject(request, metadata=team.metadata, timeout=10)
+    set_schema = schema_setter(channels, team)
 
     remote = {"properties": {"x": {"$ref": "https://evil.test/schema.json"}}}
     assert set(failure(lambda: set_schema(remote)).violations) == {"project.story_custom_fields_schema"}
@@ -451,14 +459,7 @@ def test_schema_references_are_local_and_a_dangling_or_endless_one_fails_cleanly
 
 def test_no_schema_makes_checking_a_story_costly(channels: Channels, team: Tenant) -> None:
     """A project's schema runs on every story write: whatever a manager writes, a check stays cheap."""
-    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
-
-    def set_schema(schema: dict[str, Any]) -> object:
-        project = project_pb2.Project(name=team.organization, story_custom_fields_schema=struct(schema))
-        request = project_pb2.UpdateProjectRequest(
-            project=project, update_mask=FieldMask(paths=["story_custom_fields_schema"])
-        )
-        return projects.UpdateProject(request, metadata=team.metadata, timeout=10)
+    set_schema = schema_setter(channels, team)
 
     # Two references to the next definition, 30 deep: a kilobyte and a half that expands to 2^30 checks.
     fan_out = {f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(30)} | {"d30": {}}
