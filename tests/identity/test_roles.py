@@ -114,6 +114,14 @@ def test_custom_role_grants_exactly_its_permissions(channels: Channels, tenant: 
         ).code
         == grpc.StatusCode.NOT_FOUND
     )
+    # Created again under the same id, it is a new role: an etag read from the deleted one is stale.
+    again = create_role(channels, tenant, "project-auditor", ["projects.projects.list"])
+    stale = pb.Role(name=again.name, etag=updated.etag, permissions=["projects.projects.create"])
+    update = pb.UpdateRoleRequest(role=stale, update_mask=FieldMask(paths=["permissions"]))
+    f = failure(lambda: roles(channels).UpdateRole(update, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.ABORTED and f.metadata["current_etag"] == again.etag
+    got = roles(channels).GetRole(pb.GetRoleRequest(name=again.name), metadata=tenant.metadata, timeout=10).role
+    assert list(got.permissions) == ["projects.projects.list"]
 
 
 def test_a_token_names_predefined_roles_and_lists_only_what_custom_roles_add(

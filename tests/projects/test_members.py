@@ -68,7 +68,7 @@ def test_members_join_leave_and_come_back_with_member_count_kept(
     dev = add_user(channels, tenant, "developer")
     joined = add_member(channels, team, dev.user)
     assert joined.name.startswith(f"{team.organization}/members/")
-    assert (joined.user, joined.role, joined.etag) == (dev.user, Member.ROLE_CONTRIBUTOR, "v1")
+    assert (joined.user, joined.role) == (dev.user, Member.ROLE_CONTRIBUTOR) and joined.etag
     key = str(uuid.uuid4())
     request = member_pb2.CreateMemberRequest(
         parent=team.organization, member=Member(user=tenant.user, role=Member.ROLE_MANAGER), request_id=key
@@ -104,7 +104,7 @@ def test_role_changes_with_etag_and_filters(channels: Channels, tenant: Tenant, 
     change = Member(name=dev.name, role=Member.ROLE_OBSERVER, etag=dev.etag)
     update = member_pb2.UpdateMemberRequest(member=change, update_mask=FieldMask(paths=["role"]))
     changed = api(channels).UpdateMember(update, metadata=team.metadata, timeout=10).member
-    assert (changed.role, changed.etag) == (Member.ROLE_OBSERVER, "v2")
+    assert changed.role == Member.ROLE_OBSERVER and changed.etag not in ("", dev.etag)
     f = failure(lambda: api(channels).UpdateMember(update, metadata=team.metadata, timeout=10))
     assert f.code == grpc.StatusCode.ABORTED
     other_user = Member(name=dev.name, user=tenant.user)

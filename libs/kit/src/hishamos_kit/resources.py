@@ -95,11 +95,17 @@ class Versioned(Protocol):
     """A row whose version is its etag: a Resource, or a row that versions only some of its writes."""
 
     @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
     def version(self) -> int: ...
 
 
 def etag(row: Versioned) -> str:
-    return f"v{row.version}"
+    """The row's version, marked with the row: a resource deleted and created again under the same
+    name (a role, a project member) starts again at version 1, and an etag read from the old one
+    must not match the new one."""
+    return f"v{row.version}.{row.id.hex[:8]}"
 
 
 def check_etag(row: Versioned, given: str, name: str) -> None:
