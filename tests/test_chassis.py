@@ -22,7 +22,7 @@ from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, audit_pb2, audit
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.stack import Stack, free_port
 from hishamos_kit.db import ScriptConnections
-from hishamos_kit.server import SlowCalls, serve
+from hishamos_kit.server import SlowCalls, over_limit, serve
 from hishamos_kit.settings import ServiceSettings
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
@@ -182,3 +182,16 @@ def test_a_database_that_takes_the_connection_but_never_answers_fails_the_call_i
         asyncio.run(asyncio.wait_for(connect(), 30))  # without a connect timeout: waits for ever
     finally:
         silent.close()
+
+
+def test_a_statement_past_a_database_limit_is_the_requests_fault_not_a_reason_to_retry(stack: Stack) -> None:
+    """PostgreSQL files its program limits with the operational errors that mean "unavailable"; a
+    client told UNAVAILABLE retries a request that can never succeed."""
+    _, owner_url, _ = stack.database_urls("projects")
+    url = owner_url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(url) as conn, pytest.raises(psycopg.OperationalError) as too_wide:
+        conn.execute("SELECT " + ", ".join(["1"] * 2000))  # a target list holds at most 1664 entries
+    assert over_limit(too_wide.value)
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(f"host=127.0.0.1 port={free_port()} dbname=x user=x", connect_timeout=5)
+    assert not over_limit(refused.value)

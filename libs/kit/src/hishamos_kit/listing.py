@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import cached_property, lru_cache
 from typing import Any
 
@@ -71,7 +71,8 @@ def parse_time(value: object) -> datetime:
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError("timestamp needs a time zone, e.g. Z")
-    return parsed
+    # In UTC: PostgreSQL takes offsets up to 15:59, Python up to 23:59.
+    return parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,8 @@ class _Parser:
                 raise self.error(f"`:` works on text fields only, not `{name}`")
             escaped = str(value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             return column.ilike(f"%{escaped}%", escape="\\")  # type: ignore[no-any-return]
+        if value is None and op not in ("=", "!="):  # a literal meaning "none set" (a reference's "")
+            raise self.error(f'`{name}` = "" asks whether none is set; it takes `=` or `!=` only')
         operators: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
             "=": lambda c, v: c == v,
             "!=": lambda c, v: c != v,
@@ -247,6 +250,9 @@ def parse_order_by(text: str, spec: ListSpec) -> list[tuple[str, bool]]:
             raise InvalidArgument(
                 {"order_by": f"cannot order by `{words[0]}`; fields: {', '.join(sorted(spec.order_fields))}"}
             )
+        # Each field once: a repeat orders nothing more, and a key per repeat made the query grow unbounded.
+        if any(field == words[0] for field, _ in order):
+            raise InvalidArgument({"order_by": f"names `{words[0]}` more than once"})
         order.append((words[0], len(words) == 2 and words[1] == "desc"))
     return order
 

@@ -143,12 +143,18 @@ class Chassis:
             )
             code = "ABORTED"
         # Unreachable, or every pooled connection busy for the pool's whole timeout: either passes.
-        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError):
-            log.warning("database unavailable in %s", method)
-            status = Unavailable("the database is unavailable; retry shortly", "DATABASE_UNAVAILABLE").to_status(
-                self.domain, request_id
-            )
-            code = "UNAVAILABLE"
+        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError) as exc:
+            if over_limit(exc):  # the same request would fail again: not a reason to retry
+                log.warning("database limit exceeded in %s", method)
+                too_much = {"request": "asks more of the database than it can do at once; ask for less"}
+                status = InvalidArgument(too_much, "REQUEST_TOO_COMPLEX").to_status(self.domain, request_id)
+                code = "INVALID_ARGUMENT"
+            else:
+                log.warning("database unavailable in %s", method)
+                status = Unavailable("the database is unavailable; retry shortly", "DATABASE_UNAVAILABLE").to_status(
+                    self.domain, request_id
+                )
+                code = "UNAVAILABLE"
         except Exception as exc:  # noqa: BLE001 - the last line: the client gets INTERNAL and a request id
             if refused_value(exc):  # a value validation let through, a NUL inside JSON say
                 log.warning("database refused a value in %s", method)
@@ -254,6 +260,13 @@ def refused_value(exc: Exception) -> bool:
     error = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
     # No SQLSTATE: refused before it was sent (psycopg refuses NUL in a text value).
     return isinstance(error, psycopg.DataError) and error.sqlstate in (*REFUSED_VALUES, None)
+
+
+def over_limit(exc: Exception) -> bool:
+    """A statement past one of PostgreSQL's program limits (SQLSTATE class 54: too many columns,
+    arguments, a statement too complex), which psycopg files with the operational errors."""
+    error = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    return isinstance(error, psycopg.Error) and (error.sqlstate or "").startswith("54")
 
 
 def _innermost_frame(exc: BaseException) -> str:
