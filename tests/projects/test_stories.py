@@ -184,6 +184,8 @@ def test_list_filters_by_sprint_epic_label_assignee_state_and_text(
     # Values no column can hold are the filter's fault, not the database's.
     for refused in (
         'label > "a"',
+        'sprint < ""',
+        'epic >= ""',
         'title = "a\\u0000b"',
         "title = a\x00b",
         "story_points = 3000000000",
@@ -515,3 +517,21 @@ def test_a_retry_after_the_project_is_gone_still_gets_the_first_result(channels:
         parent=team.organization, story=Story(title="New"), request_id=str(uuid.uuid4())
     )
     assert failure(lambda: api(channels).CreateStory(fresh, metadata=team.metadata)).code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_request_id_sent_to_another_project_creates_there(channels: Channels, tenant: Tenant) -> None:
+    """A retry is the same request to the same parent: the id sent to another project must not answer
+    with the first project's story."""
+    first, second = in_project(channels, tenant), in_project(channels, tenant)
+    rid = str(uuid.uuid4())
+    for team in (first, second):
+        request = story_pb2.CreateStoryRequest(parent=team.organization, story=Story(title="Here"), request_id=rid)
+        made = api(channels).CreateStory(request, metadata=team.metadata).story
+        assert (
+            made.name.startswith(f"{team.organization}/")
+            and api(channels).CreateStory(request, metadata=team.metadata).story == made
+        )
+        batch = story_pb2.BatchCreateStoriesRequest(parent=team.organization, requests=[request], request_id=rid)
+        made = api(channels).BatchCreateStories(batch, metadata=team.metadata).stories[0]
+        assert made.name.startswith(f"{team.organization}/")
+    assert [len(listed(channels, team, filter='title = "Here"')) for team in (first, second)] == [2, 2]

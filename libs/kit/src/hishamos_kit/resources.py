@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -184,6 +184,12 @@ def request_key(request_id: str) -> str:
         with contextlib.suppress(ValueError):
             return str(uuid.UUID(request_id))
     raise InvalidArgument({"request_id": "must be a UUID"})
+
+
+def keyed_method(method: str, parents: Sequence[uuid.UUID]) -> str:
+    """The method a create's request_id is kept under, with the parent it creates in: an id sent
+    again to another project is another request, not a retry answered with the first project's resource."""
+    return " ".join((method, *map(str, parents)))
 
 
 async def once(

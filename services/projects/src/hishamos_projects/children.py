@@ -253,6 +253,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
             return reply(await self._insert(session, principal, parents, messages, batch))
 
         async with self.db.tenant(organization_id) as session:
+            method = resources.keyed_method(method, parents)
             return await resources.once(
                 session, self.keys, organization_id, method, request_id, response, lambda: insert(session)
             )

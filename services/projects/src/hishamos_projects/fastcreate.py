@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
+from hishamos_kit import resources
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Prepared, ScriptConnections, columns_of, in_tenant
 from hishamos_kit.errors import Aborted, NotFound, Violations
@@ -95,7 +96,7 @@ async def create(
     checks = [*ancestors, *guards.values()]
     texts = tuple(check.sql for check in checks)
     facts_params = (*(p for check in checks for p in check.params), project_id)
-    method = f"Create{type(message).__name__}"
+    method = resources.keyed_method(f"Create{type(message).__name__}", parents)
     key_id = uuid.uuid4() if request_id else None
     async with methods.db.scripts.connection() as conn:
         loader = methods.db.scripts.adapter(conn)
