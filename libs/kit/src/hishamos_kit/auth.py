@@ -295,13 +295,16 @@ class ApiKeys:
             raise Unavailable(
                 "cannot verify API keys now: identity is unreachable; retry", "API_KEY_UNVERIFIED"
             ) from exc
+        # Kept no longer than the key lives: its expiry, unlike a revocation, is known in advance.
+        expires = reply.expire_time.ToDatetime(UTC) if reply.HasField("expire_time") else None
+        lifetime = self._ttl if expires is None else min(self._ttl, expires.timestamp() - time.time())
         principal = Principal(
             subject=reply.owner,
             organization_id=uuid.UUID(reply.organization.rsplit("/", 1)[1]),
             roles=(),
-            expires_at=time.time() + self._ttl,
+            expires_at=time.time() + lifetime,
             permissions=frozenset(reply.permissions),
-            api_key_expires=reply.expire_time.ToDatetime(UTC) if reply.HasField("expire_time") else None,
+            api_key_expires=expires,
         )
         now = time.monotonic()
         blocked_until = (
@@ -310,7 +313,7 @@ class ApiKeys:
         if len(self._states) >= 10_000:
             self._states.clear()
         self._states[key] = _KeyState(
-            principal, reply.rate_limit_per_minute, now + self._ttl, reply.reserved_calls, blocked_until
+            principal, reply.rate_limit_per_minute, now + lifetime, reply.reserved_calls, blocked_until
         )
 
     async def close(self) -> None:
@@ -327,9 +330,9 @@ class Authenticator:
         self.api_keys = api_keys
 
     async def authenticate(self, metadata: Mapping[str, str]) -> Principal:
-        key = metadata.get("x-api-key")
-        if key:
-            return await self.api_keys.verify(key.strip())
+        key = metadata.get("x-api-key", "").strip()
+        if key:  # a blank one is no credential: the bearer token, if any, decides
+            return await self.api_keys.verify(key)
         token = bearer_token(metadata)
         if token.startswith(API_KEY_PREFIX):
             return await self.api_keys.verify(token)

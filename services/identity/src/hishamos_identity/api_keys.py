@@ -88,7 +88,7 @@ class ApiKeys:
             else None
         )
         if expires is not None and expires <= datetime.now(UTC) + timedelta(minutes=1):
-            v.add("api_key.expire_time", "must be in the future")
+            v.add("api_key.expire_time", "must be at least a minute in the future")
         made_by_key = principal.api_key_expires
         if made_by_key is not None and (expires is None or expires > made_by_key):
             # A key made with a key ends when that one does, or it would outlive it.
