@@ -9,6 +9,7 @@ from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, user_pb2_grpc
 from hishamos.identity.v1 import user_pb2 as pb
 from tests.conftest import PASSWORD, Channels, Operator, Tenant, add_user, set_quotas
 from tests.errors import failure
+from tests.identity.test_api_keys import create as create_key
 from tests.standard import Case, StandardMethodsContract
 
 USERS = Case(
@@ -114,7 +115,7 @@ def test_a_list_field_is_asked_whether_it_holds_a_value(channels: Channels, tena
 
 
 def test_deactivated_users_cannot_sign_in_or_refresh(channels: Channels, tenant: Tenant) -> None:
-    member = add_user(channels, tenant)
+    member = add_user(channels, tenant, "developer")
     request = pb.DeactivateUserRequest(name=member.user)
     deactivated = users(channels).DeactivateUser(request, metadata=tenant.metadata, timeout=10).user
     assert deactivated.state == pb.User.STATE_DEACTIVATED
@@ -122,6 +123,9 @@ def test_deactivated_users_cannot_sign_in_or_refresh(channels: Channels, tenant:
     refresh = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
     auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
     assert failure(lambda: auth.RefreshToken(refresh, timeout=10)).code == grpc.StatusCode.UNAUTHENTICATED
+    # Their access token lives until it expires, but mints no key to come back with once reactivated.
+    f = failure(lambda: create_key(channels, member, ["projects.projects.list"]))
+    assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.reason == "USER_DEACTIVATED"
     users(channels).ActivateUser(pb.ActivateUserRequest(name=member.user), metadata=tenant.metadata, timeout=10)
     assert login(channels, tenant, member.username).user.state == pb.User.STATE_ACTIVE
 

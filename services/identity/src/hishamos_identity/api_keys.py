@@ -107,6 +107,11 @@ class ApiKeys:
             expires_at=expires,
         )
         async with self.db.tenant(organization_id) as session:
+            # A deactivated user's access token lives on until it expires; it must not mint a key
+            # that outlives the deactivation and works again the day the user is reactivated.
+            owner = await users.live_user(session, owner_id, principal.subject, lock=True)
+            if owner.state != "active":
+                raise PermissionDenied("this user is deactivated; ask an admin", "USER_DEACTIVATED")
             session.add(key)
             await session.flush()
             audit.record(
