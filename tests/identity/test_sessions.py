@@ -65,6 +65,9 @@ def test_users_list_and_end_their_sessions(channels: Channels, tenant: Tenant) -
     api = session_pb2_grpc.SessionServiceStub(channels.direct("identity"))
     listed = api.ListSessions(session_pb2.ListSessionsRequest(parent=member.user), metadata=member.metadata, timeout=10)
     assert len(listed.sessions) == 2 and all(s.name.startswith(f"{member.user}/sessions/") for s in listed.sessions)
+    shouted = session_pb2.ListSessionsRequest(parent=member.user.upper().replace("ORGANIZATIONS", "organizations"))
+    shouted.parent = shouted.parent.replace("/USERS/", "/users/")  # the same user, ids in capitals
+    assert api.ListSessions(shouted, metadata=member.metadata, timeout=10) == listed
     newest = listed.sessions[0]
     api.RevokeSession(session_pb2.RevokeSessionRequest(name=newest.name), metadata=member.metadata, timeout=10)
     assert failure(lambda: refresh(channels, second.refresh_token)).code == grpc.StatusCode.UNAUTHENTICATED

@@ -36,7 +36,7 @@ class Sessions:
             .order_by(func.min(RefreshToken.created_at).desc())
         )
         async with self.db.tenant(principal.organization_id) as session:
-            await check_acting_for(session, principal, parent, user_id)
+            await check_acting_for(session, principal, users.PATH.format(principal.organization_id, user_id), user_id)
             rows = (await session.execute(query)).all()
         return [
             pb.Session(

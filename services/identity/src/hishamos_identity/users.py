@@ -121,7 +121,7 @@ async def keep_an_admin(session: AsyncSession, user: User, role_lost: str = "adm
 def own_user(principal: Principal, name: str) -> uuid.UUID:
     """The id of the user `name`, which must be the caller: the self-service methods act on oneself only."""
     user_id = resources.own_name(principal, PATH, name)
-    if name != principal.subject:
+    if PATH.format(principal.organization_id, user_id) != principal.subject:  # however the name spells the id
         raise PermissionDenied("a user changes only their own email, password and two-factor settings", "NOT_SELF")
     return user_id
 
