@@ -6,7 +6,7 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.type.date_pb2 import Date
 
-from hishamos.projects.v1 import project_pb2, project_pb2_grpc, sprint_pb2, sprint_pb2_grpc
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc, sprint_pb2, sprint_pb2_grpc, story_pb2, story_pb2_grpc
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
 from tests.pages import every_page
@@ -185,3 +185,44 @@ def test_sprints_list_by_start_or_end_date_page_by_page(channels: Channels, team
 def day(text: str) -> Date:
     year, month, dom = (int(part) for part in text.split("-"))
     return Date(year=year, month=month, day=dom)
+
+
+def stories(channels: Channels) -> story_pb2_grpc.StoryServiceStub:
+    return story_pb2_grpc.StoryServiceStub(channels.direct("projects"))
+
+
+def test_a_deleted_planned_sprint_sends_its_stories_back_to_the_backlog(channels: Channels, team: Tenant) -> None:
+    planned = create(channels, team, sprint())
+    request = story_pb2.CreateStoryRequest(
+        parent=team.organization, story=story_pb2.Story(title="s", sprint=planned.name)
+    )
+    story = stories(channels).CreateStory(request, metadata=team.metadata).story
+    api(channels).DeleteSprint(sprint_pb2.DeleteSprintRequest(name=planned.name), metadata=team.metadata)
+    got = stories(channels).GetStory(story_pb2.GetStoryRequest(name=story.name), metadata=team.metadata).story
+    assert got.sprint == "" and got.etag != story.etag
+
+
+def test_a_completed_sprint_keeps_its_dates_and_gets_no_story_back(channels: Channels, team: Tenant) -> None:
+    running = start(channels, team, create(channels, team, sprint()).name)
+    points = story_pb2.Story(title="s", story_points=3, sprint=running.name)
+    story = (
+        stories(channels)
+        .CreateStory(story_pb2.CreateStoryRequest(parent=team.organization, story=points), metadata=team.metadata)
+        .story
+    )
+    stories(channels).DeleteStory(story_pb2.DeleteStoryRequest(name=story.name), metadata=team.metadata)
+    done = complete(channels, team, running.name)
+    back = stories(channels).UndeleteStory(story_pb2.UndeleteStoryRequest(name=story.name), metadata=team.metadata)
+    assert back.story.sprint == ""  # deleted or not, an unfinished story left the sprint when it completed
+    board = api(channels).GetSprintBoard(
+        sprint_pb2.GetSprintBoardRequest(name=f"{done.name}/board"), metadata=team.metadata
+    )
+    assert board.sprint_board.total_story_points == 0
+
+    moved = Sprint(name=done.name, start_date=Date(year=2020, month=1, day=1), end_date=done.end_date)
+    request = sprint_pb2.UpdateSprintRequest(sprint=moved, update_mask=FieldMask(paths=["start_date", "end_date"]))
+    f = failure(lambda: api(channels).UpdateSprint(request, metadata=team.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.FAILED_PRECONDITION and f.reason == "SPRINT_COMPLETED"
+    renamed = Sprint(name=done.name, display_name="Done", start_date=done.start_date, end_date=done.end_date)
+    request = sprint_pb2.UpdateSprintRequest(sprint=renamed, update_mask=FieldMask(paths=["*"]))
+    assert api(channels).UpdateSprint(request, metadata=team.metadata, timeout=10).sprint.display_name == "Done"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import grpc
@@ -190,9 +191,12 @@ def test_a_deleted_story_hides_its_tasks_and_work_logs_until_undeleted(channels:
     assert again.work_log == log
 
 
-def test_a_work_time_beyond_timestamps_range_is_a_field_violation(channels: Channels, tenant: Tenant) -> None:
+def test_a_work_time_beyond_timestamps_range_or_in_the_future_is_a_field_violation(
+    channels: Channels, tenant: Tenant
+) -> None:
     task = in_task(channels, tenant)
-    for moment in (Timestamp(seconds=253_402_300_800), Timestamp(seconds=1_780_000_000, nanos=-1)):
+    next_week = Timestamp(seconds=int(time.time()) + 7 * 86_400)  # hours logged must have been worked
+    for moment in (Timestamp(seconds=253_402_300_800), Timestamp(seconds=1_780_000_000, nanos=-1), next_week):
         bad = WorkLog(user=tenant.user, work_time=moment, duration_minutes=30)
         request = task_pb2.CreateWorkLogRequest(parent=task.organization, work_log=bad)
         f = failure(lambda r=request: work_logs(channels).CreateWorkLog(r, metadata=tenant.metadata, timeout=10))

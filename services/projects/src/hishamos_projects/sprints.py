@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.projects.v1 import sprint_pb2 as pb
@@ -72,6 +72,10 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
                 row.goal = validate.text(v, field, message.goal, max_length=10_000)
             elif path in ("start_date", "end_date"):
                 value = dates.to_date(v, field, getattr(message, path), required=True)
+                if value is not None and value != getattr(row, path) and row.state == "completed":
+                    raise FailedPrecondition(  # its burndown and velocity are history
+                        "a completed sprint's dates cannot change", "SPRINT_COMPLETED", {"field": field}
+                    )
                 if value is not None:
                     setattr(row, path, value)
         if row.start_date and row.end_date and row.end_date <= row.start_date and "sprint.start_date" not in v.items:
@@ -90,6 +94,18 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
         if row.state == "active":
             raise FailedPrecondition(
                 f"{name} is active; complete it before deleting it", "SPRINT_ACTIVE", {"sprint": name}
+            )
+
+    fast_create = False  # before_write writes
+
+    async def before_write(self, session: AsyncSession, row: Sprint, action: str) -> None:
+        """A deleted sprint's stories go back to the backlog (a completed one's stay: they are its history)."""
+        if action == "delete" and row.state == "planned":
+            await session.execute(
+                update(Story)
+                .where(Story.sprint_id == row.id)
+                .values(sprint_id=None, version=Story.version + 1, updated_at=func.now())
+                .execution_options(synchronize_session=False)
             )
 
 

@@ -266,7 +266,8 @@ async def _rank_next_to(session: AsyncSession, row: Story, target: Story, *, aft
 
 
 async def release_unfinished(session: AsyncSession, sprint: Sprint, next_sprint: str) -> list[str]:
-    """Move the sprint's unfinished live stories to `next_sprint` (a planned sprint of the project) or the backlog."""
+    """Move the sprint's unfinished stories to `next_sprint` (a planned sprint of the project) or the
+    backlog; deleted ones too, or undeleting one would put it back into a completed sprint."""
     target = None
     if next_sprint:
         v = Violations()
@@ -280,11 +281,11 @@ async def release_unfinished(session: AsyncSession, sprint: Sprint, next_sprint:
         if target == sprint.id:
             v.add("next_sprint", "must be another sprint than the one completing")
         v.raise_if_any()
-    moved = await session.scalars(
+    moved = await session.execute(
         update(Story)
-        .where(Story.sprint_id == sprint.id, Story.state != "done", Story.is_deleted.is_(False))
+        .where(Story.sprint_id == sprint.id, Story.state != "done")
         .values(sprint_id=target, version=Story.version + 1, updated_at=func.now())
-        .returning(Story.id)
+        .returning(Story.id, Story.is_deleted)
         .execution_options(synchronize_session=False)
     )
-    return [StoryType.path.format(sprint.organization_id, sprint.project_id, i) for i in moved]
+    return [StoryType.path.format(sprint.organization_id, sprint.project_id, i) for i, gone in moved if not gone]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.projects.v1 import task_pb2 as pb
@@ -131,7 +133,11 @@ class WorkLogType(ChildType[WorkLog, pb.WorkLog]):
                 v.check(bool(row.user), field, "is required")
             elif path == "work_time":
                 if message.HasField("work_time"):
-                    if (work_time := validate.timestamp(v, field, message.work_time)) is not None:
+                    if (work_time := validate.timestamp(v, field, message.work_time)) is None:
+                        pass
+                    elif work_time > datetime.now(UTC) + timedelta(days=1):  # a day's allowance for clocks
+                        v.add(field, "is in the future: log work that was done")
+                    else:
                         row.work_time = work_time
                 else:
                     v.add(field, "is required")
