@@ -84,3 +84,9 @@ def test_a_job_whose_runs_never_end_is_given_up(stack: Stack) -> None:
     attempts, finished, failed, error = asyncio.run(scenario())
     assert runs == [] and (attempts, finished, failed) == (jobs.MOST_ATTEMPTS + 1, True, True)
     assert "no result" in error
+
+
+def test_retries_outlast_a_night_long_outage() -> None:
+    """A mail server down for hours (a reset mail waiting on it) must delay the job, not fail it for good."""
+    waits = [jobs.backoff(attempts) for attempts in range(1, jobs.MOST_ATTEMPTS)]  # between the runs
+    assert waits == sorted(waits) and max(waits) == 3600 and sum(waits) >= 8 * 3600

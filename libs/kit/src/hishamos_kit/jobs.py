@@ -31,7 +31,7 @@ from hishamos_kit.db import Database, Prepared, Timestamps
 log = logging.getLogger("hishamos.jobs")
 
 LEASE_SECONDS = 300
-MOST_ATTEMPTS = 8
+MOST_ATTEMPTS = 20  # with `backoff`, retries span about ten hours: an outage of a night delays, loses nothing
 Handler = Callable[[uuid.UUID, dict[str, Any]], Awaitable[None]]
 
 
