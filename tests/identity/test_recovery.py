@@ -191,3 +191,56 @@ def test_a_line_break_in_the_organizations_name_does_not_stop_its_invitations(
     user_pb2_grpc.UserServiceStub(channels.direct("identity")).CreateUser(invite, metadata=founder.metadata, timeout=30)
     mail = mailbox.wait_for(email, timeout=30)
     assert mail["Subject"] == "You are invited to Acme Corp on HishamOS" and TOKEN.search(mail.get_content())
+
+
+def test_a_reset_cut_short_spends_its_token_only_with_the_password_it_sets(
+    stack: Stack, channels: Channels, mailbox: Mailbox, tenant: Tenant
+) -> None:
+    """A client whose reset timed out retries with the same token: it must still be good unless the
+    password was set."""
+    member = add_user(channels, tenant)
+    email = f"{member.username}@{tenant.slug}.test"
+    request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
+    auth(channels).RequestPasswordReset(request, timeout=10)
+    token = TOKEN.search(mailbox.wait_for(email).get_content())
+    assert token
+    reset = auth_pb2.ResetPasswordRequest(token=token[0], new_password="fresh-password-42")
+    cut = failure(lambda: auth(channels).ResetPassword(reset, timeout=0.005))  # gone while the hash runs
+    assert cut.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(1)
+    with superuser(stack, "identity") as conn:
+        spent = conn.execute(
+            "select used_at is not null from email_tokens where user_id = %s", (member.user.rsplit("/", 1)[1],)
+        ).fetchall()
+    login = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=member.username, password="fresh-password-42")
+    try:
+        changed = bool(auth(channels).Login(login, timeout=30))
+    except grpc.RpcError:
+        changed = False
+    assert spent == [(changed,)]
+    if not changed:
+        auth(channels).ResetPassword(reset, timeout=30)
+    assert auth(channels).Login(login, timeout=30).user.name == member.user
+
+
+def test_a_reset_job_run_again_after_a_crash_mails_no_second_token(
+    stack: Stack, channels: Channels, mailbox: Mailbox, tenant: Tenant
+) -> None:
+    """As if identity died after the job's work committed and before the job was marked done."""
+    member = add_user(channels, tenant)
+    email = f"{member.username}@{tenant.slug}.test"
+    request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
+    auth(channels).RequestPasswordReset(request, timeout=10)
+    mailbox.wait_for(email)
+    query = "select id from jobs where kind = 'password_reset' and payload->>'email' = %s"
+    with superuser(stack, "identity") as conn:
+        (job_id,) = conn.execute(query, (email,)).fetchone() or ()
+        conn.execute("update jobs set finished_at = null, run_at = now() where id = %s", (job_id,))
+        for _ in range(100):  # until the worker has run it again
+            time.sleep(0.1)
+            if conn.execute("select finished_at is not null from jobs where id = %s", (job_id,)).fetchone() == (True,):
+                break
+        tokens = conn.execute("select count(*) from email_tokens where user_id = %s", (member.user.rsplit("/", 1)[1],))
+        assert tokens.fetchone() == (1,)
+    time.sleep(1)
+    assert [m for m in mailbox.messages if m["To"] == email] == []

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos_identity.models import Job
@@ -38,14 +39,21 @@ class Mailer:
         self._settings = settings
         self._sealer = sealer
 
-    async def enqueue(self, session: AsyncSession, to: str, subject: str, body: str) -> None:
-        """Send once the caller's transaction commits; the caller never waits for the mail server."""
+    async def enqueue(self, session: AsyncSession, to: str, subject: str, body: str, key: str = "") -> None:
+        """Send once the caller's transaction commits; the caller never waits for the mail server.
+        With a `key`, once per key (a job that mails, run again)."""
         # A subject is one line: a line break in what it quotes (an organization's name, say) would
         # make every delivery fail, and is no way to add a header.
         subject = " ".join(subject.split())
         sealed = self._sealer.seal(body.encode(), _context(to, subject))
         payload = {"to": to, "subject": subject, "body": base64.b64encode(sealed).decode()}
-        await jobs.enqueue(session, Job, KIND, payload)
+        await jobs.enqueue(session, Job, KIND, payload, key)
+
+    async def sent_by(self, session: AsyncSession, key: str) -> bool:
+        """Whether the mail enqueued under `key` exists: the job that wrote it, run again after a
+        crash, has nothing left to do."""
+        found = await session.scalar(select(Job.id).where(Job.kind == KIND, Job.key == key))
+        return found is not None
 
     async def deliver(self, job_id: uuid.UUID, payload: dict[str, Any]) -> None:
         """The job handler. A failure raises, and the queue retries later."""

@@ -49,6 +49,10 @@ def _issue(session: AsyncSession, user: User, purpose: str) -> str:
     return token
 
 
+def _bad_token() -> InvalidArgument:
+    return InvalidArgument({"token": "is not valid, has expired or was used; ask for a new one"}, "TOKEN_INVALID")
+
+
 class Recovery:
     def __init__(self, db: Database, passwords: Passwords, mailer: Mailer, settings: IdentitySettings) -> None:
         self.db = db
@@ -75,6 +79,8 @@ class Recovery:
         """The reset job: a token mailed to the address, when it is a live user's in that organization."""
         request_id_var.set(payload["request_id"])
         async with self.db.unscoped() as session:
+            if await self.mailer.sent_by(session, str(job_id)):  # run again after it committed: one token, one mail
+                return
             await set_local(session, SLUG_SETTING, payload["organization_slug"])
             org = await session.scalar(select(Organization).where(Organization.slug == payload["organization_slug"]))
             if org is None or org.is_deleted:
@@ -91,7 +97,7 @@ class Recovery:
                 f"Use it with AuthService/ResetPassword, or open {self.url}/reset-password?token={token}\n\n"
                 "If it was not you, ignore this message; your password stays as it is.\n"
             )
-            await self.mailer.enqueue(session, user.email, "Reset your HishamOS password", body)
+            await self.mailer.enqueue(session, user.email, "Reset your HishamOS password", body, key=str(job_id))
 
     async def invite(self, session: AsyncSession, user: User, organization: str, inviter: str) -> None:
         """Mail an invited user (created without a password) a token to choose one, in the caller's
@@ -104,40 +110,41 @@ class Recovery:
         )
         await self.mailer.enqueue(session, user.email, f"You are invited to {organization} on HishamOS", body)
 
-    async def _consume(
-        self, token: str, purposes: tuple[str, ...], field: str = "token"
-    ) -> tuple[uuid.UUID, uuid.UUID, str]:
+    def _organization(self, token: str) -> uuid.UUID:
         match = TOKEN.match(token)
-        bad = InvalidArgument({field: "is not valid, has expired or was used; ask for a new one"}, "TOKEN_INVALID")
         if match is None:
-            raise bad
-        organization_id = uuid.UUID(match["org"])
-        async with self.db.tenant(organization_id) as session:
-            found = (
-                await session.execute(
-                    update(EmailToken)
-                    .where(
-                        EmailToken.token_hash == _hash(token),
-                        EmailToken.purpose.in_(purposes),
-                        EmailToken.used_at.is_(None),
-                        EmailToken.expires_at > func.now(),
-                    )
-                    .values(used_at=func.now())
-                    .returning(EmailToken.user_id, EmailToken.purpose)
-                )
-            ).one_or_none()
+            raise _bad_token()
+        return uuid.UUID(match["org"])
+
+    async def _consume(
+        self, session: AsyncSession, token: str, purposes: tuple[str, ...], *, spend: bool = True
+    ) -> tuple[uuid.UUID, str]:
+        """The token's user and purpose, spent in the caller's transaction (so it is spent exactly when
+        what it was for is done); `spend=False` only looks."""
+        live = (
+            EmailToken.token_hash == _hash(token),
+            EmailToken.purpose.in_(purposes),
+            EmailToken.used_at.is_(None),
+            EmailToken.expires_at > func.now(),
+        )
+        columns = (EmailToken.user_id, EmailToken.purpose)
+        query = update(EmailToken).where(*live).values(used_at=func.now()).returning(*columns)
+        found = (await session.execute(query if spend else select(*columns).where(*live))).one_or_none()
         if found is None:
-            raise bad
-        return organization_id, found[0], found[1]
+            raise _bad_token()
+        return found[0], found[1]
 
     async def reset(self, request: pb.ResetPasswordRequest) -> None:
         v = Violations()
         check_strength(v, "new_password", request.new_password)
         v.raise_if_any()
-        organization_id, user_id, purpose = await self._consume(request.token, EmailToken.SETS_PASSWORD)
+        organization_id = self._organization(request.token)
+        async with self.db.tenant(organization_id) as session:  # no hashing for a token that is no good
+            await self._consume(session, request.token, EmailToken.SETS_PASSWORD, spend=False)
         new_hash = await self.passwords.hash(request.new_password)
-        accepted = purpose == INVITE  # the invitation reached this address: it is verified too
-        async with self.db.tenant(organization_id) as session:
+        async with self.db.tenant(organization_id) as session:  # spent with the password it sets, or not at all
+            user_id, purpose = await self._consume(session, request.token, EmailToken.SETS_PASSWORD)
+            accepted = purpose == INVITE  # the invitation reached this address: it is verified too
             await session.execute(
                 update(User)
                 .where(User.id == user_id)
@@ -168,8 +175,9 @@ class Recovery:
             await self.mailer.enqueue(session, user.email, "Verify your email address", body)
 
     async def verify(self, request: pb.VerifyEmailRequest) -> users.UserMessage:
-        organization_id, user_id, _ = await self._consume(request.token, (VERIFY,))
+        organization_id = self._organization(request.token)
         async with self.db.tenant(organization_id) as session:
+            user_id, _ = await self._consume(session, request.token, (VERIFY,))
             user = await session.get(User, user_id)
             if user is None or user.is_deleted:
                 raise InvalidArgument({"token": "belongs to a user who no longer exists"}, "TOKEN_INVALID")
