@@ -13,6 +13,7 @@ from hishamos_kit.settings import DEFAULT_PORTS
 SERVICES = ("identity", "agents", "projects", "knowledge")
 BACKEND_HEADER = "x-hishamos-backend"  # picks the backend for health and reflection, which every service serves
 LOGIN_PATH = "/hishamos.identity.v1.AuthService/Login"
+RESET_PATH = "/hishamos.identity.v1.AuthService/RequestPasswordReset"
 TYPES = "type.googleapis.com/envoy.extensions"
 
 
@@ -26,6 +27,7 @@ class EnvoyConfig:
     admin_port: int = 9901
     dns: bool = False  # resolve backend hosts by DNS (Kubernetes, compose) instead of static IPs
     login_per_second: int = 20
+    reset_per_second: int = 5  # each request queues a job, and perhaps a mail
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,26 +99,30 @@ def _route(prefix: str | None, cluster: str, *, regex: str | None = None, retry:
     return {"match": {**match, "grpc": {}}, "route": route}
 
 
-def render(cfg: EnvoyConfig) -> dict[str, Any]:
-    routes: list[dict[str, Any]] = []
-    login = _route(LOGIN_PATH, "identity")
-    login["match"] = {"path": LOGIN_PATH, "grpc": {}}
-    login["typed_per_filter_config"] = {
+def _limited(path: str, stat_prefix: str, per_second: int) -> dict[str, Any]:
+    """A public method's route with a bucket of its own: the whole gateway's limit is far above what
+    one sign-in form, or one reset form, should take."""
+    route = _route(path, "identity")
+    route["match"] = {"path": path, "grpc": {}}
+    route["typed_per_filter_config"] = {
         "envoy.filters.http.local_ratelimit": {
             "@type": f"{TYPES}.filters.http.local_ratelimit.v3.LocalRateLimit",
-            "stat_prefix": "login_rate_limit",
-            "token_bucket": {
-                "max_tokens": cfg.login_per_second * 2,
-                "tokens_per_fill": cfg.login_per_second,
-                "fill_interval": "1s",
-            },
+            "stat_prefix": stat_prefix,
+            "token_bucket": {"max_tokens": per_second * 2, "tokens_per_fill": per_second, "fill_interval": "1s"},
             "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
             "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
             # RESOURCE_EXHAUSTED, not the UNAVAILABLE a bare 429 becomes, which clients retry at once.
             "rate_limited_as_resource_exhausted": True,
         }
     }
-    routes.append(login)
+    return route
+
+
+def render(cfg: EnvoyConfig) -> dict[str, Any]:
+    routes = [
+        _limited(LOGIN_PATH, "login_rate_limit", cfg.login_per_second),
+        _limited(RESET_PATH, "reset_rate_limit", cfg.reset_per_second),
+    ]
     # Health and reflection exist on every backend: the header picks one, identity answers otherwise.
     for prefix in ("/grpc.health.v1.Health/", "/grpc.reflection."):
         for service in SERVICES:

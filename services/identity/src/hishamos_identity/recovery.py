@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from hishamos_kit.logs import request_id_var
 TOKEN = re.compile(r"^hose_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})\Z")
 RESET, VERIFY, INVITE = EmailToken.RESET, EmailToken.VERIFY, EmailToken.INVITE
 RESET_JOB = "password_reset"
+RESET_WINDOW_SECONDS = 60
 LIFETIME = {RESET: timedelta(hours=1), VERIFY: timedelta(days=1), INVITE: timedelta(days=7)}
 
 
@@ -62,7 +64,7 @@ class Recovery:
 
     async def request_reset(self, request: pb.RequestPasswordResetRequest) -> None:
         """Queue the reset and answer: whether the address has an account is looked up by the job,
-        so the answer and its timing are the same either way (one job written)."""
+        so the answer and its timing are the same either way (at most one job written)."""
         v = Violations()
         v.check(bool(request.organization_slug), "organization_slug", "is required")
         v.check(bool(request.email), "email", "is required")
@@ -72,8 +74,12 @@ class Recovery:
             "email": request.email.strip().lower(),
             "request_id": request_id_var.get(),
         }
+        # One reset an address per window, however often it is asked for: a flood at one address
+        # queues one job and sends one mail. The key says nothing of whether the address has an account.
+        window = int(time.time() // RESET_WINDOW_SECONDS)
+        key = hashlib.sha256(f"{payload['organization_slug']}\n{payload['email']}\n{window}".encode()).hexdigest()
         async with self.db.unscoped() as session:
-            await jobs.enqueue(session, Job, RESET_JOB, payload)
+            await jobs.enqueue(session, Job, RESET_JOB, payload, key=key)
 
     async def send_reset(self, job_id: uuid.UUID, payload: dict[str, Any]) -> None:
         """The reset job: a token mailed to the address, when it is a live user's in that organization."""
