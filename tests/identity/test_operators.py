@@ -123,6 +123,16 @@ def test_suspension_stops_sign_in_refresh_and_api_keys_until_reactivated(
     # First use of the key in projects, so nothing is cached there: identity refuses it at once.
     f = failure(lambda: list_projects(channels, tenant, key))
     assert f.code == grpc.StatusCode.PERMISSION_DENIED and "suspended" in f.message
+    # The access token lives on until it expires; a write that needs identity to act for the
+    # organization is refused as suspended, not UNAVAILABLE, which clients retry.
+    create = project_pb2.CreateProjectRequest(
+        parent=tenant.organization, project=project_pb2.Project(display_name="Later", slug="later")
+    )
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    f = failure(lambda: projects.CreateProject(create, metadata=tenant.metadata, timeout=10))
+    assert (f.code, f.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ORGANIZATION_SUSPENDED")
+    (refused,) = audited(channels, tenant, "login.refused")  # the right password, refused: on record
+    assert refused.target == tenant.user and refused.details["reason"] == "organization_suspended"
 
     active = reactivate(channels, operator, tenant.organization)
     assert active.state == Org.STATE_ACTIVE and active.etag != suspended.etag

@@ -10,7 +10,7 @@ from contextvars import ContextVar
 import grpc
 
 from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc
-from hishamos_kit.errors import Unavailable
+from hishamos_kit.errors import PermissionDenied, Unavailable
 from hishamos_kit.logs import request_id_var
 
 Metadata = tuple[tuple[str, str], ...]
@@ -63,6 +63,10 @@ class ServiceTokens:
                     request, metadata=traced(("x-service-credential", self._credential)), timeout=timeout()
                 )
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:  # identity acts for no suspended or closed organization
+                    raise PermissionDenied(
+                        "the organization is suspended or closed; ask a platform operator", "ORGANIZATION_SUSPENDED"
+                    ) from None
                 raise Unavailable("identity is unreachable; retry shortly", "IDENTITY_UNAVAILABLE") from exc
             token, renew_at = reply.access_token, time.monotonic() + max(reply.expires_in - 60, 1)
             self._tokens[organization_id] = (token, renew_at)

@@ -143,8 +143,10 @@ class Accounts:
         if not verified:
             await self._failed(user)
         if org.state != "active":
+            await self._refused(user, "organization_suspended")
             raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
         if user.state != "active":
+            await self._refused(user, "user_deactivated")
             raise PermissionDenied("this user is deactivated; ask an admin", "USER_DEACTIVATED")
         if user.totp_enabled:
             await self._second_factor(user, request.totp_code)
@@ -158,6 +160,11 @@ class Accounts:
             await self._failed(user)
         user.last_login_at = last_login
         return pb.LoginResponse(user=users.to_message(user), tokens=self.issuer.token_pair(access, refresh))
+
+    async def _refused(self, user: User, reason: str) -> None:
+        """The right password, refused all the same: audited (it counts no attempt)."""
+        async with self.db.tenant(user.organization_id) as session:
+            audit.record(session, user.organization_id, "login.refused", target=users.user_name(user), reason=reason)
 
     async def _second_factor(self, user: User, code: str) -> None:
         """The password was right; now the TOTP or recovery code, which counts against the same attempts."""
