@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from hishamos.identity.v1 import user_pb2, user_pb2_grpc
 from hishamos.projects.v1 import (
     member_pb2,
     member_pb2_grpc,
@@ -209,3 +210,14 @@ def test_concurrent_joins_and_leaves_keep_member_count_true(channels: Channels, 
         list(pool.map(lambda m: remove(channels, team, m.name), members[:5]))
         list(pool.map(lambda m: restore(channels, team, m.name), members[:2]))
     assert member_count(channels, team) == len(listed(channels, team)) == 5
+
+
+def test_a_user_deactivated_a_moment_ago_joins_no_team(channels: Channels, tenant: Tenant) -> None:
+    """Projects asks identity at every join: having said yes a moment ago is no answer now."""
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    dev = add_user(channels, tenant)
+    first, second = in_project(channels, tenant), in_project(channels, tenant)
+    add_member(channels, first, dev.user)
+    users.DeactivateUser(user_pb2.DeactivateUserRequest(name=dev.user), metadata=tenant.metadata, timeout=10)
+    f = failure(lambda: add_member(channels, second, dev.user))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"member.user"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import grpc
@@ -14,7 +13,6 @@ from hishamos_kit.outbound import ServiceTokens
 from hishamos_projects.common import USER
 
 PERMISSIONS = ("identity.users.get", "identity.organizations.get")
-KNOWN_FOR = 60.0  # seconds a user found to exist is not asked about again
 
 
 _current: Directory | None = None
@@ -37,11 +35,11 @@ class Directory:
         self._tokens = ServiceTokens(self._channel, credential, PERMISSIONS)
         self._users = user_pb2_grpc.UserServiceStub(self._channel)
         self._orgs = organization_pb2_grpc.OrganizationServiceStub(self._channel)
-        self._known: dict[str, float] = {}
 
     async def check_user(self, violations: Violations, field: str, name: str) -> None:
-        """A user reference must name a live, active user of the organization."""
-        if not name or field in violations.items or self._known.get(name, 0.0) > time.monotonic():
+        """A user reference must name a live, active user of the organization: asked every time, since a
+        user deactivated a moment ago must not join a team or manage a project (no process remembers a yes)."""
+        if not name or field in violations.items:
             return
         organization_id, _ = USER.parse(name, field)
         try:
@@ -58,8 +56,6 @@ class Directory:
             user = None
         if user is None or user.HasField("delete_time") or user.state != user_pb2.User.STATE_ACTIVE:
             violations.add(field, "names no active user of this organization")
-            return
-        self._known[name] = time.monotonic() + KNOWN_FOR
 
     async def max_projects(self, organization_id: uuid.UUID) -> int:
         name = f"organizations/{organization_id}"
