@@ -78,6 +78,10 @@ class ChildType(ResourceType[Child, Msg]):
     def before_delete(self, row: Child, name: str) -> None:
         """Raise when the domain forbids deleting `row`."""
 
+    # The project lock a delete or undelete takes: "update" when its before_write changes rows that
+    # other writes (holding "share") may be adding to at the same time.
+    delete_lock: Lock = "share"
+
 
 async def live_project(session: AsyncSession, project_id: uuid.UUID, name: str, lock: Lock | None = None) -> Project:
     """The live project, locked when asked; NOT_FOUND (naming `name`) when it is missing or deleted.
@@ -394,7 +398,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
 
     async def _set_deleted(self, principal: Principal, name: str, etag: str, *, deleted: bool) -> Msg:
         async with self.db.tenant(principal.organization_id) as session:
-            row = await self._load(session, principal, name, lock="share")
+            row = await self._load(session, principal, name, lock=self.kind.delete_lock)
             resources.check_etag(row, etag, name)
             if deleted:
                 resources.soft_delete(row, name)

@@ -97,6 +97,7 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
             )
 
     fast_create = False  # before_write writes
+    delete_lock = "update"  # no story joins the sprint while its stories go back to the backlog
 
     async def before_write(self, session: AsyncSession, row: Sprint, action: str) -> None:
         """A deleted sprint's stories go back to the backlog (a completed one's stay: they are its history)."""
