@@ -315,16 +315,16 @@ def test_a_key_a_service_has_cached_stops_working_when_it_expires(
     """A revocation reaches a service within its cache time; an expiry is known in advance and holds
     to the second. A blank `x-api-key` beside a token is no credential."""
     made = create(channels, tenant, LIST_PROJECTS, expire_time=Timestamp(seconds=int(time.time()) + 3600))
-    with superuser(stack, "identity") as conn:  # an hour on: the key ends in two seconds
+    with superuser(stack, "identity") as conn:  # an hour on: the key ends in five seconds
         conn.execute(
-            "UPDATE api_keys SET expires_at = now() + interval '2 seconds' WHERE id = %s",
+            "UPDATE api_keys SET expires_at = now() + interval '5 seconds' WHERE id = %s",
             (made.api_key.name.rsplit("/", 1)[1],),
         )
     documents = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
     request = document_pb2.ListDocumentsRequest(parent=tenant.organization)
     for _ in range(2):  # verified, and calls reserved for it
         documents.ListDocuments(request, metadata=(("x-api-key", made.secret),), timeout=10)
-    time.sleep(2.5)
+    time.sleep(5.5)
     f = failure(lambda: documents.ListDocuments(request, metadata=(("x-api-key", made.secret),), timeout=10))
     assert f.code == grpc.StatusCode.UNAUTHENTICATED
     assert documents.ListDocuments(request, metadata=(*tenant.metadata, ("x-api-key", " ")), timeout=10)

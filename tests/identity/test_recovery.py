@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2, organization_pb2_grpc, user_pb2_grpc
@@ -214,15 +216,15 @@ def test_a_reset_cut_short_spends_its_token_only_with_the_password_it_sets(
     cut = failure(lambda: auth(channels).ResetPassword(reset, timeout=0.005))  # gone while the hash runs
     assert cut.code == grpc.StatusCode.DEADLINE_EXCEEDED
     time.sleep(1)
-    with superuser(stack, "identity") as conn:
-        spent = conn.execute(
-            "select used_at is not null from email_tokens where user_id = %s", (member.user.rsplit("/", 1)[1],)
-        ).fetchall()
     login = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=member.username, password="fresh-password-42")
     try:
         changed = bool(auth(channels).Login(login, timeout=30))
     except grpc.RpcError:
         changed = False
+    with superuser(stack, "identity") as conn:  # read after the sign-in: a reset still running has ended by now
+        spent = conn.execute(
+            "select used_at is not null from email_tokens where user_id = %s", (member.user.rsplit("/", 1)[1],)
+        ).fetchall()
     assert spent == [(changed,)]
     if not changed:
         auth(channels).ResetPassword(reset, timeout=30)
@@ -246,6 +248,8 @@ def test_a_reset_job_run_again_after_a_crash_mails_no_second_token(
             time.sleep(0.1)
             if conn.execute("select finished_at is not null from jobs where id = %s", (job_id,)).fetchone() == (True,):
                 break
+        else:
+            pytest.fail("the worker did not run the job again")
         tokens = conn.execute("select count(*) from email_tokens where user_id = %s", (member.user.rsplit("/", 1)[1],))
         assert tokens.fetchone() == (1,)
     time.sleep(1)
@@ -264,3 +268,60 @@ def test_resets_asked_for_again_and_again_send_one_mail(channels: Channels, mail
     mailbox.wait_for(email)
     time.sleep(1.5)
     assert [m for m in mailbox.messages if m["To"] == email] == []
+
+
+def test_parallel_resets_with_one_token_hash_one_password_at_a_time(
+    channels: Channels, mailbox: Mailbox, tenant: Tenant
+) -> None:
+    """One good token is one argon2id hash in flight, not one a call: the hash pool serves sign-ins too."""
+    member = add_user(channels, tenant)
+    email = f"{member.username}@{tenant.slug}.test"
+    request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
+    auth(channels).RequestPasswordReset(request, timeout=10)
+    token = TOKEN.search(mailbox.wait_for(email).get_content())
+    assert token
+    reset = auth_pb2.ResetPasswordRequest(token=token[0], new_password="fresh-password-42")
+
+    def attempt(_: int) -> grpc.StatusCode:
+        try:
+            auth(channels).ResetPassword(reset, timeout=30)
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]
+        return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(attempt, range(8)))
+    assert codes.count(grpc.StatusCode.OK) == 1 and grpc.StatusCode.ABORTED in codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.ABORTED, grpc.StatusCode.INVALID_ARGUMENT}
+
+
+def test_a_reset_mail_is_not_sent_once_its_token_has_expired(
+    stack: Stack, channels: Channels, mailbox: Mailbox, tenant: Tenant
+) -> None:
+    """Retries outlast an hour's outage; a reset token does not, and a mail with a dead token only misleads."""
+    member = add_user(channels, tenant)
+    email = f"{member.username}@{tenant.slug}.test"
+    mailbox.refusing, refused = True, mailbox.refused
+    try:
+        request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
+        auth(channels).RequestPasswordReset(request, timeout=10)
+        deadline = time.monotonic() + 10
+        while mailbox.refused == refused and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mailbox.refused > refused, "identity tried to send"
+        with superuser(stack, "identity") as conn:  # as if the outage had lasted past the token's hour
+            conn.execute(
+                "update jobs set payload = jsonb_set(payload, '{until}', '\"2000-01-01T00:00:00+00:00\"'), "
+                "run_at = now() where kind = 'mail' and payload->>'to' = %s",
+                (email,),
+            )
+    finally:
+        mailbox.refusing = False
+    with superuser(stack, "identity") as conn:
+        for _ in range(100):
+            time.sleep(0.1)
+            row = conn.execute("select finished_at is not null, failed from jobs where payload->>'to' = %s", (email,))
+            if (done := row.fetchone()) == (True, False):
+                break
+        assert done == (True, False), "dropped, not failed"
+    assert all(m["To"] != email for m in mailbox.messages)

@@ -116,7 +116,7 @@ def test_custom_role_grants_exactly_its_permissions(channels: Channels, tenant: 
     )
     # Created again under the same id, it is a new role: an etag read from the deleted one is stale.
     again = create_role(channels, tenant, "project-auditor", ["projects.projects.list"])
-    stale = pb.Role(name=again.name, etag=updated.etag, permissions=["projects.projects.create"])
+    stale = pb.Role(name=again.name, etag=created.etag, permissions=["projects.projects.create"])  # both v1
     update = pb.UpdateRoleRequest(role=stale, update_mask=FieldMask(paths=["permissions"]))
     f = failure(lambda: roles(channels).UpdateRole(update, metadata=tenant.metadata, timeout=10))
     assert f.code == grpc.StatusCode.ABORTED and f.metadata["current_etag"] == again.etag

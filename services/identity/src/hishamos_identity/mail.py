@@ -12,6 +12,7 @@ import asyncio
 import base64
 import logging
 import uuid
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,19 @@ class Mailer:
         self._settings = settings
         self._sealer = sealer
 
-    async def enqueue(self, session: AsyncSession, to: str, subject: str, body: str, key: str = "") -> None:
+    async def enqueue(
+        self, session: AsyncSession, to: str, subject: str, body: str, key: str = "", until: datetime | None = None
+    ) -> None:
         """Send once the caller's transaction commits; the caller never waits for the mail server.
-        With a `key`, once per key (a job that mails, run again)."""
+        With a `key`, once per key (a job that mails, run again); with `until`, not after then (the
+        token it carries has expired: the mail would only mislead)."""
         # A subject is one line: a line break in what it quotes (an organization's name, say) would
         # make every delivery fail, and is no way to add a header.
         subject = " ".join(subject.split())
         sealed = self._sealer.seal(body.encode(), _context(to, subject))
         payload = {"to": to, "subject": subject, "body": base64.b64encode(sealed).decode()}
+        if until is not None:
+            payload["until"] = until.isoformat()
         await jobs.enqueue(session, Job, KIND, payload, key)
 
     async def sent_by(self, session: AsyncSession, key: str) -> bool:
@@ -57,6 +63,9 @@ class Mailer:
 
     async def deliver(self, job_id: uuid.UUID, payload: dict[str, Any]) -> None:
         """The job handler. A failure raises, and the queue retries later."""
+        if "until" in payload and datetime.fromisoformat(payload["until"]) <= datetime.now(UTC):
+            log.warning("mail dropped unsent: what it carries has expired", extra={"fields": {"job": str(job_id)}})
+            return
         s = self._settings
         message = EmailMessage()
         message["From"] = s.mail_from

@@ -23,7 +23,7 @@ from hishamos_identity.signin import SLUG_SETTING
 from hishamos_kit import jobs
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import TENANT_SETTING, Database, set_local
-from hishamos_kit.errors import InvalidArgument, Violations
+from hishamos_kit.errors import Aborted, InvalidArgument, Violations
 from hishamos_kit.logs import request_id_var
 
 TOKEN = re.compile(r"^hose_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})\Z")
@@ -61,6 +61,7 @@ class Recovery:
         self.passwords = passwords
         self.mailer = mailer
         self.url = settings.public_url.rstrip("/")
+        self._resetting: set[str] = set()  # hashes of the tokens a reset is using now
 
     async def request_reset(self, request: pb.RequestPasswordResetRequest) -> None:
         """Queue the reset and answer: whether the address has an account is looked up by the job,
@@ -103,7 +104,10 @@ class Recovery:
                 f"Use it with AuthService/ResetPassword, or open {self.url}/reset-password?token={token}\n\n"
                 "If it was not you, ignore this message; your password stays as it is.\n"
             )
-            await self.mailer.enqueue(session, user.email, "Reset your HishamOS password", body, key=str(job_id))
+            until = datetime.now(UTC) + LIFETIME[RESET]
+            await self.mailer.enqueue(
+                session, user.email, "Reset your HishamOS password", body, key=str(job_id), until=until
+            )
 
     async def invite(self, session: AsyncSession, user: User, organization: str, inviter: str) -> None:
         """Mail an invited user (created without a password) a token to choose one, in the caller's
@@ -114,7 +118,10 @@ class Recovery:
             f"Invitation token (valid for a week, once): {token}\n"
             f"Choose your password with AuthService/ResetPassword, or open {self.url}/accept-invitation?token={token}\n"
         )
-        await self.mailer.enqueue(session, user.email, f"You are invited to {organization} on HishamOS", body)
+        until = datetime.now(UTC) + LIFETIME[INVITE]
+        await self.mailer.enqueue(
+            session, user.email, f"You are invited to {organization} on HishamOS", body, until=until
+        )
 
     def _organization(self, token: str) -> uuid.UUID:
         match = TOKEN.match(token)
@@ -147,6 +154,18 @@ class Recovery:
         organization_id = self._organization(request.token)
         async with self.db.tenant(organization_id) as session:  # no hashing for a token that is no good
             await self._consume(session, request.token, EmailToken.SETS_PASSWORD, spend=False)
+        # One hash a token at a time here: parallel calls with one good token would each queue an
+        # argon2id hash on the pool sign-ins share before any of them spent it.
+        digest = _hash(request.token)
+        if digest in self._resetting:
+            raise Aborted("this token is in use by another request; retry shortly", "TOKEN_IN_USE")
+        self._resetting.add(digest)
+        try:
+            await self._set_password(organization_id, request)
+        finally:
+            self._resetting.discard(digest)
+
+    async def _set_password(self, organization_id: uuid.UUID, request: pb.ResetPasswordRequest) -> None:
         new_hash = await self.passwords.hash(request.new_password)
         async with self.db.tenant(organization_id) as session:  # spent with the password it sets, or not at all
             user_id, purpose = await self._consume(session, request.token, EmailToken.SETS_PASSWORD)
@@ -178,7 +197,8 @@ class Recovery:
                 f"Verification token (valid for a day, once): {token}\n"
                 f"Use it with AuthService/VerifyEmail, or open {self.url}/verify-email?token={token}\n"
             )
-            await self.mailer.enqueue(session, user.email, "Verify your email address", body)
+            until = datetime.now(UTC) + LIFETIME[VERIFY]
+            await self.mailer.enqueue(session, user.email, "Verify your email address", body, until=until)
 
     async def verify(self, request: pb.VerifyEmailRequest) -> users.UserMessage:
         organization_id = self._organization(request.token)
