@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import grpc
 import pytest
@@ -22,6 +24,33 @@ TOKEN = re.compile(r"hose_[0-9a-f]{32}_[A-Za-z0-9_-]{43}")
 
 def auth(channels: Channels) -> auth_pb2_grpc.AuthServiceStub:
     return auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+
+
+def mailed_reset(channels: Channels, mailbox: Mailbox, tenant: Tenant) -> tuple[Tenant, auth_pb2.ResetPasswordRequest]:
+    """A new member, and the ResetPassword request the token mailed to them makes."""
+    member = add_user(channels, tenant)
+    email = f"{member.username}@{tenant.slug}.test"
+    request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
+    auth(channels).RequestPasswordReset(request, timeout=10)
+    token = TOKEN.search(mailbox.wait_for(email).get_content())
+    assert token
+    return member, auth_pb2.ResetPasswordRequest(token=token[0], new_password="fresh-password-42")
+
+
+@contextmanager
+def refused_reset(channels: Channels, mailbox: Mailbox, tenant: Tenant, email: str) -> Iterator[None]:
+    """A reset asked for while the mail server refuses mail: inside, identity has tried to send it once."""
+    mailbox.refusing, refused = True, mailbox.refused
+    try:
+        request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
+        auth(channels).RequestPasswordReset(request, timeout=10)  # answered at once, whatever the mail server does
+        deadline = time.monotonic() + 10
+        while mailbox.refused == refused and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mailbox.refused > refused, "identity tried to send"
+        yield
+    finally:
+        mailbox.refusing = False
 
 
 def test_password_reset_by_mail_works_once_and_ends_sessions(
@@ -138,16 +167,8 @@ def test_mail_waits_out_a_mail_server_that_refuses_and_arrives_once(
 ) -> None:
     member = add_user(channels, tenant)
     email = f"{member.username}@{tenant.slug}.test"
-    mailbox.refusing, refused = True, mailbox.refused
-    try:
-        request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
-        auth(channels).RequestPasswordReset(request, timeout=10)  # answered at once, whatever the mail server does
-        deadline = time.monotonic() + 10
-        while mailbox.refused == refused and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert mailbox.refused > refused, "identity tried to send"
-    finally:
-        mailbox.refusing = False
+    with refused_reset(channels, mailbox, tenant, email):
+        pass
     mail = mailbox.wait_for(email, timeout=20)  # the queue retries after a backoff
     assert TOKEN.search(mail.get_content()) and mail["Message-ID"]
     time.sleep(1)
@@ -206,13 +227,7 @@ def test_a_reset_cut_short_spends_its_token_only_with_the_password_it_sets(
 ) -> None:
     """A client whose reset timed out retries with the same token: it must still be good unless the
     password was set."""
-    member = add_user(channels, tenant)
-    email = f"{member.username}@{tenant.slug}.test"
-    request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
-    auth(channels).RequestPasswordReset(request, timeout=10)
-    token = TOKEN.search(mailbox.wait_for(email).get_content())
-    assert token
-    reset = auth_pb2.ResetPasswordRequest(token=token[0], new_password="fresh-password-42")
+    member, reset = mailed_reset(channels, mailbox, tenant)
     cut = failure(lambda: auth(channels).ResetPassword(reset, timeout=0.005))  # gone while the hash runs
     assert cut.code == grpc.StatusCode.DEADLINE_EXCEEDED
     time.sleep(1)
@@ -274,13 +289,7 @@ def test_parallel_resets_with_one_token_hash_one_password_at_a_time(
     channels: Channels, mailbox: Mailbox, tenant: Tenant
 ) -> None:
     """One good token is one argon2id hash in flight, not one a call: the hash pool serves sign-ins too."""
-    member = add_user(channels, tenant)
-    email = f"{member.username}@{tenant.slug}.test"
-    request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
-    auth(channels).RequestPasswordReset(request, timeout=10)
-    token = TOKEN.search(mailbox.wait_for(email).get_content())
-    assert token
-    reset = auth_pb2.ResetPasswordRequest(token=token[0], new_password="fresh-password-42")
+    _, reset = mailed_reset(channels, mailbox, tenant)
 
     def attempt(_: int) -> grpc.StatusCode:
         try:
@@ -301,22 +310,13 @@ def test_a_reset_mail_is_not_sent_once_its_token_has_expired(
     """Retries outlast an hour's outage; a reset token does not, and a mail with a dead token only misleads."""
     member = add_user(channels, tenant)
     email = f"{member.username}@{tenant.slug}.test"
-    mailbox.refusing, refused = True, mailbox.refused
-    try:
-        request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
-        auth(channels).RequestPasswordReset(request, timeout=10)
-        deadline = time.monotonic() + 10
-        while mailbox.refused == refused and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert mailbox.refused > refused, "identity tried to send"
-        with superuser(stack, "identity") as conn:  # as if the outage had lasted past the token's hour
-            conn.execute(
-                "update jobs set payload = jsonb_set(payload, '{until}', '\"2000-01-01T00:00:00+00:00\"'), "
-                "run_at = now() where kind = 'mail' and payload->>'to' = %s",
-                (email,),
-            )
-    finally:
-        mailbox.refusing = False
+    # As if the outage had lasted past the token's hour.
+    with refused_reset(channels, mailbox, tenant, email), superuser(stack, "identity") as conn:
+        conn.execute(
+            "update jobs set payload = jsonb_set(payload, '{until}', '\"2000-01-01T00:00:00+00:00\"'), "
+            "run_at = now() where kind = 'mail' and payload->>'to' = %s",
+            (email,),
+        )
     with superuser(stack, "identity") as conn:
         for _ in range(100):
             time.sleep(0.1)
