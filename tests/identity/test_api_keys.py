@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -328,3 +329,17 @@ def test_a_key_a_service_has_cached_stops_working_when_it_expires(
     f = failure(lambda: documents.ListDocuments(request, metadata=(("x-api-key", made.secret),), timeout=10))
     assert f.code == grpc.StatusCode.UNAUTHENTICATED
     assert documents.ListDocuments(request, metadata=(*tenant.metadata, ("x-api-key", " ")), timeout=10)
+
+
+def test_a_retried_create_returns_the_first_key_without_its_secret(channels: Channels, tenant: Tenant) -> None:
+    """A client whose answer was lost retries: one key, whose secret is not shown again (it can revoke it)."""
+    key = pb.ApiKey(display_name="Retried", scopes=LIST_PROJECTS)
+    request = pb.CreateApiKeyRequest(parent=tenant.organization, api_key=key, request_id=str(uuid.uuid4()))
+    first = keys(channels).CreateApiKey(request, metadata=tenant.metadata, timeout=10)
+    again = keys(channels).CreateApiKey(request, metadata=tenant.metadata, timeout=10)
+    assert first.secret.startswith("hos_") and again.secret == "" and again.api_key == first.api_key
+    listed = keys(channels).ListApiKeys(pb.ListApiKeysRequest(parent=tenant.organization), metadata=tenant.metadata)
+    assert [k.name for k in listed.api_keys if k.display_name == "Retried"] == [first.api_key.name]
+    request.request_id = "not-a-uuid"
+    f = failure(lambda: keys(channels).CreateApiKey(request, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"request_id"}

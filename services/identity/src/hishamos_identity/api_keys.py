@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hishamos.identity.v1 import api_key_pb2 as pb
 from hishamos_identity import audit, users
 from hishamos_identity.grants import check_acting_for, permissions_of
-from hishamos_identity.models import ApiKey, Organization, User
+from hishamos_identity.models import ApiKey, IdempotencyKey, Organization, User
 from hishamos_kit import resources, validate
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Database
@@ -77,8 +77,11 @@ class ApiKeys:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, principal: Principal, parent: str, message: pb.ApiKey) -> pb.CreateApiKeyResponse:
+    async def create(
+        self, principal: Principal, parent: str, message: pb.ApiKey, request_id: str = ""
+    ) -> pb.CreateApiKeyResponse:
         organization_id = resources.own_parent(principal, parent)
+        resources.request_key(request_id)  # a malformed one is refused before any work
         owner_id = resources.own_name(principal, users.PATH, principal.subject, "owner")
         v = Violations()
         check_fields(v, principal, message, UPDATABLE)
@@ -106,7 +109,8 @@ class ApiKeys:
             rate_limit_per_minute=message.rate_limit_per_minute or DEFAULT_RATE,
             expires_at=expires,
         )
-        async with self.db.tenant(organization_id) as session:
+
+        async def insert(session: AsyncSession) -> pb.CreateApiKeyResponse:
             # A deactivated user's access token lives on until it expires; it must not mint a key
             # that outlives the deactivation and works again the day the user is reactivated.
             owner = await users.live_user(session, owner_id, principal.subject, lock=True)
@@ -118,6 +122,21 @@ class ApiKeys:
                 session, organization_id, "api_key.created", principal.subject, PATH.format(organization_id, key.id)
             )
             return pb.CreateApiKeyResponse(api_key=to_message(key), secret=secret)
+
+        def without_secret(response: pb.CreateApiKeyResponse) -> pb.CreateApiKeyResponse:
+            return pb.CreateApiKeyResponse(api_key=response.api_key)
+
+        async with self.db.tenant(organization_id) as session:
+            return await resources.once(
+                session,
+                IdempotencyKey,
+                organization_id,
+                "CreateApiKey",
+                request_id,
+                pb.CreateApiKeyResponse,
+                lambda: insert(session),
+                stored=without_secret,
+            )
 
     async def _load(
         self, session: AsyncSession, principal: Principal, name: str, field: str = "name", *, mine: bool = False

@@ -304,7 +304,7 @@ class ApiKeyService(api_key_pb2_grpc.ApiKeyServiceServicer):
     async def CreateApiKey(
         self, request: api_key_pb2.CreateApiKeyRequest, context: Context
     ) -> api_key_pb2.CreateApiKeyResponse:
-        return await self.keys.create(current_principal(), request.parent, request.api_key)
+        return await self.keys.create(current_principal(), request.parent, request.api_key, request.request_id)
 
     async def GetApiKey(self, request: api_key_pb2.GetApiKeyRequest, context: Context) -> api_key_pb2.GetApiKeyResponse:
         return api_key_pb2.GetApiKeyResponse(api_key=await self.keys.get(current_principal(), request.name))
