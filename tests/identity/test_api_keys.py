@@ -340,6 +340,10 @@ def test_a_retried_create_returns_the_first_key_without_its_secret(channels: Cha
     assert first.secret.startswith("hos_") and again.secret == "" and again.api_key == first.api_key
     listed = keys(channels).ListApiKeys(pb.ListApiKeysRequest(parent=tenant.organization), metadata=tenant.metadata)
     assert [k.name for k in listed.api_keys if k.display_name == "Retried"] == [first.api_key.name]
+    later = create(channels, tenant, LIST_PROJECTS).api_key
+    oldest_first = pb.ListApiKeysRequest(parent=tenant.organization, order_by="create_time")
+    names = [k.name for k in keys(channels).ListApiKeys(oldest_first, metadata=tenant.metadata).api_keys]
+    assert names.index(first.api_key.name) < names.index(later.name)
     request.request_id = "not-a-uuid"
     f = failure(lambda: keys(channels).CreateApiKey(request, metadata=tenant.metadata, timeout=10))
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"request_id"}

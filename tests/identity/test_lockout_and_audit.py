@@ -110,6 +110,12 @@ def test_security_events_are_audited_and_only_admins_read_them(channels: Channel
     assert failure(lambda: api.ListAuditEvents(request, metadata=member.metadata, timeout=10)).code == (
         grpc.StatusCode.PERMISSION_DENIED
     )
+    # Read as a story, oldest first: the organization's creation opens it.
+    oldest = audit_pb2.ListAuditEventsRequest(parent=tenant.organization, order_by="create_time", page_size=1)
+    assert api.ListAuditEvents(oldest, metadata=tenant.metadata).audit_events[0].action == "organization.created"
+    oldest.order_by = "action"
+    f = failure(lambda: api.ListAuditEvents(oldest, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"order_by"}
 
 
 @pytest.mark.parametrize("statement", ["update audit_events set action = 'nothing'", "delete from audit_events"])

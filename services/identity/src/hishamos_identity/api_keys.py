@@ -164,7 +164,7 @@ class ApiKeys:
                 page_size=request.page_size,
                 page_token=request.page_token,
                 filter=request.filter,
-                order_by="",
+                order_by=request.order_by,
                 scope=(request.parent,),
             )
         return pb.ListApiKeysResponse(api_keys=[to_message(k) for k in page.rows], next_page_token=page.next_page_token)

@@ -72,7 +72,7 @@ async def list_events(
             page_size=request.page_size,
             page_token=request.page_token,
             filter=request.filter,
-            order_by="",
+            order_by=request.order_by,
             scope=(request.parent,),
         )
     return pb.ListAuditEventsResponse(
