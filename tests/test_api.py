@@ -53,6 +53,16 @@ def test_only_credentials_checks_are_public() -> None:
     assert public == signing_in | {"ApiKeyService.AuthenticateApiKey"}
 
 
+def test_every_list_method_pages() -> None:
+    """AIP-158: a List answering everything at once cannot start paging later without breaking its clients."""
+    lists = [m for s in api.services() for m in s.methods if m.name.startswith("List")]
+    assert len(lists) >= 15
+    for method in lists:
+        asked = {f.name for f in method.input_type.fields}
+        answered = {f.name for f in method.output_type.fields}
+        assert {"page_size", "page_token"} <= asked and "next_page_token" in answered, method.full_name
+
+
 def test_hostile_list_parameters_are_invalid_argument_not_internal() -> None:
     """Filters and page tokens come from clients: every malformed one must be refused cleanly."""
 

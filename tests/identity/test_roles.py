@@ -18,6 +18,7 @@ from hishamos_devstack.envoy import SERVICES
 from hishamos_kit import api as catalog
 from tests.conftest import Channels, Tenant, add_user, sign_up
 from tests.errors import failure
+from tests.pages import every_page
 
 
 def roles(channels: Channels) -> role_pb2_grpc.RoleServiceStub:
@@ -32,11 +33,45 @@ def create_role(channels: Channels, caller: Tenant, role_id: str, permissions: l
 
 
 def test_the_permission_catalog_is_every_rpcs_permission(channels: Channels, tenant: Tenant) -> None:
-    listed = roles(channels).ListPermissions(pb.ListPermissionsRequest(), metadata=tenant.metadata, timeout=10)
-    assert list(listed.permissions) == catalog.permissions()
-    assert {"projects.projects.create", "identity.roles.assign", "knowledge.documents.delete"} <= set(
-        listed.permissions
+    listed = every_page(roles(channels).ListPermissions, pb.ListPermissionsRequest(), "permissions", tenant.metadata)
+    assert listed == catalog.permissions()
+    assert {"projects.projects.create", "identity.roles.assign", "knowledge.documents.delete"} <= set(listed)
+    by_seven = pb.ListPermissionsRequest(page_size=7)
+    assert every_page(roles(channels).ListPermissions, by_seven, "permissions", tenant.metadata) == listed
+    first = roles(channels).ListPermissions(pb.ListPermissionsRequest(), metadata=tenant.metadata, timeout=10)
+    assert len(first.permissions) == 50 and first.next_page_token  # the catalog is longer than a default page
+    # A token continues only the list it came from.
+    alien = pb.ListRolesRequest(parent=tenant.organization, page_token=first.next_page_token)
+    f = failure(lambda: roles(channels).ListRoles(alien, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in f.violations
+
+
+def test_roles_page_predefined_first_then_custom_by_id(channels: Channels, tenant: Tenant) -> None:
+    for role_id in ("zeta", "alpha", "mid"):
+        create_role(channels, tenant, role_id, ["projects.projects.get"])
+    request = pb.ListRolesRequest(parent=tenant.organization, page_size=3)
+    ids = [r.name.rsplit("/", 1)[1] for r in every_page(roles(channels).ListRoles, request, "roles", tenant.metadata)]
+    assert ids == ["admin", "manager", "developer", "viewer", "alpha", "mid", "zeta"]
+    whole = roles(channels).ListRoles(pb.ListRolesRequest(parent=tenant.organization), metadata=tenant.metadata)
+    assert [r.name.rsplit("/", 1)[1] for r in whole.roles] == ids and not whole.next_page_token
+    # A role deleted between pages neither repeats nor hides the ones after it.
+    first = roles(channels).ListRoles(
+        pb.ListRolesRequest(parent=tenant.organization, page_size=5), metadata=tenant.metadata, timeout=10
     )
+    roles(channels).DeleteRole(pb.DeleteRoleRequest(name=first.roles[-1].name), metadata=tenant.metadata)
+    rest = roles(channels).ListRoles(
+        pb.ListRolesRequest(parent=tenant.organization, page_size=5, page_token=first.next_page_token),
+        metadata=tenant.metadata,
+        timeout=10,
+    )
+    assert [r.name.rsplit("/", 1)[1] for r in rest.roles] == ["mid", "zeta"] and not rest.next_page_token
+    other = sign_up(channels.direct("identity"))
+    f = failure(
+        lambda: roles(channels).ListRoles(
+            pb.ListRolesRequest(parent=other.organization, page_token=first.next_page_token), metadata=other.metadata
+        )
+    )
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in f.violations
 
 
 def test_predefined_roles_nest_from_viewer_to_admin(channels: Channels, tenant: Tenant) -> None:

@@ -7,6 +7,7 @@ import grpc
 from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, session_pb2, session_pb2_grpc
 from tests.conftest import Channels, Tenant, add_user
 from tests.errors import failure
+from tests.pages import every_page
 
 
 def auth(channels: Channels) -> auth_pb2_grpc.AuthServiceStub:
@@ -105,3 +106,35 @@ def test_a_manager_ends_the_sessions_of_those_below_but_not_an_admins(channels: 
     theirs = api.ListSessions(session_pb2.ListSessionsRequest(parent=member.user), metadata=manager.metadata)
     api.RevokeSession(session_pb2.RevokeSessionRequest(name=theirs.sessions[0].name), metadata=manager.metadata)
     assert failure(lambda: refresh(channels, member.refresh_token)).code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_sessions_page_newest_first_without_repeats(channels: Channels, tenant: Tenant) -> None:
+    member = add_user(channels, tenant)
+    login = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=member.username, password=member.password)
+    for _ in range(4):
+        auth(channels).Login(login, timeout=30)
+    api = session_pb2_grpc.SessionServiceStub(channels.direct("identity"))
+    whole = api.ListSessions(session_pb2.ListSessionsRequest(parent=member.user), metadata=member.metadata, timeout=10)
+    assert len(whole.sessions) == 5 and not whole.next_page_token
+    began = [s.create_time.ToDatetime() for s in whole.sessions]
+    assert began == sorted(began, reverse=True)
+    paged = every_page(
+        api.ListSessions, session_pb2.ListSessionsRequest(parent=member.user, page_size=2), "sessions", member.metadata
+    )
+    assert paged == list(whole.sessions)
+    # A session ended between pages neither repeats nor hides the ones after it.
+    first = api.ListSessions(
+        session_pb2.ListSessionsRequest(parent=member.user, page_size=2), metadata=member.metadata, timeout=10
+    )
+    api.RevokeSession(session_pb2.RevokeSessionRequest(name=first.sessions[0].name), metadata=member.metadata)
+    rest = every_page(
+        api.ListSessions,
+        session_pb2.ListSessionsRequest(parent=member.user, page_size=2, page_token=first.next_page_token),
+        "sessions",
+        member.metadata,
+    )
+    assert rest == list(whole.sessions[2:])
+    # A token continues only the user's list it came from.
+    theirs = session_pb2.ListSessionsRequest(parent=tenant.user, page_token=first.next_page_token)
+    f = failure(lambda: api.ListSessions(theirs, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in f.violations

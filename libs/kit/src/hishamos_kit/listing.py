@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Integer, Select, SmallInteger, and_, not_, or_, select
+from sqlalchemy import Integer, Select, SmallInteger, String, and_, column, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -303,6 +304,19 @@ async def list_page(
         return Page(rows, "")
     last = rows[size - 1]
     return Page(rows[:size], make_token([getattr(last, f.column.key) for f, _ in keys], fingerprint))
+
+
+_CATALOG_KEY = [(Field(column("item", String())), False)]
+
+
+def sorted_page(items: Sequence[str], name: str, *, page_size: int, page_token: str) -> Page:
+    """One page of a sorted list held in memory (a catalog, `name`), under a table's paging rules."""
+    size = page_size_of(page_size)
+    fingerprint = _fingerprint(name, ())
+    start = bisect.bisect_right(items, read_token(page_token, fingerprint, _CATALOG_KEY)[0]) if page_token else 0
+    rows = list(items[start : start + size])
+    more = start + size < len(items)
+    return Page(rows, make_token([rows[-1]], fingerprint) if more else "")
 
 
 def page_size_of(requested: int) -> int:

@@ -20,6 +20,7 @@ from hishamos_kit import api, resources, validate
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Database
 from hishamos_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
+from hishamos_kit.listing import Field, ListSpec, fingerprint_of, make_token, page_size_of, read_token
 from hishamos_kit.roles import PREDEFINED, predefined_permissions
 
 ROLE_NAME = re.compile(r"^organizations/(?P<org>[^/]+)/roles/(?P<role>[a-z0-9-]+)\Z")
@@ -82,6 +83,8 @@ def _apply(role: Role, message: pb.Role, paths: Iterable[str], v: Violations) ->
 
 
 UPDATABLE = frozenset({"display_name", "description", "permissions"})
+LIST = ListSpec(filter_fields={}, order_fields={}, default_order="", id_column=Role.role_id)
+_KEY = [(Field(Role.role_id), False)]
 
 
 class Roles:
@@ -106,11 +109,24 @@ class Roles:
             raise NotFound(name)
         return role
 
-    async def list(self, principal: Principal, parent: str) -> list[pb.Role]:
-        organization_id = resources.own_parent(principal, parent)
-        async with self.db.tenant(organization_id) as session:
-            custom = (await session.scalars(select(Role).order_by(Role.role_id))).all()
-        return [predefined_message(organization_id, r) for r in PREDEFINED] + [to_message(r) for r in custom]
+    async def list(self, principal: Principal, request: pb.ListRolesRequest) -> pb.ListRolesResponse:
+        """Predefined roles, then custom ones by id: the token holds the last id listed (ids are
+        unique across both, since a custom role cannot take a predefined id)."""
+        organization_id = resources.own_parent(principal, request.parent)
+        size = page_size_of(request.page_size)
+        fingerprint = fingerprint_of(LIST, request.parent)
+        last = read_token(request.page_token, fingerprint, _KEY)[0] if request.page_token else None
+        order = list(PREDEFINED)
+        following = order if last is None else order[order.index(last) + 1 :] if last in PREDEFINED else []
+        listed = [(r, predefined_message(organization_id, r)) for r in following[: size + 1]]
+        if len(listed) <= size:
+            query = select(Role).order_by(Role.role_id).limit(size + 1 - len(listed))
+            if last is not None and last not in PREDEFINED:
+                query = query.where(Role.role_id > last)
+            async with self.db.tenant(organization_id) as session:
+                listed += [(r.role_id, to_message(r)) for r in await session.scalars(query)]
+        token = make_token([listed[size - 1][0]], fingerprint) if len(listed) > size else ""
+        return pb.ListRolesResponse(roles=[m for _, m in listed[:size]], next_page_token=token)
 
     async def create(self, principal: Principal, parent: str, message: pb.Role, role_id: str) -> pb.Role:
         organization_id = resources.own_parent(principal, parent)

@@ -43,6 +43,7 @@ from hishamos_kit.auth import current_principal
 from hishamos_kit.crypto import Sealer, load_key
 from hishamos_kit.db import Database
 from hishamos_kit.jobs import Worker
+from hishamos_kit.listing import sorted_page
 from hishamos_kit.server import Background, Service
 
 
@@ -239,13 +240,14 @@ class RoleService(role_pb2_grpc.RoleServiceServicer):
     async def ListPermissions(
         self, request: role_pb2.ListPermissionsRequest, context: Context
     ) -> role_pb2.ListPermissionsResponse:
-        return role_pb2.ListPermissionsResponse(permissions=api.permissions())
+        page = sorted_page(api.permissions(), "permissions", page_size=request.page_size, page_token=request.page_token)
+        return role_pb2.ListPermissionsResponse(permissions=page.rows, next_page_token=page.next_page_token)
 
     async def GetRole(self, request: role_pb2.GetRoleRequest, context: Context) -> role_pb2.GetRoleResponse:
         return role_pb2.GetRoleResponse(role=await self.roles.get(current_principal(), request.name))
 
     async def ListRoles(self, request: role_pb2.ListRolesRequest, context: Context) -> role_pb2.ListRolesResponse:
-        return role_pb2.ListRolesResponse(roles=await self.roles.list(current_principal(), request.parent))
+        return await self.roles.list(current_principal(), request)
 
     async def CreateRole(self, request: role_pb2.CreateRoleRequest, context: Context) -> role_pb2.CreateRoleResponse:
         role = await self.roles.create(current_principal(), request.parent, request.role, request.role_id)
@@ -278,7 +280,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
     async def ListSessions(
         self, request: session_pb2.ListSessionsRequest, context: Context
     ) -> session_pb2.ListSessionsResponse:
-        return session_pb2.ListSessionsResponse(sessions=await self.sessions.list(current_principal(), request.parent))
+        return await self.sessions.list(current_principal(), request)
 
     async def RevokeSession(
         self, request: session_pb2.RevokeSessionRequest, context: Context
