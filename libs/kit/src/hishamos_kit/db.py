@@ -37,6 +37,7 @@ NAMING_CONVENTION = {
 }
 
 TENANT_SETTING = "app.organization_id"
+RETENTION_SETTING = "app.retention"  # set only by a retention pass (hishamos_kit.retention)
 
 
 def new_metadata() -> MetaData:

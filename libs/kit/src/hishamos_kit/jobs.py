@@ -5,9 +5,9 @@ that request's other changes do: a crash before COMMIT loses both, a crash after
 worker in every process of the service claims due jobs with FOR UPDATE SKIP LOCKED (so any number
 of processes share the queue) and leases each for `LEASE`: a process that dies mid-job leaves it
 due again when the lease ends. A failed job is retried with exponential backoff, at most
-`MOST_ATTEMPTS` times, then kept as failed with its last error. Delivery is at least once: a
-handler must tolerate a repeat (e.g. mail carries the job id as its Message-ID, so a receiver can
-tell a repeat).
+`MOST_ATTEMPTS` times, then kept as failed with its last error, until `RETENTION` deletes it.
+Delivery is at least once: a handler must tolerate a repeat (e.g. mail carries the job id as its
+Message-ID, so a receiver can tell a repeat).
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from hishamos_kit.db import Database, Prepared, Timestamps
+from hishamos_kit.retention import Rule
 
 log = logging.getLogger("hishamos.jobs")
 
+# A finished job is kept a week, a given-up one a month, for whoever looks into why.
+RETENTION = Rule("jobs", "finished_at < now() - CASE WHEN failed THEN interval '30 days' ELSE interval '7 days' END")
 LEASE_SECONDS = 300
 MOST_ATTEMPTS = 20  # with `backoff`, retries span about ten hours: an outage of a night delays, loses nothing
 Handler = Callable[[uuid.UUID, dict[str, Any]], Awaitable[None]]

@@ -9,7 +9,7 @@ from alembic import context, op
 from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.dialects.postgresql import JSONB
 
-from hishamos_kit.db import TENANT_SETTING
+from hishamos_kit.db import RETENTION_SETTING, TENANT_SETTING
 
 
 def run(metadata: MetaData, version_table: str, default_url: str, default_app_role: str) -> None:
@@ -60,6 +60,25 @@ def tenant_table(
         f"WITH CHECK ({column} = nullif(current_setting('{TENANT_SETTING}', true), '')::uuid)"
     )
     grant(table, privileges)
+
+
+def retained(*tables: str) -> None:
+    """Let a retention pass (`hishamos_kit.retention`), and only it, read and delete rows of every
+    organization in tables under row-level security (policies add up: these or the tenant's)."""
+    admitted = f"current_setting('{RETENTION_SETTING}', true) = 'on'"
+    for table in tables:
+        for command in ("SELECT", "DELETE"):
+            op.execute(
+                f'CREATE POLICY retention_{command.lower()} ON "{table}" FOR {command} TO "{app_role()}" '
+                f"USING ({admitted})"
+            )
+
+
+def unretained(*tables: str) -> None:
+    """Undo `retained`."""
+    for table in tables:
+        for command in ("select", "delete"):
+            op.execute(f'DROP POLICY retention_{command} ON "{table}"')
 
 
 # Table builders for the columns every table shares (hishamos_kit.db). They are part of the schema's

@@ -41,6 +41,7 @@ from hishamos_kit.errors import Aborted, ApiError, InvalidArgument, PermissionDe
 from hishamos_kit.logs import request_id_var
 from hishamos_kit.metrics import RpcMetrics, serve_metrics
 from hishamos_kit.outbound import inbound_deadline
+from hishamos_kit.retention import Retention, Rule
 from hishamos_kit.settings import ServiceSettings
 
 log = logging.getLogger("hishamos.server")
@@ -368,8 +369,10 @@ async def run(
     settings: ServiceSettings,
     build: ServicesFactory,
     keys: Callable[[Database], KeySource] | None = None,
+    retained: Sequence[Rule] = (),
 ) -> None:
-    """Open the database, build the service's servicers, verify tokens against identity, and serve."""
+    """Open the database, build the service's servicers, verify tokens against identity, and serve;
+    `retained`: what the service's tables keep only for a while, beside every service's request ids."""
     if settings.page_token_key:
         listing.use_token_key(load_key(settings.page_token_key, f"HISHAMOS_{name.upper()}_PAGE_TOKEN_KEY"))
     else:
@@ -380,7 +383,8 @@ async def run(
     verifier = TokenVerifier(key_source, settings.jwt_issuer, settings.jwt_audience)
     api_keys = ApiKeys(settings.identity_target)
     try:
-        await serve(name, settings, await build(db), Authenticator(verifier, api_keys))
+        parts = [*await build(db), Background("retention", Retention(db, *retained).run)]
+        await serve(name, settings, parts, Authenticator(verifier, api_keys))
     finally:
         await api_keys.close()
         if jwks is not None:
@@ -389,10 +393,14 @@ async def run(
 
 
 def main(
-    name: str, settings: ServiceSettings, build: ServicesFactory, keys: Callable[[Database], KeySource] | None = None
+    name: str,
+    settings: ServiceSettings,
+    build: ServicesFactory,
+    keys: Callable[[Database], KeySource] | None = None,
+    retained: Sequence[Rule] = (),
 ) -> None:
     """Entry point of `python -m hishamos_<name>`."""
     logs.configure(name, settings.log_level)
     if not settings.database_url:
         raise SystemExit(f"HISHAMOS_{name.upper()}_DATABASE_URL is not set; `make up` sets it for the local stack")
-    uvloop.run(run(name, settings, build, keys))
+    uvloop.run(run(name, settings, build, keys, retained))

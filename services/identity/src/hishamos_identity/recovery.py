@@ -25,12 +25,15 @@ from hishamos_kit.auth import Principal
 from hishamos_kit.db import TENANT_SETTING, Database, set_local
 from hishamos_kit.errors import Aborted, InvalidArgument, Violations
 from hishamos_kit.logs import request_id_var
+from hishamos_kit.retention import Rule
 
 TOKEN = re.compile(r"^hose_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})\Z")
 RESET, VERIFY, INVITE = EmailToken.RESET, EmailToken.VERIFY, EmailToken.INVITE
 RESET_JOB = "password_reset"
 RESET_WINDOW_SECONDS = 60
 LIFETIME = {RESET: timedelta(hours=1), VERIFY: timedelta(days=1), INVITE: timedelta(days=7)}
+# An expired token is refused as an unknown one is, with the same answer: it need not be kept.
+RETENTION = Rule("email_tokens", "expires_at < now() - interval '1 day'")
 
 
 def _hash(token: str) -> str:

@@ -26,11 +26,25 @@ from hishamos_identity.users import user_name
 from hishamos_kit import api
 from hishamos_kit.db import Database
 from hishamos_kit.errors import PermissionDenied, Unauthenticated
+from hishamos_kit.retention import Rule
 from hishamos_kit.roles import granted_by
 
 # hosr_<organization id, 32 hex><secret>: the organization tells which tenant's table to look in.
 REFRESH = re.compile(r"^hosr_(?P<org>[0-9a-f]{32})(?P<secret>[A-Za-z0-9_-]{43})\Z")
 BAD_REFRESH = "refresh token is not valid; log in again"
+
+
+# A family whose tokens all ran out a day ago goes whole. A live family keeps its first token, which
+# says when the session began, and loses the others that ran out: presented, they were refused as
+# expired, and are now refused as unknown, with the same answer.
+RETENTION = Rule(
+    "refresh_tokens",
+    """expires_at < now() - interval '1 day' AND (
+    EXISTS (SELECT FROM refresh_tokens earlier
+        WHERE earlier.family_id = refresh_tokens.family_id AND earlier.created_at < refresh_tokens.created_at)
+    OR NOT EXISTS (SELECT FROM refresh_tokens live
+        WHERE live.family_id = refresh_tokens.family_id AND live.expires_at >= now() - interval '1 day'))""",
+)
 
 
 def hash_refresh_token(token: str) -> str:
