@@ -49,3 +49,29 @@ def test_rotation_overlaps_then_retires(stack: Stack, channels: Channels, tenant
         assert failure(call).code == grpc.StatusCode.UNAUTHENTICATED
     assert old_kid not in {k.kid for k in auth.GetJwks(auth_pb2.GetJwksRequest(), timeout=10).keys}
     projects.ListProjects(list_projects, metadata=(("authorization", f"Bearer {fresh}"),), timeout=10)
+
+
+def test_a_key_that_may_have_leaked_retires_at_once(channels: Channels, tenant: Tenant, operator: Operator) -> None:
+    auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    list_projects = project_pb2.ListProjectsRequest(parent=tenant.organization)
+    old_kid = jwt.get_unverified_header(tenant.access_token)["kid"]
+    projects.ListProjects(list_projects, metadata=tenant.metadata, timeout=10)  # the projects service knows the key
+    rotated = auth.RotateSigningKey(
+        auth_pb2.RotateSigningKeyRequest(retire_previous=True), metadata=operator.metadata, timeout=10
+    )
+    assert list(rotated.published_kids) == [rotated.active_kid]
+    assert [k.kid for k in auth.GetJwks(auth_pb2.GetJwksRequest(), timeout=10).keys] == [rotated.active_kid]
+    time.sleep(3)  # key caches in the test stack refresh within 2 seconds
+    orgs = organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity"))
+    get_org = organization_pb2.GetOrganizationRequest(name=tenant.organization)
+    for call in (
+        lambda: projects.ListProjects(list_projects, metadata=tenant.metadata, timeout=10),
+        lambda: orgs.GetOrganization(get_org, metadata=tenant.metadata, timeout=10),
+    ):
+        assert failure(call).code == grpc.StatusCode.UNAUTHENTICATED
+    assert old_kid != rotated.active_kid
+    # The session itself lives on: its refresh token, which no key signs, gets a token of the new key.
+    renewed = auth.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=tenant.refresh_token), timeout=10).tokens
+    assert jwt.get_unverified_header(renewed.access_token)["kid"] == rotated.active_kid
+    projects.ListProjects(list_projects, metadata=(("authorization", f"Bearer {renewed.access_token}"),), timeout=10)

@@ -90,7 +90,7 @@ class JwksClient:
     more than a second.
     """
 
-    def __init__(self, target: str, ttl_seconds: float = 300.0, min_refresh_seconds: float = 5.0) -> None:
+    def __init__(self, target: str, ttl_seconds: float = 60.0, min_refresh_seconds: float = 5.0) -> None:
         self._target = target
         self._ttl = ttl_seconds
         self._min_refresh = min(min_refresh_seconds, ttl_seconds)

@@ -29,7 +29,7 @@ class ServiceSettings(BaseSettings):
     identity_target: str = Field("127.0.0.1:50051", description="Where identity serves (JWKS, API keys)")
     jwt_issuer: str = "hishamos-identity"
     jwt_audience: str = "hishamos"
-    jwks_cache_seconds: float = 300.0
+    jwks_cache_seconds: float = 60.0  # bounds how long a key retired at once still verifies
     grace_seconds: float = 10.0
     drain_seconds: float = Field(
         0.0,

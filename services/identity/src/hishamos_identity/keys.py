@@ -28,6 +28,9 @@ def jwk(kid: str, public_key: bytes) -> dict[str, str]:
     return {"kid": kid, "kty": "OKP", "crv": "Ed25519", "x": b64url(public_key), "alg": "EdDSA", "use": "sig"}
 
 
+PUBLISHED = or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > func.now())
+
+
 class KeyStore:
     """Identity's view of its keys. Verification keys refresh from the table, so every replica
     learns of a rotation within `refresh_seconds`, or at once when a token names an unknown kid."""
@@ -60,9 +63,10 @@ class KeyStore:
             private_key_sealed=self._sealer.seal(raw, kid),
         )
 
-    async def rotate(self, operator: str) -> tuple[str, list[str]]:
-        """A new signing key; the old one is published until `overlap_seconds` from now, then retires.
-        Logged rather than audited: the audit log is an organization's, and the keys are the platform's."""
+    async def rotate(self, operator: str, retire_previous: bool = False) -> tuple[str, list[str]]:
+        """A new signing key; the old one is published until `overlap_seconds` from now, then retires,
+        or, with `retire_previous`, every earlier key retires now. Logged rather than audited: the
+        audit log is an organization's, and the keys are the platform's."""
         async with self._db.unscoped() as session:
             await session.execute(text("select pg_advisory_xact_lock(hashtext('identity.signing_keys'))"))
             await session.execute(
@@ -70,18 +74,20 @@ class KeyStore:
                 .where(SigningKey.active)
                 .values(active=False, retired_at=func.now() + timedelta(seconds=self._overlap))
             )
+            if retire_previous:
+                await session.execute(update(SigningKey).where(PUBLISHED).values(retired_at=func.now()))
             session.add(self._new_key())
         await self._load()
         assert self._signing is not None
-        log.info("signing key rotated", extra={"fields": {"operator": operator, "kid": self._signing[0]}})
+        fields = {"operator": operator, "kid": self._signing[0], "previous_retired": retire_previous}
+        log.info("signing key rotated", extra={"fields": fields})
         return self._signing[0], [k["kid"] for k in self._jwks]
 
     async def _load(self) -> None:
         async with self._db.unscoped() as session:
-            published = or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > func.now())
             rows = (
                 await session.scalars(
-                    select(SigningKey).where(published).order_by(SigningKey.active.desc(), SigningKey.created_at.desc())
+                    select(SigningKey).where(PUBLISHED).order_by(SigningKey.active.desc(), SigningKey.created_at.desc())
                 )
             ).all()
         self._public = {r.kid: Ed25519PublicKey.from_public_bytes(r.public_key) for r in rows}

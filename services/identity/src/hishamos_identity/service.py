@@ -111,7 +111,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     async def RotateSigningKey(
         self, request: auth_pb2.RotateSigningKeyRequest, context: Context
     ) -> auth_pb2.RotateSigningKeyResponse:
-        active, published = await self.keys.rotate(current_principal().subject)
+        active, published = await self.keys.rotate(current_principal().subject, request.retire_previous)
         return auth_pb2.RotateSigningKeyResponse(active_kid=active, published_kids=published)
 
     async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Context) -> auth_pb2.GetJwksResponse:
