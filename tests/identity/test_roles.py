@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -387,3 +388,25 @@ def test_a_role_deleted_while_a_user_is_created_with_it_is_held_by_nobody(channe
             continue
         now = stub.GetUser(user_pb2.GetUserRequest(name=user.name), metadata=founder.metadata, timeout=10).user
         assert f"temp-{round_}" not in now.roles
+
+
+def test_a_retried_create_role_returns_the_first_answer(channels: Channels, tenant: Tenant) -> None:
+    """The answer was lost; the retry must not be told its own role_id is taken."""
+    role = pb.Role(display_name="Auditors", permissions=["identity.audit.list"])
+    request = pb.CreateRoleRequest(
+        parent=tenant.organization, role_id="auditors", role=role, request_id=str(uuid.uuid4())
+    )
+    first = roles(channels).CreateRole(request, metadata=tenant.metadata, timeout=10)
+    assert roles(channels).CreateRole(request, metadata=tenant.metadata, timeout=10) == first
+    # Without the key, or with another, the id is taken.
+    for request_id in ("", str(uuid.uuid4())):
+        request.request_id = request_id
+        f = failure(lambda: roles(channels).CreateRole(request, metadata=tenant.metadata, timeout=10))
+        assert f.code == grpc.StatusCode.ALREADY_EXISTS
+    # A refused create keeps no answer: fixed, the same key creates.
+    bad = pb.CreateRoleRequest(parent=tenant.organization, role_id="x", role=role, request_id=str(uuid.uuid4()))
+    assert failure(lambda: roles(channels).CreateRole(bad, metadata=tenant.metadata)).code == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    bad.role_id = "readers"
+    assert roles(channels).CreateRole(bad, metadata=tenant.metadata, timeout=10).role.name.endswith("/roles/readers")

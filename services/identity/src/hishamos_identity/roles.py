@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hishamos.identity.v1 import role_pb2 as pb
 from hishamos_identity import audit, users
 from hishamos_identity.grants import check_delegation, check_within
-from hishamos_identity.models import Role, User
+from hishamos_identity.models import IdempotencyKey, Role, User
 from hishamos_kit import api, resources, validate
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Database
@@ -128,26 +128,38 @@ class Roles:
         token = make_token([listed[size - 1][0]], fingerprint) if len(listed) > size else ""
         return pb.ListRolesResponse(roles=[m for _, m in listed[:size]], next_page_token=token)
 
-    async def create(self, principal: Principal, parent: str, message: pb.Role, role_id: str) -> pb.Role:
-        organization_id = resources.own_parent(principal, parent)
+    async def create(self, principal: Principal, request: pb.CreateRoleRequest) -> pb.CreateRoleResponse:
+        organization_id = resources.own_parent(principal, request.parent)
+        role_id = request.role_id
         v = Violations()
         validate.slug(v, "role_id", role_id)
         if role_id in PREDEFINED:
             v.add("role_id", "is a predefined role's id")
         role = Role(id=uuid.uuid4(), organization_id=organization_id, role_id=role_id)
-        _apply(role, message, sorted(UPDATABLE), v)
+        _apply(role, request.role, sorted(UPDATABLE), v)
         v.raise_if_any()
         check_within(principal, role.permissions)  # else a role would be a way to gain permissions
-        async with self.db.tenant(organization_id) as session:
+        name = role_name(organization_id, role_id)
+
+        async def insert(session: AsyncSession) -> pb.CreateRoleResponse:
             session.add(role)
             try:
                 await session.flush()
             except IntegrityError:
                 raise AlreadyExists(f"role {role_id} exists", "ALREADY_EXISTS", {"field": "role_id"}) from None
-            audit.record(
-                session, organization_id, "role.created", principal.subject, role_name(organization_id, role_id)
+            audit.record(session, organization_id, "role.created", principal.subject, name)
+            return pb.CreateRoleResponse(role=to_message(role))
+
+        async with self.db.tenant(organization_id) as session:
+            return await resources.once(
+                session,
+                IdempotencyKey,
+                organization_id,
+                "CreateRole",
+                request.request_id,
+                pb.CreateRoleResponse,
+                lambda: insert(session),
             )
-            return to_message(role)
 
     async def update(self, principal: Principal, message: pb.Role, mask: FieldMask) -> pb.Role:
         role_id = parse_role(principal, message.name, "role.name")

@@ -250,8 +250,7 @@ class RoleService(role_pb2_grpc.RoleServiceServicer):
         return await self.roles.list(current_principal(), request)
 
     async def CreateRole(self, request: role_pb2.CreateRoleRequest, context: Context) -> role_pb2.CreateRoleResponse:
-        role = await self.roles.create(current_principal(), request.parent, request.role, request.role_id)
-        return role_pb2.CreateRoleResponse(role=role)
+        return await self.roles.create(current_principal(), request)
 
     async def UpdateRole(self, request: role_pb2.UpdateRoleRequest, context: Context) -> role_pb2.UpdateRoleResponse:
         return role_pb2.UpdateRoleResponse(
