@@ -25,7 +25,7 @@ async def one_job(stack: Stack, kind: str, attempts: int = 0) -> AsyncIterator[D
     db = Database(stack.database_urls("identity")[0], 2)
     try:
         async with db.unscoped() as session:
-            await jobs.enqueue(session, Job, kind, {})
+            await jobs.enqueue(session, Job, kind, {}, tenant="")
             params = {"kind": kind, "attempts": attempts}
             await session.execute(text("update jobs set attempts = :attempts where kind = :kind"), params)
         yield db
@@ -90,3 +90,29 @@ def test_retries_outlast_a_night_long_outage() -> None:
     """A mail server down for hours (a reset mail waiting on it) must delay the job, not fail it for good."""
     waits = [jobs.backoff(attempts) for attempts in range(1, jobs.MOST_ATTEMPTS)]  # between the runs
     assert waits == sorted(waits) and max(waits) == 3600 and sum(waits) >= 8 * 3600
+
+
+def test_a_tenants_burst_takes_turns_with_another_tenants_job(stack: Stack) -> None:
+    """One organization queues a burst; another's single job, queued after it, runs second, not last."""
+    kind = f"probe-{uuid.uuid4().hex[:8]}"
+    ran: list[str] = []
+
+    async def handler(job_id: uuid.UUID, payload: dict[str, Any]) -> None:
+        ran.append(payload["tenant"])
+
+    async def scenario() -> None:
+        db = Database(stack.database_urls("identity")[0], 2)
+        try:
+            for tenant in ["busy"] * 30 + ["quiet"]:
+                async with db.unscoped() as session:  # each its own request
+                    await jobs.enqueue(session, Job, kind, {"tenant": tenant}, tenant=tenant)
+            worker = jobs.Worker(db, Job, {kind: handler})
+            # Turns order the jobs and never hold one back: all 31 are due now, and run one after another.
+            for _ in range(31):
+                assert await worker.run_one()
+            assert not await worker.run_one()
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+    assert ran.index("quiet") == 1 and ran.count("busy") == 30

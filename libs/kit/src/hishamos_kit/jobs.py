@@ -17,11 +17,11 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import DateTime, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import DateTime, Index, String, Text, UniqueConstraint, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
@@ -33,14 +33,19 @@ log = logging.getLogger("hishamos.jobs")
 
 # A finished job is kept a week, a given-up one a month, for whoever looks into why.
 RETENTION = Rule("jobs", "finished_at < now() - CASE WHEN failed THEN interval '30 days' ELSE interval '7 days' END")
+# Due jobs run in order of their turn: a tenant's job takes its turn one TURN after that tenant's last
+# waiting job's, or now if none waits. A tenant that queues a thousand mails at once spreads them over
+# a thousand seconds of turns, so another's mail, queued a second later, runs after one or two of them;
+# a tenant alone still has every job run as fast as the worker goes (turns order jobs, never delay them).
+TURN = timedelta(seconds=1)
 LEASE_SECONDS = 300
 MOST_ATTEMPTS = 20  # with `backoff`, retries span about ten hours: an outage of a night delays, loses nothing
 Handler = Callable[[uuid.UUID, dict[str, Any]], Awaitable[None]]
 
 
 class JobColumns(Timestamps):
-    """The queue. Each service maps it to its own `jobs` table; it holds no organization column, since
-    a worker serves every organization (a payload names the one it concerns)."""
+    """The queue. Each service maps it to its own `jobs` table. It is under no row-level security,
+    since a worker serves every organization; `tenant` says whose work a job is, for fair turns."""
 
     __tablename__ = "jobs"
 
@@ -52,23 +57,34 @@ class JobColumns(Timestamps):
     last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    tenant: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    turn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=sa.func.now())
 
     @declared_attr.directive
     def __table_args__(cls) -> tuple[Any, ...]:  # noqa: N805 - declared_attr receives the class
         return (
             UniqueConstraint("kind", "key"),
             Index("ix_jobs_due", "run_at", postgresql_where=text("finished_at IS NULL")),
+            Index("ix_jobs_tenant_turn_at", "tenant", "turn_at", postgresql_where=text("finished_at IS NULL")),
         )
 
 
 async def enqueue(
-    session: AsyncSession, model: type[JobColumns], kind: str, payload: Mapping[str, Any], key: str = ""
+    session: AsyncSession,
+    model: type[JobColumns],
+    kind: str,
+    payload: Mapping[str, Any],
+    *,
+    tenant: str,
+    key: str = "",
 ) -> None:
-    """Add a job in the caller's transaction; with a `key`, once per (kind, key)."""
+    """Add a job in the caller's transaction; with a `key`, once per (kind, key). `tenant` (an
+    organization id, say) takes turns with the others: see `TURN`."""
+    last = select(func.max(model.turn_at)).where(model.tenant == tenant, model.finished_at.is_(None))
+    job = {"id": uuid.uuid4(), "kind": kind, "key": key or str(uuid.uuid4()), "payload": dict(payload)}
+    turn = func.greatest(func.now(), last.scalar_subquery() + TURN)  # greatest() passes over NULL: none waits
     await session.execute(
-        insert(model)
-        .values(id=uuid.uuid4(), kind=kind, key=key or str(uuid.uuid4()), payload=dict(payload))
-        .on_conflict_do_nothing(index_elements=["kind", "key"])
+        insert(model).values(**job, tenant=tenant, turn_at=turn).on_conflict_do_nothing(index_elements=["kind", "key"])
     )
 
 
@@ -90,7 +106,7 @@ class Worker:
             f"jobs_claim_{table}",
             f"UPDATE {table} SET attempts = attempts + 1, run_at = now() + make_interval(secs => %(lease)s) "
             f"WHERE id = (SELECT id FROM {table} WHERE finished_at IS NULL AND run_at <= now() "
-            "AND kind = ANY(%(kinds)s) ORDER BY run_at FOR UPDATE SKIP LOCKED LIMIT 1) "
+            "AND kind = ANY(%(kinds)s) ORDER BY turn_at FOR UPDATE SKIP LOCKED LIMIT 1) "
             "RETURNING id, kind, payload, attempts",
         )
         # A result counts only for the claim it ends (its attempt): a worker whose lease ran out, and

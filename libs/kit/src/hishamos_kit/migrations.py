@@ -154,3 +154,15 @@ def create_jobs() -> None:
     )
     op.create_index("ix_jobs_due", "jobs", ["run_at"], postgresql_where=sa.text("finished_at IS NULL"))
     grant("jobs", "SELECT, INSERT, UPDATE")
+
+
+def add_job_turns() -> None:
+    """The columns of `JobColumns` by which tenants take turns; waiting jobs keep their order."""
+    op.add_column("jobs", sa.Column("tenant", sa.String(length=100), server_default="", nullable=False))
+    op.add_column(
+        "jobs", sa.Column("turn_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False)
+    )
+    op.execute("UPDATE jobs SET turn_at = run_at WHERE finished_at IS NULL")
+    op.create_index(
+        "ix_jobs_tenant_turn_at", "jobs", ["tenant", "turn_at"], postgresql_where=sa.text("finished_at IS NULL")
+    )

@@ -41,11 +41,19 @@ class Mailer:
         self._sealer = sealer
 
     async def enqueue(
-        self, session: AsyncSession, to: str, subject: str, body: str, key: str = "", until: datetime | None = None
+        self,
+        session: AsyncSession,
+        organization_id: uuid.UUID,
+        to: str,
+        subject: str,
+        body: str,
+        key: str = "",
+        until: datetime | None = None,
     ) -> None:
-        """Send once the caller's transaction commits; the caller never waits for the mail server.
-        With a `key`, once per key (a job that mails, run again); with `until`, not after then (the
-        token it carries has expired: the mail would only mislead)."""
+        """Send once the caller's transaction commits; the caller never waits for the mail server,
+        and an organization's mail takes turns with the others'. With a `key`, once per key (a job
+        that mails, run again); with `until`, not after then (the token it carries has expired: the
+        mail would only mislead)."""
         # A subject is one line: a line break in what it quotes (an organization's name, say) would
         # make every delivery fail, and is no way to add a header.
         subject = " ".join(subject.split())
@@ -53,7 +61,7 @@ class Mailer:
         payload = {"to": to, "subject": subject, "body": base64.b64encode(sealed).decode()}
         if until is not None:
             payload["until"] = until.isoformat()
-        await jobs.enqueue(session, Job, KIND, payload, key)
+        await jobs.enqueue(session, Job, KIND, payload, tenant=str(organization_id), key=key)
 
     async def sent_by(self, session: AsyncSession, key: str) -> bool:
         """Whether the mail enqueued under `key` exists: the job that wrote it, run again after a
