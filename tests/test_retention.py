@@ -80,6 +80,12 @@ def test_run_out_sessions_go_and_live_ones_keep_when_they_began(
     before = sessions.ListSessions(listing, metadata=tenant.metadata, timeout=10)
     assert len(before.sessions) == 1
 
+    def refused_logout(token: str) -> str:
+        return failure(lambda: auth.Logout(auth_pb2.LogoutRequest(refresh_token=token), timeout=10)).reason
+
+    # Whether retention has forgotten a token or not, an expired one gets one answer.
+    assert refused_logout(gone) == "REFRESH_TOKEN_INVALID"
+
     prune(stack, "identity", REFRESH_TOKENS)
     with superuser(stack, "identity") as conn:
         kept = conn.execute(
@@ -93,6 +99,7 @@ def test_run_out_sessions_go_and_live_ones_keep_when_they_began(
     assert refresh(other_tenant.refresh_token)
     spent = failure(lambda: refresh(middle))
     assert spent.code == grpc.StatusCode.UNAUTHENTICATED and spent.reason == "REFRESH_TOKEN_INVALID"
+    assert refused_logout(gone) == refused_logout(middle) == "REFRESH_TOKEN_INVALID"
 
 
 def test_old_finished_jobs_and_run_out_mail_tokens_go(stack: Stack) -> None:

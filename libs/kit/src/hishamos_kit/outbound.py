@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -14,6 +15,7 @@ from hishamos_kit.errors import PermissionDenied, Unavailable
 from hishamos_kit.logs import request_id_var
 
 Metadata = tuple[tuple[str, str], ...]
+R = TypeVar("R")
 MOST_SECONDS = 5.0  # the longest any call to another service may take
 
 # When the call being served must be answered (time.monotonic()), if its caller set a deadline.
@@ -71,3 +73,14 @@ class ServiceTokens:
             token, renew_at = reply.access_token, time.monotonic() + max(reply.expires_in - 60, 1)
             self._tokens[organization_id] = (token, renew_at)
         return traced(("authorization", f"Bearer {token}"))
+
+    async def call(self, organization_id: uuid.UUID, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        """`method(request)` on behalf of `organization_id`. A token that identity no longer accepts
+        (its signing key was retired early, after a leak) is dropped, and a new one asked for, once."""
+        try:
+            return await method(request, metadata=await self.metadata(organization_id), timeout=timeout())
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                raise
+        self._tokens.pop(organization_id, None)
+        return await method(request, metadata=await self.metadata(organization_id), timeout=timeout())

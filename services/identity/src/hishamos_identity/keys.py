@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -28,6 +29,7 @@ def jwk(kid: str, public_key: bytes) -> dict[str, str]:
     return {"kid": kid, "kty": "OKP", "crv": "Ed25519", "x": b64url(public_key), "alg": "EdDSA", "use": "sig"}
 
 
+SIGNING_FRESH_SECONDS = 1.0
 PUBLISHED = or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > func.now())
 
 
@@ -44,6 +46,7 @@ class KeyStore:
         self._jwks: list[dict[str, str]] = []
         self._signing: tuple[str, Ed25519PrivateKey] | None = None
         self._loaded_at = float("-inf")
+        self._loading = asyncio.Lock()
 
     async def ensure_active(self) -> None:
         """Create the first signing key; replicas starting together agree through an advisory lock."""
@@ -98,10 +101,17 @@ class KeyStore:
             self._signing = (active.kid, Ed25519PrivateKey.from_private_bytes(raw))
         self._loaded_at = time.monotonic()
 
-    async def _fresh(self, kid: str | None = None) -> None:
-        age = time.monotonic() - self._loaded_at
-        if age > self._refresh_seconds or (kid is not None and kid not in self._public and age > 1.0):
-            await self._load()
+    async def _fresh(self, kid: str | None = None, most_seconds: float | None = None) -> None:
+        def stale() -> bool:
+            age = time.monotonic() - self._loaded_at
+            return age > (most_seconds or self._refresh_seconds) or (
+                kid is not None and kid not in self._public and age > 1.0
+            )
+
+        if stale():
+            async with self._loading:  # callers that find the keys stale together wait for one read
+                if stale():
+                    await self._load()
 
     async def key(self, kid: str) -> Ed25519PublicKey | None:
         await self._fresh(kid)
@@ -112,7 +122,9 @@ class KeyStore:
         return json.dumps({"keys": self._jwks})
 
     async def signing_key(self) -> tuple[str, Ed25519PrivateKey]:
-        await self._fresh()
+        # Read again within the second: a key retired at once (a leak), by another replica, must stop
+        # signing here too, and no token signed with it be handed out as a fresh one.
+        await self._fresh(most_seconds=SIGNING_FRESH_SECONDS)
         if self._signing is None:
             raise RuntimeError("no active signing key; identity start-up creates one")
         return self._signing

@@ -7,7 +7,7 @@ from sqlalchemy import func, select, update
 from hishamos.identity.v1 import session_pb2 as pb
 from hishamos_identity import audit, users
 from hishamos_identity.grants import check_acting_for
-from hishamos_identity.models import RefreshToken
+from hishamos_identity.models import LIVE_REFRESH_TOKEN, RefreshToken
 from hishamos_kit import resources
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Database
@@ -38,12 +38,11 @@ class Sessions:
         user_id = resources.own_name(principal, users.PATH, request.parent, "parent")
         size = page_size_of(request.page_size)
         fingerprint = fingerprint_of(LIST, user_id)
-        live = (RefreshToken.revoked_at.is_(None)) & (RefreshToken.expires_at > func.now())
         query = (
             select(BEGAN, RefreshToken.family_id, func.max(RefreshToken.created_at), func.max(RefreshToken.expires_at))
             .where(RefreshToken.user_id == user_id)
             .group_by(RefreshToken.family_id)
-            .having(func.bool_or(live))
+            .having(func.bool_or(LIVE_REFRESH_TOKEN))
             .order_by(BEGAN.desc(), RefreshToken.family_id)
             .limit(size + 1)
         )
@@ -77,7 +76,7 @@ class Sessions:
                 .where(
                     RefreshToken.user_id == user_id,
                     RefreshToken.family_id == family_id,
-                    RefreshToken.revoked_at.is_(None),
+                    LIVE_REFRESH_TOKEN,
                 )
                 .values(revoked_at=func.now())
             )

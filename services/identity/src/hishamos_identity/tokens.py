@@ -20,7 +20,7 @@ from hishamos.identity.v1 import auth_pb2 as pb
 from hishamos_identity import audit
 from hishamos_identity.grants import custom_permissions
 from hishamos_identity.keys import KeyStore
-from hishamos_identity.models import Organization, RefreshToken, User
+from hishamos_identity.models import LIVE_REFRESH_TOKEN, Organization, RefreshToken, User
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.users import user_name
 from hishamos_kit import api
@@ -171,7 +171,7 @@ class TokenIssuer:
             record = await session.scalar(
                 select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(token))
             )
-            if record is None:
+            if record is None or record.expires_at <= datetime.now(UTC):  # as refresh answers: retention forgets it
                 raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
             await self._end_family(session, record.family_id)
             audit.record(session, organization_id, "session.ended", target=str(record.family_id))
@@ -187,6 +187,6 @@ class TokenIssuer:
     async def _end_family(session: AsyncSession, family_id: uuid.UUID) -> None:
         await session.execute(
             update(RefreshToken)
-            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .where(RefreshToken.family_id == family_id, LIVE_REFRESH_TOKEN)
             .values(revoked_at=func.now())
         )

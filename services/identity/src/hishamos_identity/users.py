@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hishamos.identity.v1 import user_pb2 as pb
 from hishamos_identity import audit, signin, totp
 from hishamos_identity.grants import check_delegation, unknown_roles
-from hishamos_identity.models import EmailToken, IdempotencyKey, Organization, RefreshToken, User
+from hishamos_identity.models import LIVE_REFRESH_TOKEN, EmailToken, IdempotencyKey, Organization, RefreshToken, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_kit import resources, validate
 from hishamos_kit.auth import Principal, current_principal
@@ -75,9 +75,7 @@ def check_username(v: Violations, field: str, value: str) -> str:
 
 async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
     await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=func.now())
+        update(RefreshToken).where(RefreshToken.user_id == user_id, LIVE_REFRESH_TOKEN).values(revoked_at=func.now())
     )
 
 

@@ -44,11 +44,7 @@ class Directory:
         organization_id, _ = USER.parse(name, field)
         try:
             user = (
-                await self._users.GetUser(
-                    user_pb2.GetUserRequest(name=name),
-                    metadata=await self._tokens.metadata(organization_id),
-                    timeout=outbound.timeout(),
-                )
+                await self._tokens.call(organization_id, self._users.GetUser, user_pb2.GetUserRequest(name=name))
             ).user
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
@@ -60,11 +56,8 @@ class Directory:
     async def max_projects(self, organization_id: uuid.UUID) -> int:
         name = f"organizations/{organization_id}"
         try:
-            reply = await self._orgs.GetOrganization(
-                organization_pb2.GetOrganizationRequest(name=name),
-                metadata=await self._tokens.metadata(organization_id),
-                timeout=outbound.timeout(),
-            )
+            request = organization_pb2.GetOrganizationRequest(name=name)
+            reply = await self._tokens.call(organization_id, self._orgs.GetOrganization, request)
         except grpc.aio.AioRpcError as exc:
             raise Unavailable("identity is unreachable; retry shortly", "IDENTITY_UNAVAILABLE") from exc
         return int(reply.organization.max_projects)
