@@ -65,6 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterato
         env.setenv("HISHAMOS_IDENTITY_KEYS_REFRESH_SECONDS", "1")
         for service in ("IDENTITY", "AGENTS", "PROJECTS", "KNOWLEDGE"):
             env.setenv(f"HISHAMOS_{service}_JWKS_CACHE_SECONDS", "2")
+            env.setenv(f"HISHAMOS_{service}_RETENTION_SECONDS", "2")  # each service's own passes show in tests
         with Stack(tmp_path_factory.mktemp("stack"), Ports.free(), progress=lambda _: None) as running:
             yield running
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import grpc
@@ -131,3 +132,26 @@ def test_old_finished_jobs_and_run_out_mail_tokens_go(stack: Stack) -> None:
         tokens = conn.execute("select token_hash from email_tokens where token_hash = any(%s)", ([stale, fresh],))
         assert tokens.fetchall() == [(fresh,)]
     assert sorted(k for (k,) in left) == ["done-6-days", "failed-8-days", "never-ran"]
+
+
+AGED = {  # table: an insert of a row long expired, for any organization
+    "idempotency_keys": "insert into idempotency_keys (id, organization_id, method, request_id, created_at) "
+    "values (%s, gen_random_uuid(), 'CreateProbe', gen_random_uuid()::text, now() - interval '30 days')",
+    "email_tokens": "insert into email_tokens (id, organization_id, user_id, purpose, token_hash, expires_at) "
+    "values (%s, gen_random_uuid(), gen_random_uuid(), 'invitation', md5(random()::text), now() - interval '30 days')",
+}
+
+
+@pytest.mark.parametrize(
+    ("service", "table"),
+    [(s, "idempotency_keys") for s in ("identity", "projects", "agents", "knowledge")] + [("identity", "email_tokens")],
+)
+def test_each_service_runs_its_passes_by_itself(stack: Stack, service: str, table: str) -> None:
+    """The processes delete on their own: every 2 seconds in the test stack, hourly by default."""
+    row = uuid.uuid4()
+    with superuser(stack, service) as conn:
+        conn.execute(AGED[table], (row,))
+        deadline = time.monotonic() + 30
+        while conn.execute(f"select 1 from {table} where id = %s", (row,)).fetchone():
+            assert time.monotonic() < deadline, f"{service} never deleted the expired row of {table}"
+            time.sleep(0.5)

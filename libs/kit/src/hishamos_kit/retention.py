@@ -1,6 +1,7 @@
 """Deleting rows that have outlived their use, so that tables grow with use, not with time.
 
-A pass runs in every process of a service about once an hour (the first within minutes of start) and
+A pass runs in every process of a service about once an hour (`retention_seconds`; the first within
+minutes of start) and
 deletes, table by table, what each `Rule` says has expired; passes of several processes only find less
 to do. Tables under row-level security admit it across organizations only in a transaction that sets
 `RETENTION_SETTING`, through the policies `migrations.retained` gives them; no request sets it.
@@ -21,8 +22,6 @@ from hishamos_kit.db import RETENTION_SETTING, Database, set_local
 
 log = logging.getLogger("hishamos.retention")
 
-EVERY_SECONDS = 3600.0
-
 
 @dataclass(frozen=True)
 class Rule:
@@ -37,18 +36,20 @@ REQUEST_IDS = Rule("idempotency_keys", "created_at < now() - interval '7 days'")
 class Retention:
     """The service's rules, always with its request-id ledger's (every service keeps one)."""
 
-    def __init__(self, db: Database, *rules: Rule) -> None:
+    def __init__(self, db: Database, *rules: Rule, every_seconds: float = 3600.0) -> None:
         self.db = db
         self.rules = (REQUEST_IDS, *rules)
+        self.every_seconds = every_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = random.uniform(60, 300)
+        # Spread, so that the processes of a service started together do not all delete at once.
+        delay = random.uniform(0.1, 1.0) * min(self.every_seconds, 300)
         while not await _stopped(stop, delay):
             try:
                 await self.prune()
             except Exception:
-                log.warning("retention pass failed; trying again in an hour", exc_info=True)
-            delay = EVERY_SECONDS * random.uniform(0.9, 1.1)
+                log.warning("retention pass failed; trying again at the next", exc_info=True)
+            delay = self.every_seconds * random.uniform(0.9, 1.1)
 
     async def prune(self) -> dict[str, int]:
         """One pass: how many rows each table gave up."""

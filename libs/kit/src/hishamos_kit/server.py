@@ -383,7 +383,10 @@ async def run(
     verifier = TokenVerifier(key_source, settings.jwt_issuer, settings.jwt_audience)
     api_keys = ApiKeys(settings.identity_target)
     try:
-        parts = [*await build(db), Background("retention", Retention(db, *retained).run)]
+        parts = [
+            *await build(db),
+            Background("retention", Retention(db, *retained, every_seconds=settings.retention_seconds).run),
+        ]
         await serve(name, settings, parts, Authenticator(verifier, api_keys))
     finally:
         await api_keys.close()

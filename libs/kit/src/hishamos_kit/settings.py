@@ -30,6 +30,7 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = "hishamos-identity"
     jwt_audience: str = "hishamos"
     jwks_cache_seconds: float = 60.0  # bounds how long a key retired at once still verifies
+    retention_seconds: float = Field(3600.0, gt=0, description="how often expired rows are deleted")
     grace_seconds: float = 10.0
     drain_seconds: float = Field(
         0.0,
