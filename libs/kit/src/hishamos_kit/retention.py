@@ -1,10 +1,10 @@
 """Deleting rows that have outlived their use, so that tables grow with use, not with time.
 
 A pass runs in every process of a service about once an hour (`retention_seconds`; the first within
-minutes of start) and
-deletes, table by table, what each `Rule` says has expired; passes of several processes only find less
-to do. Tables under row-level security admit it across organizations only in a transaction that sets
-`RETENTION_SETTING`, through the policies `migrations.retained` gives them; no request sets it.
+minutes of start) and deletes, table by table, what each `Rule` says has expired; passes of several
+processes only find less to do. Tables under row-level security admit it across organizations only
+in a transaction that sets `RETENTION_SETTING`, through the policies `migrations.retained` gives
+them; no request sets it.
 Audit events are never deleted: the app role cannot (they are append-only).
 """
 
