@@ -84,3 +84,19 @@ def test_hostile_list_parameters_are_invalid_argument_not_internal() -> None:
     for token in (forged, "garbage!", "", make_token(good, "other list"), *(make_token(v, "fp") for v in wrong_types)):
         with pytest.raises(InvalidArgument):
             read_token(token, "fp", keys)
+
+
+def test_filters_read_every_aip_160_negation_and_refuse_times_beyond_the_calendar() -> None:
+    fields = ProjectType.list_spec.filter_fields
+
+    def sql(text: str) -> str:
+        condition = parse_filter(text, fields)
+        assert condition is not None
+        return str(condition.compile(compile_kwargs={"literal_binds": True}))
+
+    negated = sql('NOT slug = "a"')
+    assert sql('-slug = "a"') == sql('- slug = "a"') == sql('-(slug = "a")') == negated != sql('slug = "a"')
+    # An offset that carries an instant past year 1 or 9999 is a bad filter, not a server error.
+    for instant in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        with pytest.raises(InvalidArgument):
+            parse_filter(f'create_time > "{instant}"', fields)

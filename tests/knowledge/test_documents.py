@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.struct_pb2 import Struct
 
@@ -73,3 +74,16 @@ def test_searchable_named_but_unset_is_its_default(channels: Channels, tenant: T
         document=pb.Document(name=made.document.name), update_mask=FieldMask(paths=["searchable"])
     )
     assert api.UpdateDocument(named, metadata=tenant.metadata, timeout=10).document.searchable
+
+
+def test_a_create_answers_the_metadata_a_read_returns(channels: Channels, tenant: Tenant) -> None:
+    """The database keeps no negative zero; the answer to the write must not show one either."""
+    api = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
+    document = pb.Document(title="Zero", filename="zero.md", metadata=metadata(v=-0.0, nested={"w": [-0.0]}))
+    created = api.CreateDocument(
+        pb.CreateDocumentRequest(parent=tenant.organization, document=document), metadata=tenant.metadata, timeout=10
+    ).document
+    read = api.GetDocument(pb.GetDocumentRequest(name=created.name), metadata=tenant.metadata, timeout=10).document
+    # Compared as JSON: -0.0 == 0.0 holds in Python, and would hide the difference.
+    assert json_format.MessageToJson(created) == json_format.MessageToJson(read)
+    assert "-0" not in json_format.MessageToJson(created.metadata)

@@ -73,7 +73,10 @@ def parse_time(value: object) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError("timestamp needs a time zone, e.g. Z")
     # In UTC: PostgreSQL takes offsets up to 15:59, Python up to 23:59.
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # the offset carries it past year 1 or 9999
+        raise ValueError("timestamp out of range") from None
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ class _Parser:
                     value.encode()
                 except ValueError:
                     raise self.error(f"the quoted value at character {position + 1} is not a valid string") from None
+            if kind == "word" and value.startswith("-") and value[1:] in fields:  # `-field`: NOT field
+                self.tokens.append(("word", "-"))
+                value = value[1:]
             self.tokens.append((kind, value))
             position = match.end()
         self.position = 0

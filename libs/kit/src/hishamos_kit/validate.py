@@ -96,7 +96,18 @@ def json_object(v: Violations, field: str, value: Struct, *, max_bytes: int = 64
         v.add(field, f"must be at most {max_bytes} bytes as JSON")
     elif _has_nul(data):
         v.add(field, "keys and strings must not contain NUL")
-    return data
+    return {key: _without_negative_zero(item) for key, item in data.items()}
+
+
+def _without_negative_zero(value: Any) -> Any:
+    """jsonb has no -0: stored, it reads back as 0, and the answer to a write must say what a read will."""
+    if isinstance(value, float):
+        return value + 0.0
+    if isinstance(value, dict):
+        return {key: _without_negative_zero(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_negative_zero(item) for item in value]
+    return value
 
 
 def _has_nul(value: Any) -> bool:
