@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos_devstack.stack import Stack
 from hishamos_identity.models import Job
@@ -92,27 +95,100 @@ def test_retries_outlast_a_night_long_outage() -> None:
     assert waits == sorted(waits) and max(waits) == 3600 and sum(waits) >= 8 * 3600
 
 
-def test_a_tenants_burst_takes_turns_with_another_tenants_job(stack: Stack) -> None:
-    """One organization queues a burst; another's single job, queued after it, runs second, not last."""
-    kind = f"probe-{uuid.uuid4().hex[:8]}"
-    ran: list[str] = []
+class Queue:
+    """Jobs of one probe kind in identity's table, and the tenants whose jobs a worker ran, in order."""
 
-    async def handler(job_id: uuid.UUID, payload: dict[str, Any]) -> None:
-        ran.append(payload["tenant"])
+    def __init__(self, db: Database, failing: str = "") -> None:
+        self.db, self.kind = db, f"probe-{uuid.uuid4().hex[:8]}"
+        self.ran: list[str] = []
+        self.failing = failing  # the payload tag of a job that fails its first run
 
-    async def scenario() -> None:
-        db = Database(stack.database_urls("identity")[0], 2)
+    async def add(self, tenant: str, tag: str = "") -> None:
+        async with self.db.unscoped() as session:  # each its own request
+            await self.enqueue(session, tenant, tag)
+
+    async def enqueue(self, session: AsyncSession, tenant: str, tag: str = "") -> None:
+        # Tenants of this queue only: a tenant's turns count its waiting jobs of every kind.
+        payload = {"tenant": tenant, "tag": tag}
+        await jobs.enqueue(session, Job, self.kind, payload, tenant=f"{self.kind} {tenant}")
+
+    async def run(self, count: int | None = None) -> list[str]:
+        """Run `count` jobs (all that are due when None); the tenants of those run."""
+        worker = jobs.Worker(self.db, Job, {self.kind: self._handle})
+        start = len(self.ran)
+        while (count is None or len(self.ran) - start < count) and await worker.run_one():
+            pass
+        return self.ran[start:]
+
+    async def _handle(self, job_id: uuid.UUID, payload: dict[str, Any]) -> None:
+        self.ran.append(payload["tenant"])
+        if payload["tag"] and payload["tag"] == self.failing:
+            self.failing = ""
+            raise RuntimeError("fails once")
+
+
+def in_queue(stack: Stack, scenario: Callable[[Database], Awaitable[None]]) -> None:
+    async def run() -> None:
+        db = Database(stack.database_urls("identity")[0], 12)
         try:
-            for tenant in ["busy"] * 30 + ["quiet"]:
-                async with db.unscoped() as session:  # each its own request
-                    await jobs.enqueue(session, Job, kind, {"tenant": tenant}, tenant=tenant)
-            worker = jobs.Worker(db, Job, {kind: handler})
-            # Turns order the jobs and never hold one back: all 31 are due now, and run one after another.
-            for _ in range(31):
-                assert await worker.run_one()
-            assert not await worker.run_one()
+            await scenario(db)
         finally:
             await db.close()
 
-    asyncio.run(scenario())
-    assert ran.index("quiet") == 1 and ran.count("busy") == 30
+    asyncio.run(run())
+
+
+def test_a_tenants_burst_takes_turns_with_another_tenants_job(stack: Stack) -> None:
+    """One organization queues a burst; another's single job, queued after it, runs first or second, not last."""
+
+    async def scenario(db: Database) -> None:
+        queue = Queue(db)
+        for tenant in ["busy"] * 30 + ["quiet"]:
+            await queue.add(tenant)
+        # Turns order the jobs and never hold one back: all 31 are due now, and run one after another.
+        ran = await queue.run()
+        assert ran.index("quiet") <= 1 and ran.count("busy") == 30
+
+    in_queue(stack, scenario)
+
+
+def test_turns_hold_when_the_worker_is_behind_enqueues_race_or_a_job_retries(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def behind(db: Database) -> None:
+        queue = Queue(db)
+        jobs.TURN = timedelta(milliseconds=1)  # the worker, at several ms a job, falls behind the turns
+        for _ in range(30):
+            await queue.add("busy")
+        await queue.run(10)  # the worker has got through a third of the burst when another tenant's job comes
+        await queue.add("quiet")
+        assert (await queue.run()).index("quiet") <= 1
+
+    async def racing(db: Database) -> None:
+        queue = Queue(db)
+
+        async def add_slowly() -> None:
+            async with db.unscoped() as session:  # ten requests of one tenant, in flight together
+                await queue.enqueue(session, "busy")
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(add_slowly() for _ in range(10)))
+        async with db.unscoped() as session:
+            turns = list(await session.scalars(select(Job.turn_at).where(Job.kind == queue.kind).order_by(Job.turn_at)))
+        assert all(later - earlier >= jobs.TURN for earlier, later in itertools.pairwise(turns))  # one each
+        assert len(await queue.run()) == 10
+
+    async def retrying(db: Database) -> None:
+        queue = Queue(db, failing="last")
+        for i in range(5):
+            await queue.add("busy", tag="last" if i == 4 else "")
+        await queue.run()  # the last fails, and waits out its backoff: it holds no turn of busy's
+        for _ in range(5):
+            await queue.add("other")
+        await queue.add("busy")
+        assert (await queue.run()).index("busy") <= 1
+
+    monkeypatch.setattr(jobs, "TURN", jobs.TURN)
+    for scenario in (behind, racing, retrying):
+        in_queue(stack, scenario)
+        jobs.TURN = timedelta(seconds=1)

@@ -8,6 +8,7 @@ import uuid
 
 import grpc
 import jwt
+from sqlalchemy import text
 
 from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2, organization_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
@@ -105,3 +106,23 @@ def test_a_key_that_may_have_leaked_retires_at_once(
     projects.ListProjects(list_projects, metadata=metadata, timeout=10)
     # Projects drops its refused service token and gets a new one, rather than calling identity unreachable.
     create_project(metadata)
+
+
+def test_signing_waits_for_no_connection_its_caller_may_hold(stack: Stack) -> None:
+    """RefreshToken signs inside its transaction; were the key reread on that pool, a process whose
+    every session connection were held so would wait for ever."""
+
+    async def scenario() -> str:
+        db = Database(stack.databases["identity"].app_url, 1)  # one connection, and one beyond it
+        sealer = Sealer(load_key(stack.secrets["identity_key_encryption_key"], "key"))
+        store = KeyStore(db, sealer, overlap_seconds=960, refresh_seconds=30)
+        try:
+            async with db.unscoped() as first, db.unscoped() as second:
+                await first.execute(text("select 1"))
+                await second.execute(text("select 1"))
+                kid, _ = await asyncio.wait_for(store.signing_key(), 10)
+                return kid
+        finally:
+            await db.close()
+
+    assert asyncio.run(scenario())

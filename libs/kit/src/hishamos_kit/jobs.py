@@ -33,11 +33,14 @@ log = logging.getLogger("hishamos.jobs")
 
 # A finished job is kept a week, a given-up one a month, for whoever looks into why.
 RETENTION = Rule("jobs", "finished_at < now() - CASE WHEN failed THEN interval '30 days' ELSE interval '7 days' END")
-# Due jobs run in order of their turn: a tenant's job takes its turn one TURN after that tenant's last
-# waiting job's, or now if none waits. A tenant that queues a thousand mails at once spreads them over
-# a thousand seconds of turns, so another's mail, queued a second later, runs after one or two of them;
-# a tenant alone still has every job run as fast as the worker goes (turns order jobs, never delay them).
+# Due jobs run in order of their turn (start-time fair queueing). A tenant's job takes its turn one
+# TURN after that tenant's last job still waiting for its first run, or, if none waits, the queue's
+# present: the turn of the first job waiting, or now when the queue keeps up. A tenant that queues a
+# thousand mails at once spreads them over a thousand seconds of turns, so another's mail, queued a
+# moment later, runs after one or two of them, however far behind the worker is; a tenant alone still
+# has every job run as fast as the worker goes (turns order jobs, never delay them).
 TURN = timedelta(seconds=1)
+_WAITING = "finished_at IS NULL AND attempts = 0"
 LEASE_SECONDS = 300
 MOST_ATTEMPTS = 20  # with `backoff`, retries span about ten hours: an outage of a night delays, loses nothing
 Handler = Callable[[uuid.UUID, dict[str, Any]], Awaitable[None]]
@@ -64,8 +67,8 @@ class JobColumns(Timestamps):
     def __table_args__(cls) -> tuple[Any, ...]:  # noqa: N805 - declared_attr receives the class
         return (
             UniqueConstraint("kind", "key"),
-            Index("ix_jobs_due", "run_at", postgresql_where=text("finished_at IS NULL")),
             Index("ix_jobs_tenant_turn_at", "tenant", "turn_at", postgresql_where=text("finished_at IS NULL")),
+            Index("ix_jobs_turn_at", "turn_at", postgresql_where=text("finished_at IS NULL")),
         )
 
 
@@ -80,9 +83,14 @@ async def enqueue(
 ) -> None:
     """Add a job in the caller's transaction; with a `key`, once per (kind, key). `tenant` (an
     organization id, say) takes turns with the others: see `TURN`."""
-    last = select(func.max(model.turn_at)).where(model.tenant == tenant, model.finished_at.is_(None))
+    # One enqueue of a tenant at a time, until its transaction ends: each then sees the last one's turn.
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"jobs {tenant}"))))
+    waiting = text(_WAITING)
+    last = select(func.max(model.turn_at)).where(model.tenant == tenant, waiting).scalar_subquery()
+    head = select(func.min(model.turn_at)).where(waiting).scalar_subquery()
+    # least() and greatest() pass over NULL: an empty queue's present is now, a tenant with none waiting starts there.
+    turn = func.greatest(func.least(func.now(), head), last + TURN)
     job = {"id": uuid.uuid4(), "kind": kind, "key": key or str(uuid.uuid4()), "payload": dict(payload)}
-    turn = func.greatest(func.now(), last.scalar_subquery() + TURN)  # greatest() passes over NULL: none waits
     await session.execute(
         insert(model).values(**job, tenant=tenant, turn_at=turn).on_conflict_do_nothing(index_elements=["kind", "key"])
     )

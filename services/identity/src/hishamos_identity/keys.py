@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import func, select, text, update
 
 from hishamos_identity.models import SigningKey
 from hishamos_kit.crypto import Sealer
-from hishamos_kit.db import Database
+from hishamos_kit.db import Database, Prepared
 
 log = logging.getLogger("hishamos.identity.keys")
 
@@ -30,7 +30,14 @@ def jwk(kid: str, public_key: bytes) -> dict[str, str]:
 
 
 SIGNING_FRESH_SECONDS = 1.0
-PUBLISHED = or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > func.now())
+PUBLISHED = "retired_at IS NULL OR retired_at > now()"
+# On a script connection: a request signing inside its own transaction (RefreshToken) holds one of
+# the session pool's, and waiting there for a second could wait for ever once every one is held so.
+LOAD = Prepared(
+    "signing_keys_published",
+    f"SELECT kid, public_key, private_key_sealed, active FROM signing_keys WHERE {PUBLISHED} "
+    "ORDER BY active DESC, created_at DESC",
+)
 
 
 class KeyStore:
@@ -78,27 +85,23 @@ class KeyStore:
                 .values(active=False, retired_at=func.now() + timedelta(seconds=self._overlap))
             )
             if retire_previous:
-                await session.execute(update(SigningKey).where(PUBLISHED).values(retired_at=func.now()))
+                await session.execute(text(f"UPDATE signing_keys SET retired_at = now() WHERE {PUBLISHED}"))
             session.add(self._new_key())
-        await self._load()
+        async with self._loading:  # after any read begun before the rotation committed
+            await self._load()
         assert self._signing is not None
         fields = {"operator": operator, "kid": self._signing[0], "previous_retired": retire_previous}
         log.info("signing key rotated", extra={"fields": fields})
         return self._signing[0], [k["kid"] for k in self._jwks]
 
     async def _load(self) -> None:
-        async with self._db.unscoped() as session:
-            rows = (
-                await session.scalars(
-                    select(SigningKey).where(PUBLISHED).order_by(SigningKey.active.desc(), SigningKey.created_at.desc())
-                )
-            ).all()
-        self._public = {r.kid: Ed25519PublicKey.from_public_bytes(r.public_key) for r in rows}
-        self._jwks = [jwk(r.kid, r.public_key) for r in rows]
-        active = next((r for r in rows if r.active), None)
-        if active is not None and (self._signing is None or self._signing[0] != active.kid):
-            raw = self._sealer.open(active.private_key_sealed, active.kid)
-            self._signing = (active.kid, Ed25519PrivateKey.from_private_bytes(raw))
+        (rows,) = await self._db.script((LOAD, ()))
+        self._public = {kid: Ed25519PublicKey.from_public_bytes(public) for kid, public, _, _ in rows}
+        self._jwks = [jwk(kid, public) for kid, public, _, _ in rows]
+        active = next((row for row in rows if row[3]), None)
+        if active is not None and (self._signing is None or self._signing[0] != active[0]):
+            kid, _, sealed, _ = active
+            self._signing = (kid, Ed25519PrivateKey.from_private_bytes(self._sealer.open(sealed, kid)))
         self._loaded_at = time.monotonic()
 
     async def _fresh(self, kid: str | None = None, most_seconds: float | None = None) -> None:
