@@ -139,7 +139,7 @@ def in_queue(stack: Stack, scenario: Callable[[Database], Awaitable[None]]) -> N
 
 
 def test_a_tenants_burst_takes_turns_with_another_tenants_job(stack: Stack) -> None:
-    """One organization queues a burst; another's single job, queued after it, runs first or second, not last."""
+    """One organization queues a burst; another's single job, queued after it, runs among the first, not last."""
 
     async def scenario(db: Database) -> None:
         queue = Queue(db)
@@ -147,7 +147,7 @@ def test_a_tenants_burst_takes_turns_with_another_tenants_job(stack: Stack) -> N
             await queue.add(tenant)
         # Turns order the jobs and never hold one back: all 31 are due now, and run one after another.
         ran = await queue.run()
-        assert ran.index("quiet") <= 1 and ran.count("busy") == 30
+        assert ran.index("quiet") <= 2 and ran.count("busy") == 30
 
     in_queue(stack, scenario)
 
@@ -162,7 +162,20 @@ def test_turns_hold_when_the_worker_is_behind_enqueues_race_or_a_job_retries(
             await queue.add("busy")
         await queue.run(10)  # the worker has got through a third of the burst when another tenant's job comes
         await queue.add("quiet")
-        assert (await queue.run()).index("quiet") <= 1
+        assert (await queue.run()).index("quiet") <= 2
+
+    async def newcomers(db: Database) -> None:
+        queue = Queue(db)
+        jobs.TURN = timedelta(milliseconds=20)
+        await queue.add("patient")
+        await queue.add("patient")
+        ran = []
+        for i in range(12):  # a stream of tenants, each with one job, as fast as the worker takes them
+            await queue.add(f"newcomer-{i}")
+            ran += await queue.run(1)
+            await asyncio.sleep(0.01)
+        # Its second job waits about a turn, not for every newcomer there is.
+        assert ran.count("patient") == 2, ran
 
     async def racing(db: Database) -> None:
         queue = Queue(db)
@@ -186,9 +199,9 @@ def test_turns_hold_when_the_worker_is_behind_enqueues_race_or_a_job_retries(
         for _ in range(5):
             await queue.add("other")
         await queue.add("busy")
-        assert (await queue.run()).index("busy") <= 1
+        assert (await queue.run()).index("busy") <= 2
 
     monkeypatch.setattr(jobs, "TURN", jobs.TURN)
-    for scenario in (behind, racing, retrying):
+    for scenario in (behind, newcomers, racing, retrying):
         in_queue(stack, scenario)
         jobs.TURN = timedelta(seconds=1)

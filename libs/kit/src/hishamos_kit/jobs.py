@@ -33,14 +33,16 @@ log = logging.getLogger("hishamos.jobs")
 
 # A finished job is kept a week, a given-up one a month, for whoever looks into why.
 RETENTION = Rule("jobs", "finished_at < now() - CASE WHEN failed THEN interval '30 days' ELSE interval '7 days' END")
-# Due jobs run in order of their turn (start-time fair queueing). A tenant's job takes its turn one
-# TURN after that tenant's last job still waiting for its first run, or, if none waits, the queue's
-# present: the turn of the first job waiting, or now when the queue keeps up. A tenant that queues a
+# Jobs waiting for their first run go in order of their turn (start-time fair queueing). A tenant's
+# job takes its turn one TURN after that tenant's last such job, or, if none waits, one TURN after the
+# queue's present (the first waiting turn, or now when the queue keeps up). A tenant that queues a
 # thousand mails at once spreads them over a thousand seconds of turns, so another's mail, queued a
-# moment later, runs after one or two of them, however far behind the worker is; a tenant alone still
-# has every job run as fast as the worker goes (turns order jobs, never delay them).
+# moment later, runs after a few of them, however far behind the worker is; and a tenant alone still
+# has every job run as fast as the worker goes (turns order jobs, never delay them). A retry takes its
+# place by the time it falls due, as a job queued then would.
 TURN = timedelta(seconds=1)
 _WAITING = "finished_at IS NULL AND attempts = 0"
+_RETRYING = "finished_at IS NULL AND attempts > 0"  # waiting out a backoff, or leased to a worker now
 LEASE_SECONDS = 300
 MOST_ATTEMPTS = 20  # with `backoff`, retries span about ten hours: an outage of a night delays, loses nothing
 Handler = Callable[[uuid.UUID, dict[str, Any]], Awaitable[None]]
@@ -67,8 +69,9 @@ class JobColumns(Timestamps):
     def __table_args__(cls) -> tuple[Any, ...]:  # noqa: N805 - declared_attr receives the class
         return (
             UniqueConstraint("kind", "key"),
-            Index("ix_jobs_tenant_turn_at", "tenant", "turn_at", postgresql_where=text("finished_at IS NULL")),
-            Index("ix_jobs_turn_at", "turn_at", postgresql_where=text("finished_at IS NULL")),
+            Index("ix_jobs_tenant_turn_at", "tenant", "turn_at", postgresql_where=text(_WAITING)),
+            Index("ix_jobs_waiting_turn_at", "turn_at", postgresql_where=text(_WAITING)),
+            Index("ix_jobs_retrying_run_at", "run_at", postgresql_where=text(_RETRYING)),
         )
 
 
@@ -82,14 +85,16 @@ async def enqueue(
     key: str = "",
 ) -> None:
     """Add a job in the caller's transaction; with a `key`, once per (kind, key). `tenant` (an
-    organization id, say) takes turns with the others: see `TURN`."""
+    organization id, say) takes turns with the others: see `TURN`. A transaction enqueues for one
+    tenant only: each holds the tenant's lock until it ends, and two held in either order could deadlock."""
     # One enqueue of a tenant at a time, until its transaction ends: each then sees the last one's turn.
     await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"jobs {tenant}"))))
     waiting = text(_WAITING)
     last = select(func.max(model.turn_at)).where(model.tenant == tenant, waiting).scalar_subquery()
     head = select(func.min(model.turn_at)).where(waiting).scalar_subquery()
-    # least() and greatest() pass over NULL: an empty queue's present is now, a tenant with none waiting starts there.
-    turn = func.greatest(func.least(func.now(), head), last + TURN)
+    # least() and greatest() pass over NULL: an empty queue's present is now. One TURN after it, so
+    # that newcomers, however many, move the present on past the first waiting job.
+    turn = func.greatest(func.least(func.now(), head) + TURN, last + TURN)
     job = {"id": uuid.uuid4(), "kind": kind, "key": key or str(uuid.uuid4()), "payload": dict(payload)}
     await session.execute(
         insert(model).values(**job, tenant=tenant, turn_at=turn).on_conflict_do_nothing(index_elements=["kind", "key"])
@@ -109,13 +114,18 @@ class Worker:
     ) -> None:
         self.db, self.handlers, self.poll_seconds = db, dict(handlers), poll_seconds
         table = model.__tablename__
-        # A poll that finds nothing is most of what a worker does: one prepared round trip.
+        # A poll that finds nothing is most of what a worker does: one prepared round trip, two index
+        # probes. The first waiting job by turn and the first due retry by due time (each index holds
+        # only its own kind of job, so neither walks past the other's), and of the two the earlier.
         self._claim = Prepared(
             f"jobs_claim_{table}",
+            f"WITH waiting AS (SELECT id, turn_at AS place FROM {table} WHERE {_WAITING} "
+            "AND kind = ANY(%(kinds)s) ORDER BY turn_at LIMIT 1 FOR UPDATE SKIP LOCKED), "
+            f"retrying AS (SELECT id, run_at AS place FROM {table} WHERE {_RETRYING} AND run_at <= now() "
+            "AND kind = ANY(%(kinds)s) ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
             f"UPDATE {table} SET attempts = attempts + 1, run_at = now() + make_interval(secs => %(lease)s) "
-            f"WHERE id = (SELECT id FROM {table} WHERE finished_at IS NULL AND run_at <= now() "
-            "AND kind = ANY(%(kinds)s) ORDER BY turn_at FOR UPDATE SKIP LOCKED LIMIT 1) "
-            "RETURNING id, kind, payload, attempts",
+            "WHERE id = (SELECT id FROM (SELECT * FROM waiting UNION ALL SELECT * FROM retrying) AS first "
+            "ORDER BY place LIMIT 1) RETURNING id, kind, payload, attempts",
         )
         # A result counts only for the claim it ends (its attempt): a worker whose lease ran out, and
         # whose job another worker claimed since, changes nothing by finishing late.

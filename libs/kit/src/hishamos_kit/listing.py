@@ -132,7 +132,8 @@ class _Parser:
                     value.encode()
                 except ValueError:
                     raise self.error(f"the quoted value at character {position + 1} is not a valid string") from None
-            if kind == "word" and value.startswith("-") and value[1:] in fields:  # `-field`: NOT field
+            after_op = bool(self.tokens) and self.tokens[-1][0] == "op"  # `title = -title` compares a value
+            if kind == "word" and value.startswith("-") and value[1:] in fields and not after_op:  # NOT field
                 self.tokens.append(("word", "-"))
                 value = value[1:]
             self.tokens.append((kind, value))

@@ -173,3 +173,14 @@ def index_job_turns() -> None:
     time); the index by run_at it walked before serves nothing now."""
     op.create_index("ix_jobs_turn_at", "jobs", ["turn_at"], postgresql_where=sa.text("finished_at IS NULL"))
     op.drop_index("ix_jobs_due", table_name="jobs")
+
+
+def split_job_indexes() -> None:
+    """Waiting jobs by turn and retrying ones by due time, each index holding only its own: one index
+    over both made every claim walk past every job waiting out a backoff."""
+    waiting, retrying = "finished_at IS NULL AND attempts = 0", "finished_at IS NULL AND attempts > 0"
+    op.create_index("ix_jobs_waiting_turn_at", "jobs", ["turn_at"], postgresql_where=sa.text(waiting))
+    op.create_index("ix_jobs_retrying_run_at", "jobs", ["run_at"], postgresql_where=sa.text(retrying))
+    op.drop_index("ix_jobs_turn_at", table_name="jobs")
+    op.drop_index("ix_jobs_tenant_turn_at", table_name="jobs")
+    op.create_index("ix_jobs_tenant_turn_at", "jobs", ["tenant", "turn_at"], postgresql_where=sa.text(waiting))
