@@ -31,10 +31,29 @@ EXTENSIONS = {"knowledge": ("vector",)}
 Progress = Callable[[str], None]
 
 
+_handed: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, below the kernel's ephemeral range. One the kernel picks (bind to port 0) comes
+    from that range, and can be given again, as the source port of a connection some process opens,
+    before the service that was meant to listen on it binds it: a start-up then fails now and then."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = secrets.choice(range(10000, max(low, 10001)))
+        if port in _handed:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range; free some, or set the ports")
 
 
 @dataclass
