@@ -205,3 +205,31 @@ def test_turns_hold_when_the_worker_is_behind_enqueues_race_or_a_job_retries(
     for scenario in (behind, newcomers, racing, retrying):
         in_queue(stack, scenario)
         jobs.TURN = timedelta(seconds=1)
+
+
+def test_two_workers_claiming_together_take_a_waiting_job_and_a_due_retry(stack: Stack) -> None:
+    """A claim locks only the job it takes: another worker claiming at that moment gets the other one."""
+
+    async def scenario(db: Database) -> None:
+        other = Database(stack.database_urls("identity")[0], 2)  # another process's connections
+        try:
+            for _ in range(10):
+                queue = Queue(db)
+                await queue.add("first")
+                await queue.add("second")
+                async with db.unscoped() as session:  # one of them failed once, and is due again
+                    await session.execute(
+                        text(
+                            "update jobs set attempts = 1, run_at = now() - interval '1 second' where id = ("
+                            "select id from jobs where kind = :kind order by turn_at limit 1)"
+                        ),
+                        {"kind": queue.kind},
+                    )
+                here = jobs.Worker(db, Job, {queue.kind: queue._handle})
+                there = jobs.Worker(other, Job, {queue.kind: queue._handle})
+                assert all(await asyncio.gather(here.run_one(), there.run_one()))
+                assert sorted(queue.ran) == ["first", "second"]
+        finally:
+            await other.close()
+
+    in_queue(stack, scenario)

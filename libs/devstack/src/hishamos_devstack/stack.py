@@ -42,8 +42,9 @@ def free_port() -> int:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    for _ in range(200):
-        port = secrets.choice(range(10000, max(low, 10001)))
+    below = range(10000 if low > 11000 else 1024, low)
+    for _ in range(200 if len(below) > 1000 else 0):  # a range tuned down to (almost) nothing: the kernel's pick
+        port = secrets.choice(below)
         if port in _handed:
             continue
         with socket.socket() as sock:
@@ -53,7 +54,9 @@ def free_port() -> int:
                 continue
         _handed.add(port)
         return port
-    raise RuntimeError("no free port below the ephemeral range; free some, or set the ports")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -39,10 +39,11 @@ RETENTION = Rule("jobs", "finished_at < now() - CASE WHEN failed THEN interval '
 # thousand mails at once spreads them over a thousand seconds of turns, so another's mail, queued a
 # moment later, runs after a few of them, however far behind the worker is; and a tenant alone still
 # has every job run as fast as the worker goes (turns order jobs, never delay them). A retry takes its
-# place by the time it falls due, as a job queued then would.
+# place by the time it falls due (behind a worker that lags, after the newcomers it lags behind).
 TURN = timedelta(seconds=1)
 _WAITING = "finished_at IS NULL AND attempts = 0"
 _RETRYING = "finished_at IS NULL AND attempts > 0"  # waiting out a backoff, or leased to a worker now
+CANDIDATES = 8  # of each kind a claim considers: more than the workers that claim at one moment
 LEASE_SECONDS = 300
 MOST_ATTEMPTS = 20  # with `backoff`, retries span about ten hours: an outage of a night delays, loses nothing
 Handler = Callable[[uuid.UUID, dict[str, Any]], Awaitable[None]]
@@ -115,17 +116,22 @@ class Worker:
         self.db, self.handlers, self.poll_seconds = db, dict(handlers), poll_seconds
         table = model.__tablename__
         # A poll that finds nothing is most of what a worker does: one prepared round trip, two index
-        # probes. The first waiting job by turn and the first due retry by due time (each index holds
-        # only its own kind of job, so neither walks past the other's), and of the two the earlier.
+        # probes. The first waiting jobs by turn and the first due retries by due time (each index holds
+        # only its own kind of job, so neither walks past the other's), and of those the earliest that
+        # no other worker holds: only that row is locked (locking a candidate not taken would make a
+        # worker claiming beside this one skip a due job), and it is checked again once locked.
+        candidates = CANDIDATES
         self._claim = Prepared(
             f"jobs_claim_{table}",
-            f"WITH waiting AS (SELECT id, turn_at AS place FROM {table} WHERE {_WAITING} "
-            "AND kind = ANY(%(kinds)s) ORDER BY turn_at LIMIT 1 FOR UPDATE SKIP LOCKED), "
-            f"retrying AS (SELECT id, run_at AS place FROM {table} WHERE {_RETRYING} AND run_at <= now() "
-            "AND kind = ANY(%(kinds)s) ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
             f"UPDATE {table} SET attempts = attempts + 1, run_at = now() + make_interval(secs => %(lease)s) "
-            "WHERE id = (SELECT id FROM (SELECT * FROM waiting UNION ALL SELECT * FROM retrying) AS first "
-            "ORDER BY place LIMIT 1) RETURNING id, kind, payload, attempts",
+            f"WHERE id = (SELECT job.id FROM {table} AS job JOIN ("
+            f"(SELECT id, turn_at AS place FROM {table} WHERE {_WAITING} AND kind = ANY(%(kinds)s) "
+            f"ORDER BY turn_at LIMIT {candidates}) UNION ALL "
+            f"(SELECT id, run_at AS place FROM {table} WHERE {_RETRYING} AND run_at <= now() "
+            f"AND kind = ANY(%(kinds)s) ORDER BY run_at LIMIT {candidates})) AS first USING (id) "
+            "WHERE job.finished_at IS NULL AND (job.attempts = 0 OR job.run_at <= now()) "
+            "ORDER BY first.place LIMIT 1 FOR UPDATE OF job SKIP LOCKED) "
+            "RETURNING id, kind, payload, attempts",
         )
         # A result counts only for the claim it ends (its attempt): a worker whose lease ran out, and
         # whose job another worker claimed since, changes nothing by finishing late.
