@@ -120,15 +120,14 @@ class Worker:
         # only its own kind of job, so neither walks past the other's), and of those the earliest that
         # no other worker holds: only that row is locked (locking a candidate not taken would make a
         # worker claiming beside this one skip a due job), and it is checked again once locked.
-        candidates = CANDIDATES
         self._claim = Prepared(
             f"jobs_claim_{table}",
             f"UPDATE {table} SET attempts = attempts + 1, run_at = now() + make_interval(secs => %(lease)s) "
             f"WHERE id = (SELECT job.id FROM {table} AS job JOIN ("
             f"(SELECT id, turn_at AS place FROM {table} WHERE {_WAITING} AND kind = ANY(%(kinds)s) "
-            f"ORDER BY turn_at LIMIT {candidates}) UNION ALL "
+            f"ORDER BY turn_at LIMIT {CANDIDATES}) UNION ALL "
             f"(SELECT id, run_at AS place FROM {table} WHERE {_RETRYING} AND run_at <= now() "
-            f"AND kind = ANY(%(kinds)s) ORDER BY run_at LIMIT {candidates})) AS first USING (id) "
+            f"AND kind = ANY(%(kinds)s) ORDER BY run_at LIMIT {CANDIDATES})) AS first USING (id) "
             "WHERE job.finished_at IS NULL AND (job.attempts = 0 OR job.run_at <= now()) "
             "ORDER BY first.place LIMIT 1 FOR UPDATE OF job SKIP LOCKED) "
             "RETURNING id, kind, payload, attempts",

@@ -217,12 +217,13 @@ async def once(
         .on_conflict_do_nothing(index_elements=["organization_id", "method", "request_id"])
         .returning(keys.id)
     )
-    stored_response = select(keys.response).where(
-        keys.organization_id == organization_id, keys.method == method, keys.request_id == request_id
-    )
     key_id = (await session.execute(claim)).scalar_one_or_none()
     if key_id is None:
-        previous = await session.scalar(stored_response)
+        previous = await session.scalar(
+            select(keys.response).where(
+                keys.organization_id == organization_id, keys.method == method, keys.request_id == request_id
+            )
+        )
         if previous is not None:
             return response_type.FromString(previous)
         # Gone between the two statements: retention deleted a week-old key just now. A new request.

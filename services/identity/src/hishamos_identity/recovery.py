@@ -40,18 +40,20 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _issue(session: AsyncSession, user: User, purpose: str) -> str:
+def _issue(session: AsyncSession, user: User, purpose: str) -> tuple[str, datetime]:
+    """A new token for `user`, and when it expires (its mail is not sent after then)."""
     token = f"hose_{user.organization_id.hex}_{secrets.token_urlsafe(32)}"
+    expires = datetime.now(UTC) + LIFETIME[purpose]
     session.add(
         EmailToken(
             organization_id=user.organization_id,
             user_id=user.id,
             purpose=purpose,
             token_hash=_hash(token),
-            expires_at=datetime.now(UTC) + LIFETIME[purpose],
+            expires_at=expires,
         )
     )
-    return token
+    return token, expires
 
 
 def _bad_token() -> InvalidArgument:
@@ -99,7 +101,7 @@ class Recovery:
             user = await session.scalar(select(User).where(User.email == payload["email"], User.is_deleted.is_(False)))
             if user is None:
                 return
-            token = _issue(session, user, RESET)
+            token, until = _issue(session, user, RESET)
             audit.record(session, org.id, "password.reset_requested", target=users.user_name(user))
             body = (
                 f"Someone asked to reset your HishamOS password for {org.display_name}.\n\n"
@@ -107,7 +109,6 @@ class Recovery:
                 f"Use it with AuthService/ResetPassword, or open {self.url}/reset-password?token={token}\n\n"
                 "If it was not you, ignore this message; your password stays as it is.\n"
             )
-            until = datetime.now(UTC) + LIFETIME[RESET]
             await self.mailer.enqueue(
                 session, org.id, user.email, "Reset your HishamOS password", body, key=str(job_id), until=until
             )
@@ -115,13 +116,12 @@ class Recovery:
     async def invite(self, session: AsyncSession, user: User, organization: str, inviter: str) -> None:
         """Mail an invited user (created without a password) a token to choose one, in the caller's
         transaction: the user and the invitation exist together or not at all."""
-        token = _issue(session, user, INVITE)
+        token, until = _issue(session, user, INVITE)
         body = (
             f"{inviter} invited you to {organization} on HishamOS, as {user.username}.\n\n"
             f"Invitation token (valid for a week, once): {token}\n"
             f"Choose your password with AuthService/ResetPassword, or open {self.url}/accept-invitation?token={token}\n"
         )
-        until = datetime.now(UTC) + LIFETIME[INVITE]
         await self.mailer.enqueue(
             session,
             user.organization_id,
@@ -199,13 +199,12 @@ class Recovery:
         user_id = users.own_user(principal, name)
         async with self.db.tenant(principal.organization_id) as session:
             user = await users.live_user(session, user_id, name)
-            token = _issue(session, user, VERIFY)
+            token, until = _issue(session, user, VERIFY)
             body = (
                 "Confirm that this address is yours for HishamOS.\n\n"
                 f"Verification token (valid for a day, once): {token}\n"
                 f"Use it with AuthService/VerifyEmail, or open {self.url}/verify-email?token={token}\n"
             )
-            until = datetime.now(UTC) + LIFETIME[VERIFY]
             await self.mailer.enqueue(
                 session, user.organization_id, user.email, "Verify your email address", body, until=until
             )

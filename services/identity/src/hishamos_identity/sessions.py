@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from hishamos.identity.v1 import session_pb2 as pb
 from hishamos_identity import audit, users
@@ -71,15 +71,8 @@ class Sessions:
             raise NotFound(name)
         async with self.db.tenant(organization_id) as session:
             await check_acting_for(session, principal, users.PATH.format(organization_id, user_id), user_id)
-            ended = await session.execute(
-                update(RefreshToken)
-                .where(
-                    RefreshToken.user_id == user_id,
-                    RefreshToken.family_id == family_id,
-                    LIVE_REFRESH_TOKEN,
-                )
-                .values(revoked_at=func.now())
-            )
-            if not ended.rowcount:  # type: ignore[attr-defined]
+            if not await users.end_sessions(
+                session, RefreshToken.user_id == user_id, RefreshToken.family_id == family_id
+            ):
                 raise NotFound(name)
             audit.record(session, organization_id, "session.revoked", principal.subject, name)

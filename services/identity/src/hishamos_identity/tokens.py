@@ -13,16 +13,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import auth_pb2 as pb
 from hishamos_identity import audit
 from hishamos_identity.grants import custom_permissions
 from hishamos_identity.keys import KeyStore
-from hishamos_identity.models import LIVE_REFRESH_TOKEN, Organization, RefreshToken, User
+from hishamos_identity.models import Organization, RefreshToken, User
 from hishamos_identity.settings import IdentitySettings
-from hishamos_identity.users import user_name
+from hishamos_identity.users import end_sessions, user_name
 from hishamos_kit import api
 from hishamos_kit.db import Database
 from hishamos_kit.errors import PermissionDenied, Unauthenticated
@@ -146,7 +146,7 @@ class TokenIssuer:
             if record is None or record.expires_at <= datetime.now(UTC):
                 raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
             if record.revoked_at is not None:
-                await self._end_family(session, record.family_id)
+                await end_sessions(session, RefreshToken.family_id == record.family_id)
                 audit.record(session, organization_id, "session.token_reused", target=str(record.family_id))
                 reuse = True
             else:
@@ -173,7 +173,7 @@ class TokenIssuer:
             )
             if record is None or record.expires_at <= datetime.now(UTC):  # as refresh answers: retention forgets it
                 raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
-            await self._end_family(session, record.family_id)
+            await end_sessions(session, RefreshToken.family_id == record.family_id)
             audit.record(session, organization_id, "session.ended", target=str(record.family_id))
 
     @staticmethod
@@ -182,11 +182,3 @@ class TokenIssuer:
         if match is None:
             raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
         return uuid.UUID(match["org"])
-
-    @staticmethod
-    async def _end_family(session: AsyncSession, family_id: uuid.UUID) -> None:
-        await session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.family_id == family_id, LIVE_REFRESH_TOKEN)
-            .values(revoked_at=func.now())
-        )

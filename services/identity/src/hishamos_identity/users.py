@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import any_, func, inspect, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from hishamos.identity.v1 import user_pb2 as pb
 from hishamos_identity import audit, signin, totp
@@ -73,16 +74,17 @@ def check_username(v: Violations, field: str, value: str) -> str:
     return value
 
 
-async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
-    await session.execute(
-        update(RefreshToken).where(RefreshToken.user_id == user_id, LIVE_REFRESH_TOKEN).values(revoked_at=func.now())
-    )
+async def end_sessions(session: AsyncSession, *which: ColumnElement[bool]) -> int:
+    """End the sessions `which` picks (a user's, one session): their live refresh tokens stop
+    working. How many tokens that ended."""
+    ended = await session.execute(update(RefreshToken).where(*which, LIVE_REFRESH_TOKEN).values(revoked_at=func.now()))
+    return int(ended.rowcount)  # type: ignore[attr-defined]
 
 
 async def password_set(session: AsyncSession, user_id: uuid.UUID) -> None:
     """A new password ends the user's sessions, and the reset and invitation tokens still out: an
     older token, leaked or forgotten in a mailbox, must not set another."""
-    await revoke_sessions(session, user_id)
+    await end_sessions(session, RefreshToken.user_id == user_id)
     await session.execute(
         update(EmailToken)
         .where(
@@ -207,7 +209,7 @@ class UserType(ResourceType[User, pb.User]):
             await check_quota(session, row.organization_id, joining=row.id)
         elif action == "delete":
             await keep_an_admin(session, row)
-            await revoke_sessions(session, row.id)
+            await end_sessions(session, RefreshToken.user_id == row.id)
         elif "email" in changed:  # mail sent to the old address no longer proves anything
             await session.execute(
                 update(EmailToken)
@@ -289,7 +291,7 @@ class Users(StandardMethods[User, pb.User]):
             if user.state != state:
                 user.state = state
                 if state != "active":
-                    await revoke_sessions(session, user.id)
+                    await end_sessions(session, RefreshToken.user_id == user.id)
                 await session.flush()
                 audit.record(
                     session,

@@ -133,11 +133,10 @@ class WorkLogType(ChildType[WorkLog, pb.WorkLog]):
                 v.check(bool(row.user), field, "is required")
             elif path == "work_time":
                 if message.HasField("work_time"):
-                    if (work_time := validate.timestamp(v, field, message.work_time)) is None:
-                        pass
-                    elif work_time > datetime.now(UTC) + timedelta(days=1):  # a day's allowance for clocks
-                        v.add(field, "is in the future: log work that was done")
-                    else:
+                    work_time = validate.timestamp(v, field, message.work_time)
+                    if work_time is not None and work_time > datetime.now(UTC) + timedelta(days=1):
+                        v.add(field, "is in the future: log work that was done")  # a day's allowance for clocks
+                    elif work_time is not None:
                         row.work_time = work_time
                 else:
                     v.add(field, "is required")
