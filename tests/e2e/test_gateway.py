@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -141,7 +142,7 @@ def test_a_storm_of_a_public_method_is_refused_at_the_gateway_as_resource_exhaus
     channels: Channels, tenant: Tenant, method: str
 ) -> None:
     """RESOURCE_EXHAUSTED tells a client to back off; the UNAVAILABLE of a bare 429 says retry at once.
-    Each method has a bucket of its own: a flood of resets queues no flood of jobs and mail."""
+    Each method has buckets of its own: a flood of resets queues no flood of jobs and mail."""
     auth = auth_pb2_grpc.AuthServiceStub(channels.envoy())
     guess = auth_pb2.LoginRequest(organization_slug=tenant.slug, login="nobody-here", password="wrong-password-1")
     reset = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email="nobody@nowhere.test")
@@ -154,10 +155,33 @@ def test_a_storm_of_a_public_method_is_refused_at_the_gateway_as_resource_exhaus
             return exc.code()  # type: ignore[no-any-return]
         return grpc.StatusCode.OK
 
-    # All at once, more than the bucket holds (twice what it refills a second: 20 for Login, 5 for
-    # resets): the rest are refused on arrival, whatever the time identity takes over those it lets through.
-    with ThreadPoolExecutor(64) as pool:
-        codes = list(pool.map(attempt, range(64)))
+    # All at once, more than this client's bucket holds (twice what it refills a second: 10 for Login,
+    # 2 for resets): the rest are refused on arrival, whatever the time identity takes over the others.
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(attempt, range(32)))
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes and answered in codes
     assert set(codes) <= {answered, grpc.StatusCode.RESOURCE_EXHAUSTED}
     time.sleep(2.5)  # the bucket full again for the calls of the tests after this one
+
+
+def _login_over_http(stack: Stack, slug: str, source: str) -> int:
+    """A sign-in as JSON over HTTP from the local address `source`: the HTTP status Envoy answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", stack.ports.envoy, timeout=30, source_address=(source, 0))
+    body = json.dumps({"organizationSlug": slug, "login": "nobody-here", "password": "wrong-password-1"})
+    try:
+        connection.request("POST", "/v1/auth:login", body, {"content-type": "application/json"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_one_client_storming_sign_in_leaves_other_clients_able_to_sign_in(stack: Stack, tenant: Tenant) -> None:
+    """Sign-in buckets are per client address: a storm from one address empties its own bucket, not
+    everyone's, so a flood from one machine cannot keep every user of the platform from signing in."""
+    with ThreadPoolExecutor(48) as pool:  # more than even the gateway's shared bucket holds
+        storm = list(pool.map(lambda _: _login_over_http(stack, tenant.slug, "127.0.0.1"), range(96)))
+    assert 429 in storm and set(storm) <= {401, 429}
+    assert storm.count(401) <= 20, "the storming client got no more than its own bucket's worth"
+    # Another address is still answered (a wrong password: 401), not refused with the storming one.
+    assert _login_over_http(stack, tenant.slug, "127.0.0.2") == 401
+    time.sleep(2.5)  # the buckets full again for the calls of the tests after this one

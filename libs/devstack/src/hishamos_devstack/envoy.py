@@ -26,8 +26,13 @@ class EnvoyConfig:
     admin_host: str = "127.0.0.1"
     admin_port: int = 9901
     dns: bool = False  # resolve backend hosts by DNS (Kubernetes, compose) instead of static IPs
-    login_per_second: int = 20
-    reset_per_second: int = 5  # each request queues a job, and perhaps a mail
+    # Each public method has a bucket per client address and one the whole gateway shares: one client's
+    # storm empties only its own, while many clients together cannot take more than identity can serve.
+    login_per_second: int = 40
+    login_per_client_per_second: int = 5
+    reset_per_second: int = 10  # each request queues a job, and perhaps a mail
+    reset_per_client_per_second: int = 1
+    clients_remembered: int = 10_000  # per-client buckets kept, least recently used dropped first
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,16 +104,25 @@ def _route(prefix: str | None, cluster: str, *, regex: str | None = None, retry:
     return {"match": {**match, "grpc": {}}, "route": route}
 
 
-def _limited(path: str, stat_prefix: str, per_second: int) -> dict[str, Any]:
-    """A public method's route with a bucket of its own: the whole gateway's limit is far above what
-    one sign-in form, or one reset form, should take."""
+def _bucket(per_second: int) -> dict[str, Any]:
+    return {"max_tokens": per_second * 2, "tokens_per_fill": per_second, "fill_interval": "1s"}
+
+
+def _limited(path: str, stat_prefix: str, per_second: int, per_client: int, clients: int) -> dict[str, Any]:
+    """A public method's route with buckets of its own: the whole gateway's limit is far above what one
+    sign-in form, or one reset form, should take. A call takes a token from its client's bucket, then
+    from the shared one; a client whose bucket is empty is refused without taking from the shared one."""
     route = _route(path, "identity")
     route["match"] = {"path": path, "grpc": {}}
+    route["route"]["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
     route["typed_per_filter_config"] = {
         "envoy.filters.http.local_ratelimit": {
             "@type": f"{TYPES}.filters.http.local_ratelimit.v3.LocalRateLimit",
             "stat_prefix": stat_prefix,
-            "token_bucket": {"max_tokens": per_second * 2, "tokens_per_fill": per_second, "fill_interval": "1s"},
+            "token_bucket": _bucket(per_second),
+            # An empty value: a bucket for each client address seen (the peer's; see use_remote_address).
+            "descriptors": [{"entries": [{"key": "remote_address", "value": ""}], "token_bucket": _bucket(per_client)}],
+            "max_dynamic_descriptors": clients,
             "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
             "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
             # RESOURCE_EXHAUSTED, not the UNAVAILABLE a bare 429 becomes, which clients retry at once.
@@ -119,9 +133,10 @@ def _limited(path: str, stat_prefix: str, per_second: int) -> dict[str, Any]:
 
 
 def render(cfg: EnvoyConfig) -> dict[str, Any]:
+    clients = cfg.clients_remembered
     routes = [
-        _limited(LOGIN_PATH, "login_rate_limit", cfg.login_per_second),
-        _limited(RESET_PATH, "reset_rate_limit", cfg.reset_per_second),
+        _limited(LOGIN_PATH, "login_rate_limit", cfg.login_per_second, cfg.login_per_client_per_second, clients),
+        _limited(RESET_PATH, "reset_rate_limit", cfg.reset_per_second, cfg.reset_per_client_per_second, clients),
     ]
     # Health and reflection exist on every backend: the header picks one, identity answers otherwise.
     for prefix in ("/grpc.health.v1.Health/", "/grpc.reflection."):
