@@ -353,12 +353,13 @@ def container_env(network: Network, workload: str) -> dict[str, str]:
 
 
 def callers(network: Network, service: str) -> set[str]:
-    """The workloads that call a service's gRPC port: the gateway, and the services whose IDENTITY_TARGET is it
-    (identity_target is the only address of another service in the settings)."""
+    """The workloads that call a service's gRPC port: the gateway, and the services with a `*_TARGET` setting
+    (identity_target, knowledge's projects_target: the addresses of other services in the settings) naming it."""
     dialing = {
         s
         for s in SERVICES
-        if container_env(network, s).get(f"HISHAMOS_{s.upper()}_IDENTITY_TARGET", "").split(":")[0] == service
+        for name, value in container_env(network, s).items()
+        if name.endswith("_TARGET") and value.split(":")[0] == service
     }
     return {"envoy", *dialing}
 
@@ -391,7 +392,7 @@ EGRESS: dict[str, set[str]] = {
     "identity": {"postgres", "smtp"},
     "agents": {"postgres", "identity", "https"},
     "projects": {"postgres", "identity"},
-    "knowledge": {"postgres", "identity"},
+    "knowledge": {"postgres", "identity", "projects"},
     **{f"{s}-migrate": {"postgres"} for s in SERVICES},
 }
 
@@ -424,10 +425,11 @@ def test_service_grpc_port_admits_the_gateway_and_its_callers_only(service: str)
         assert not network.connects(outsider, destination, port), outsider
 
 
-def test_only_identity_is_called_by_other_services() -> None:
+def test_services_call_identity_and_knowledge_calls_projects_and_nothing_else() -> None:
     network = Network()
     assert callers(network, "identity") == {"envoy", "agents", "projects", "knowledge"}
-    assert all(callers(network, s) == {"envoy"} for s in SERVICES if s != "identity")
+    assert callers(network, "projects") == {"envoy", "knowledge"}
+    assert callers(network, "agents") == callers(network, "knowledge") == {"envoy"}
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -3,13 +3,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.struct_pb2 import Struct
 
 from hishamos.knowledge.v1 import document_pb2 as pb
 from hishamos.knowledge.v1 import document_pb2_grpc
+from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from tests.conftest import Channels, Tenant
+from tests.errors import failure
 from tests.standard import Case, StandardMethodsContract
 
 
@@ -43,9 +46,17 @@ class TestDocumentStandardMethods(StandardMethodsContract):
     case = DOCUMENTS
 
 
+def _project(channels: Channels, tenant: Tenant, slug: str) -> str:
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    request = project_pb2.CreateProjectRequest(
+        parent=tenant.organization, project=project_pb2.Project(display_name=slug.title(), slug=slug)
+    )
+    return str(projects.CreateProject(request, metadata=tenant.metadata, timeout=10).project.name)
+
+
 def test_new_document_waits_for_content_in_its_own_project(channels: Channels, tenant: Tenant) -> None:
     api = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
-    project = f"{tenant.organization}/projects/{uuid.uuid4()}"
+    project = _project(channels, tenant, f"docs-{uuid.uuid4().hex[:8]}")
     document = DOCUMENTS.valid(0)
     document.project = project
     created = api.CreateDocument(
@@ -60,6 +71,46 @@ def test_new_document_waits_for_content_in_its_own_project(channels: Channels, t
         timeout=10,
     ).documents
     assert [d.name for d in listed] == [created.name]
+
+
+def test_a_document_names_only_a_live_project_of_its_organization(
+    channels: Channels, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    """Knowledge asks projects, with a service token of its own, whether the project exists: a made-up id,
+    a deleted project or another organization's is refused, and a refused update changes nothing."""
+    api = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
+    projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
+    live = _project(channels, tenant, f"live-{uuid.uuid4().hex[:8]}")
+    gone = _project(channels, tenant, f"gone-{uuid.uuid4().hex[:8]}")
+    projects.DeleteProject(project_pb2.DeleteProjectRequest(name=gone), metadata=tenant.metadata, timeout=10)
+    theirs = _project(channels, other_tenant, f"theirs-{uuid.uuid4().hex[:8]}")
+    made_up = f"{tenant.organization}/projects/{uuid.uuid4()}"
+    for project in (made_up, gone, theirs):
+        document = pb.Document(title="Runbook", filename="runbook.md", project=project)
+        request = pb.CreateDocumentRequest(parent=tenant.organization, document=document)
+        f = failure(lambda request=request: api.CreateDocument(request, metadata=tenant.metadata, timeout=10))
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"document.project"}, project
+
+    document = pb.Document(title="Runbook", filename="runbook.md", project=live)
+    created = api.CreateDocument(
+        pb.CreateDocumentRequest(parent=tenant.organization, document=document), metadata=tenant.metadata, timeout=10
+    ).document
+    moved = pb.UpdateDocumentRequest(
+        document=pb.Document(name=created.name, project=made_up), update_mask=FieldMask(paths=["project"])
+    )
+    f = failure(lambda: api.UpdateDocument(moved, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"document.project"}
+    read = api.GetDocument(pb.GetDocumentRequest(name=created.name), metadata=tenant.metadata, timeout=10).document
+    assert read.project == live and read.etag == created.etag
+
+    # Its project deleted since, the document still takes other edits, its project unchanged.
+    projects.DeleteProject(project_pb2.DeleteProjectRequest(name=live), metadata=tenant.metadata, timeout=10)
+    retitled = pb.UpdateDocumentRequest(
+        document=pb.Document(name=created.name, title="Runbook, kept", project=live),
+        update_mask=FieldMask(paths=["title", "project"]),
+    )
+    kept = api.UpdateDocument(retitled, metadata=tenant.metadata, timeout=10).document
+    assert kept.title == "Runbook, kept" and kept.project == live
 
 
 def test_searchable_named_but_unset_is_its_default(channels: Channels, tenant: Tenant) -> None:

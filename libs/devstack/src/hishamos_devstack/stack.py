@@ -171,6 +171,7 @@ class Stack:
                 prefix + "MIGRATION_DATABASE_URL": owner_url,
                 prefix + "APP_ROLE": app_role,
                 prefix + "IDENTITY_TARGET": f"127.0.0.1:{self.ports.services['identity']}",
+                prefix + "PROJECTS_TARGET": f"127.0.0.1:{self.ports.services['projects']}",  # read by knowledge
             }
         )
         env.setdefault("HISHAMOS_IDENTITY_KEY_ENCRYPTION_KEY", self.secrets["identity_key_encryption_key"])

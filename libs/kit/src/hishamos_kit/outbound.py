@@ -84,3 +84,15 @@ class ServiceTokens:
                 raise
         self._tokens.pop(organization_id, None)
         return await method(request, metadata=await self.metadata(organization_id), timeout=timeout())
+
+    async def find(
+        self, organization_id: uuid.UUID, method: Callable[..., Awaitable[R]], request: Any, service: str
+    ) -> R | None:
+        """`method(request)`, a Get on `service` on behalf of `organization_id`: None when it answers
+        NOT_FOUND, UNAVAILABLE for the caller when it cannot answer."""
+        try:
+            return await self.call(organization_id, method, request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise Unavailable(f"{service} is unreachable; retry shortly", f"{service.upper()}_UNAVAILABLE") from exc

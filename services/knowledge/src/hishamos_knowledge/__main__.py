@@ -4,7 +4,8 @@ from hishamos_knowledge.settings import KnowledgeSettings
 
 
 def main() -> None:
-    serve_main("knowledge", KnowledgeSettings.for_service("knowledge"), build)
+    settings = KnowledgeSettings.for_service("knowledge")
+    serve_main("knowledge", settings, lambda db: build(db, settings))
 
 
 if __name__ == "__main__":

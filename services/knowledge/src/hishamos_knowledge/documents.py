@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.knowledge.v1 import document_pb2 as pb
 from hishamos_kit import validate
@@ -12,8 +14,7 @@ from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_int, parse_t
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ResourceType, base_fields
 from hishamos_knowledge.models import Document
-
-PROJECT = ResourcePath("organizations/{organization}/projects/{project}")
+from hishamos_knowledge.projects import PROJECT, Projects
 
 STATES = validate.EnumCodes(pb.Document.ProcessingState.items(), "PROCESSING_STATE_")
 
@@ -48,6 +49,16 @@ class DocumentType(ResourceType[Document, pb.Document]):
         default_order="create_time desc",
         id_column=Document.id,
     )
+
+    def __init__(self, projects: Projects) -> None:
+        self.projects = projects
+
+    async def before_write(self, session: AsyncSession, row: Document, action: str) -> None:
+        """A project being set must exist: one deleted since must not block every other edit."""
+        if action in ("create", "update") and row.project and inspect(row).attrs.project.history.has_changes():
+            violations = Violations()
+            await self.projects.check(violations, "document.project", row.project)
+            violations.raise_if_any()
 
     def to_message(self, row: Document) -> pb.Document:
         return pb.Document(

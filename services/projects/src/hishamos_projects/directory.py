@@ -42,14 +42,9 @@ class Directory:
         if not name or field in violations.items:
             return
         organization_id, _ = USER.parse(name, field)
-        try:
-            user = (
-                await self._tokens.call(organization_id, self._users.GetUser, user_pb2.GetUserRequest(name=name))
-            ).user
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise Unavailable("identity is unreachable; retry shortly", "IDENTITY_UNAVAILABLE") from exc
-            user = None
+        request = user_pb2.GetUserRequest(name=name)
+        found = await self._tokens.find(organization_id, self._users.GetUser, request, "identity")
+        user = found.user if found else None
         if user is None or user.HasField("delete_time") or user.state != user_pb2.User.STATE_ACTIVE:
             violations.add(field, "names no active user of this organization")
 
