@@ -3,9 +3,11 @@ from __future__ import annotations
 import base64
 import json
 import random
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -13,6 +15,7 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.struct_pb2 import Struct
 from google.type.date_pb2 import Date
+from referencing.exceptions import Unresolvable
 
 from hishamos.projects.v1 import (
     epic_pb2,
@@ -25,6 +28,7 @@ from hishamos.projects.v1 import (
     story_pb2_grpc,
 )
 from hishamos_devstack.stack import Stack
+from hishamos_projects import schemas
 from tests.conftest import Channels, Tenant
 from tests.db import superuser
 from tests.errors import failure
@@ -434,13 +438,47 @@ def test_epic_progress_is_done_points_over_total_points_of_its_live_stories(chan
     assert (only.total_story_points, only.done_story_points, only.progress) == (5, 5, 1.0)
 
 
+class Fetched:
+    """A loopback HTTP server that records the paths asked of it, serving an empty schema."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        paths = self.paths
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                paths.append(self.path)
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Fetched:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 def test_schema_references_are_local_and_a_dangling_or_endless_one_fails_cleanly(
     channels: Channels, team: Tenant
 ) -> None:
     set_schema = schema_setter(channels, team)
 
-    remote = {"properties": {"x": {"$ref": "https://evil.test/schema.json"}}}
-    assert set(failure(lambda: set_schema(remote)).violations) == {"project.story_custom_fields_schema"}
+    # Nothing a schema names is fetched: a loopback server stands for a host inside the network.
+    with Fetched() as inside:
+        for keyword in ("$ref", "$dynamicRef"):
+            remote = {"properties": {"x": {keyword: f"{inside.url}/schema.json"}}}
+            assert set(failure(lambda r=remote: set_schema(r)).violations) == {"project.story_custom_fields_schema"}
+        # Nor would be one that got past that check: the validator's registry retrieves nothing.
+        with pytest.raises(Unresolvable):
+            list(schemas._validator(json.dumps({"$dynamicRef": f"{inside.url}/schema.json"})).iter_errors({}))
+    assert inside.paths == []
     set_schema({"properties": {"x": {"$ref": "#/$defs/missing"}}})
     f = failure(lambda: create(channels, team, Story(title="x", custom_fields=struct({"x": 1}))))
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"story.custom_fields"}

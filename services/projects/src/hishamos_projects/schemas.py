@@ -21,6 +21,7 @@ import re2
 from google.protobuf import struct_pb2
 from jsonschema import Draft202012Validator, ValidationError, validators
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
 from referencing.exceptions import Unresolvable
 
 from hishamos_kit import validate
@@ -28,6 +29,7 @@ from hishamos_kit.errors import Violations
 
 MAX_EXPANDED = 5_000  # schema nodes, with references expanded
 MAX_WORK = 200_000  # expanded nodes times the values of one story's custom fields
+REFERENCES = ("$ref", "$dynamicRef")  # the keywords of draft 2020-12 that name another schema
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
@@ -89,7 +91,9 @@ def check_custom_fields(v: Violations, field: str, value: dict[str, Any], schema
 
 @lru_cache(maxsize=256)
 def _validator(schema: str) -> Any:
-    return Validator(json.loads(schema))
+    # A registry of our own, which retrieves nothing: jsonschema's default fetches any URL a reference
+    # names, with urlopen, on the event loop, and shows what it got in its errors.
+    return Validator(json.loads(schema), registry=Registry())
 
 
 @lru_cache(maxsize=256)
@@ -106,8 +110,10 @@ def _problem(text: str) -> str:
                 _regex(pattern)
             except re2.error:
                 return f"has a pattern RE2 cannot run ({pattern[:50]!r}): no backreferences or lookaround"
-    if any(isinstance(node.get("$ref"), str) and not node["$ref"].startswith("#") for node in nodes):
-        return 'may only use local references (`$ref: "#/..."`): nothing is fetched'
+    for node in nodes:
+        for keyword in REFERENCES:
+            if isinstance(node.get(keyword), str) and not node[keyword].startswith("#"):
+                return f'may only use local references (`{keyword}: "#..."`): nothing is fetched'
     if _expanded_size(text) > MAX_EXPANDED:
         return f"expands through its references to more than {MAX_EXPANDED} parts: checking a story would cost too much"
     # A schema may still fail to check anything: a `$ref` cycle recurses without end, a dangling
