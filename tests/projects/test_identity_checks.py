@@ -9,7 +9,16 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from hishamos.identity.v1 import user_pb2, user_pb2_grpc
-from hishamos.projects.v1 import project_pb2, project_pb2_grpc, story_pb2, story_pb2_grpc
+from hishamos.projects.v1 import (
+    epic_pb2,
+    epic_pb2_grpc,
+    member_pb2,
+    member_pb2_grpc,
+    project_pb2,
+    project_pb2_grpc,
+    story_pb2,
+    story_pb2_grpc,
+)
 from hishamos_devstack.stack import Stack
 from tests.conftest import Channels, Operator, Tenant, add_user, set_quotas
 from tests.db import superuser
@@ -88,3 +97,59 @@ def test_max_projects_from_identity_is_enforced(channels: Channels, tenant: Tena
     undelete = project_pb2.UndeleteProjectRequest(name=first.name)
     f = failure(lambda: projects(channels).UndeleteProject(undelete, metadata=tenant.metadata, timeout=10))
     assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_user_deactivated_since_blocks_no_edit_that_keeps_them(channels: Channels, tenant: Tenant) -> None:
+    """A read-modify-write (no mask, or `*`) sends the user back unchanged: that is no new reference."""
+    owner = add_user(channels, tenant)
+    project = new_project(channels, tenant, "kept-owner")
+    team = dataclasses.replace(tenant, organization=project.name)
+    epics = epic_pb2_grpc.EpicServiceStub(channels.direct("projects"))
+    epic = epics.CreateEpic(
+        epic_pb2.CreateEpicRequest(parent=project.name, epic=epic_pb2.Epic(title="E", owner=owner.user)),
+        metadata=tenant.metadata,
+        timeout=10,
+    ).epic
+    joined = add_member(channels, team, owner.user)
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    users.DeactivateUser(user_pb2.DeactivateUserRequest(name=owner.user), metadata=tenant.metadata, timeout=10)
+
+    epic.title = "E, renamed"
+    renamed = epics.UpdateEpic(epic_pb2.UpdateEpicRequest(epic=epic), metadata=tenant.metadata, timeout=10).epic
+    assert (renamed.title, renamed.owner) == ("E, renamed", owner.user)
+    joined.role = member_pb2.Member.ROLE_OBSERVER
+    members = member_pb2_grpc.MemberServiceStub(channels.direct("projects"))
+    everything = member_pb2.UpdateMemberRequest(member=joined, update_mask=FieldMask(paths=["*"]))
+    assert members.UpdateMember(everything, metadata=tenant.metadata, timeout=10).member.role == joined.role
+
+    # Setting them anew is still refused.
+    other = epics.CreateEpic(
+        epic_pb2.CreateEpicRequest(parent=project.name, epic=epic_pb2.Epic(title="F")), metadata=tenant.metadata
+    ).epic
+    other.owner = owner.user
+    f = failure(lambda: epics.UpdateEpic(epic_pb2.UpdateEpicRequest(epic=other), metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"epic.owner"}
+
+
+def test_a_removed_member_deactivated_since_cannot_come_back(channels: Channels, tenant: Tenant) -> None:
+    """UndeleteMember asks identity as CreateMember does: a deactivated user rejoins no team, and is
+    neither counted nor given work."""
+    dev = add_user(channels, tenant)
+    project = new_project(channels, tenant, "no-rejoin")
+    team = dataclasses.replace(tenant, organization=project.name)
+    members = member_pb2_grpc.MemberServiceStub(channels.direct("projects"))
+    joined = add_member(channels, team, dev.user)
+    members.DeleteMember(member_pb2.DeleteMemberRequest(name=joined.name), metadata=tenant.metadata, timeout=10)
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    users.DeactivateUser(user_pb2.DeactivateUserRequest(name=dev.user), metadata=tenant.metadata, timeout=10)
+
+    back = member_pb2.UndeleteMemberRequest(name=joined.name)
+    f = failure(lambda: members.UndeleteMember(back, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.FAILED_PRECONDITION and f.reason == "USER_INACTIVE"
+    got = projects(channels).GetProject(project_pb2.GetProjectRequest(name=project.name), metadata=tenant.metadata)
+    assert got.project.member_count == 0
+    got_member = members.GetMember(member_pb2.GetMemberRequest(name=joined.name), metadata=tenant.metadata).member
+    assert got_member.HasField("delete_time")
+
+    users.ActivateUser(user_pb2.ActivateUserRequest(name=dev.user), metadata=tenant.metadata, timeout=10)
+    assert not members.UndeleteMember(back, metadata=tenant.metadata, timeout=10).member.HasField("delete_time")

@@ -170,15 +170,16 @@ class ChildMethods(StandardMethods[Child, Msg]):
     async def prepare(self, row: Child, message: Msg, paths: list[str], violations: Violations) -> dict[str, Guard]:
         """The checks of a write that need no database: the fields themselves, then users with
         identity. Returns the guards the database must confirm, with the member fields' among them."""
-        before = {field: getattr(row, field) for field in self.kind.member_fields}
+        before = {field: getattr(row, field) for field in (*self.kind.user_fields, *self.kind.member_fields)}
         self.kind.apply(row, message, paths, violations)
+        # Only a user being set is checked: one deactivated since must not block every other edit.
         for field in self.kind.user_fields:
-            if field in paths:
+            if field in paths and getattr(row, field) != before[field]:
                 await directory.current().check_user(violations, f"{self.kind.field}.{field}", getattr(row, field))
         guards = self.kind.guards(row, message, paths, violations)
-        for field, old in before.items():  # a member removed later stays on the work they had
+        for field in self.kind.member_fields:  # a member removed later stays on the work they had
             new, name = getattr(row, field), f"{self.kind.field}.{field}"
-            if field in paths and new and new != old and name not in violations.items:
+            if field in paths and new and new != before[field] and name not in violations.items:
                 guards[name] = is_member(row, new)
         return guards
 

@@ -8,11 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.projects.v1 import member_pb2 as pb
 from hishamos_kit import validate
-from hishamos_kit.errors import Violations
+from hishamos_kit.errors import FailedPrecondition, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_int, parse_time
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import base_fields
-from hishamos_projects import common
+from hishamos_projects import common, directory
 from hishamos_projects.children import ChildType
 from hishamos_projects.models import Member, Project
 
@@ -69,7 +69,16 @@ class MemberType(ChildType[Member, pb.Member]):
 
     async def before_write(self, session: AsyncSession, row: Member, action: str) -> None:
         """Keep the project's member_count: a row lock on the project orders concurrent changes. The
-        project's etag and update_time stay: a derived figure is not an edit of the project."""
+        project's etag and update_time stay: a derived figure is not an edit of the project. A member
+        comes back only while identity still has the user active, as a new one is added."""
+        if action == "undelete":
+            violations = Violations()
+            await directory.current().check_user(violations, "member.user", row.user)
+            if violations.items:
+                raise FailedPrecondition(
+                    f"{row.user} is no longer an active user of this organization; it cannot rejoin the project",
+                    "USER_INACTIVE",
+                )
         if change := COUNT_CHANGE.get(action):
             with session.no_autoflush:  # the member's own row is flushed after, where a duplicate is ALREADY_EXISTS
                 await session.execute(
