@@ -197,6 +197,19 @@ def test_list_filters_by_sprint_epic_label_assignee_state_and_text(
         f = failure(lambda r=refused: listed(channels, team, filter=r))  # type: ignore[misc]
         assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"filter"}, refused
     assert names("story_points < 2147483647") == {planned.name, epic_story.name, loose.name}
+    # A negation holds where the field is unset (AIP-160): "not in this sprint" includes the backlog.
+    for negated in (f'sprint != "{sprint.name}"', f'NOT sprint = "{sprint.name}"', f'-sprint = "{sprint.name}"'):
+        assert names(negated) == {epic_story.name, loose.name}, negated
+    assert names(f'NOT epic = "{epic.name}"') == {planned.name, loose.name}
+    assert names('NOT text: "money"') == {planned.name, loose.name}  # no description is no match
+
+    # An enum compares in its declared order (the workflow's), not as its codes spell.
+    review = create(channels, team, Story(title="Review me", state=Story.STATE_REVIEW))
+    done = create(channels, team, Story(title="Shipped", state=Story.STATE_DONE))
+    assert names("state >= STATE_IN_PROGRESS") == {review.name, done.name}
+    assert names("state < STATE_TODO") == {planned.name, epic_story.name}
+    assert names("state > STATE_DONE") == set()
+    assert names("NOT state <= STATE_REVIEW") == {done.name}
 
 
 def test_new_stories_rank_last_and_move_before_or_after_another(channels: Channels, team: Tenant) -> None:

@@ -6,7 +6,8 @@ Filter grammar, with OR binding tighter than AND as AIP-160 specifies:
     factor     := [NOT | -] ( "(" filter ")" | comparison )
     comparison := field ( = | != | < | <= | > | >= | : ) value
 `:` on a text field means "contains" (case-insensitive). Values are quoted strings, numbers,
-true/false, enum names or RFC 3339 timestamps.
+true/false, enum names or RFC 3339 timestamps. A comparison with an unset field is false, so `!=`
+and NOT hold for it (stories not in a sprint include the backlog); enums compare in their order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import binascii
 import bisect
 import hashlib
 import json
+import operator
 import os
 import re
 import uuid
@@ -26,7 +28,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Integer, Select, SmallInteger, String, and_, column, not_, or_, select
+from sqlalchemy import Integer, Select, SmallInteger, String, and_, column, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -90,6 +92,9 @@ class Field:
     # A write may renumber the column across rows, keeping their order (a story's rank): a page token
     # then resumes from the value its last row has now, which stands where it stood among the others.
     renumbered: bool = False
+    # An enum stored as codes: each code's number in the enum, so `<` and `>` follow the enum's order
+    # (a story's states run TODO, IN_PROGRESS, REVIEW, DONE), not the alphabetical order of the codes.
+    ranks: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,9 @@ class _Parser:
 
     def _factor(self) -> ColumnElement[bool]:
         if self.keyword("NOT") or self.keyword("-"):
-            return not_(self.factor())
+            # IS NOT TRUE, not NOT: a comparison with an unset field (NULL) is false, so its negation
+            # holds (`NOT sprint = "…"` includes the backlog), where NOT NULL would leave the row out.
+            return self.factor().is_not(true())
         if self.peek() == ("(", "("):
             self.take()
             inner = self.conjunction()
@@ -232,15 +239,23 @@ class _Parser:
             return column.ilike(f"%{escaped}%", escape="\\")  # type: ignore[no-any-return]
         if value is None and op not in ("=", "!="):  # a literal meaning "none set" (a reference's "")
             raise self.error(f'`{name}` = "" asks whether none is set; it takes `=` or `!=` only')
-        operators: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
-            "=": lambda c, v: c == v,
-            "!=": lambda c, v: c != v,
-            "<": lambda c, v: c < v,
-            "<=": lambda c, v: c <= v,
-            ">": lambda c, v: c > v,
-            ">=": lambda c, v: c >= v,
-        }
-        return operators[op](column, value)
+        if op == "=":
+            return column == value  # type: ignore[no-any-return]
+        if op == "!=":  # as NOT `=`: an unset field differs from every value
+            return (column == value).is_not(true())  # type: ignore[no-any-return]
+        compare = ORDERINGS[op]
+        if field.ranks is not None:
+            ranks = field.ranks  # an OR of equalities, not IN: fastlist compiles no expanding parameters
+            return or_(false(), *(column == code for code, rank in ranks.items() if compare(rank, ranks[value])))
+        return compare(column, value)  # type: ignore[no-any-return]
+
+
+ORDERINGS: dict[str, Callable[[Any, Any], Any]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 
 def parse_filter(text: str, fields: Mapping[str, Field]) -> ColumnElement[bool] | None:

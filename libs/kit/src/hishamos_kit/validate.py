@@ -18,6 +18,7 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hishamos_kit.errors import InvalidArgument, Violations
+from hishamos_kit.listing import Field
 from hishamos_kit.resources import ResourcePath
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
@@ -165,6 +166,10 @@ class EnumCodes:
     def value(self, code: str) -> Any:
         """The enum value of a stored code (Any: each generated enum has its own ValueType)."""
         return self.codes.get(code, 0)
+
+    def filter_field(self, column: Any) -> Field:
+        """A list filter's field for `column`, which holds these codes."""
+        return Field(column, self.parse, ranks=self.codes)
 
     def parse(self, literal: object) -> str:
         """A filter literal: the enum name (PROVIDER_OPENAI) or the code (openai)."""

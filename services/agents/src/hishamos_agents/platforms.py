@@ -59,7 +59,7 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
     list_spec = ListSpec(
         filter_fields={
             "display_name": Field(Platform.display_name, text=True),
-            "provider": Field(Platform.provider, PROVIDERS.parse),
+            "provider": PROVIDERS.filter_field(Platform.provider),
             "enabled": Field(Platform.enabled, parse_bool),
             "default_model": Field(Platform.default_model),
             "priority": Field(Platform.priority, parse_int),

@@ -158,7 +158,7 @@ class UserType(ResourceType[User, pb.User]):
             "email": Field(User.email),
             "username": Field(User.username, text=True),
             "full_name": Field(User.full_name, text=True),
-            "state": Field(User.state, STATES.parse),
+            "state": STATES.filter_field(User.state),
             "roles": Field(User.roles, array=True),
             "create_time": Field(User.created_at, parse_time),
             "last_login_time": Field(User.last_login_at, parse_time),

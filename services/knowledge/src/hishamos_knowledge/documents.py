@@ -33,7 +33,7 @@ class DocumentType(ResourceType[Document, pb.Document]):
             "title": Field(Document.title, text=True),
             "filename": Field(Document.filename, text=True),
             "file_type": Field(Document.file_type),
-            "processing_state": Field(Document.processing_state, STATES.parse),
+            "processing_state": STATES.filter_field(Document.processing_state),
             "searchable": Field(Document.searchable, parse_bool),
             "project": Field(Document.project),
             "create_time": Field(Document.created_at, parse_time),

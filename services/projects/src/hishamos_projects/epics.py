@@ -28,7 +28,7 @@ class EpicType(ChildType[Epic, pb.Epic]):
     list_spec = ListSpec(
         filter_fields={
             "title": Field(Epic.title, text=True),
-            "state": Field(Epic.state, STATES.parse),
+            "state": STATES.filter_field(Epic.state),
             "priority": Field(Epic.priority, common.parse_priority),
             "owner": Field(Epic.owner),
             "create_time": Field(Epic.created_at, parse_time),

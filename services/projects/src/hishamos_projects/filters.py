@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import not_, or_
+from sqlalchemy import or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from hishamos_kit.errors import InvalidArgument
@@ -15,7 +15,7 @@ from hishamos_kit.resources import ResourcePath
 
 
 class _Target:
-    """Supports `=` and `!=` only; any other operator is the client's mistake, not a server error."""
+    """Supports `=` (and so `!=`, its negation) only; any other operator is the client's mistake, not a server error."""
 
     __hash__ = object.__hash__
     label = ""
@@ -36,9 +36,6 @@ class HasElement(_Target):
     def __eq__(self, value: object) -> ColumnElement[bool]:  # type: ignore[override]
         return self.column.contains([value])  # type: ignore[no-any-return]
 
-    def __ne__(self, value: object) -> ColumnElement[bool]:  # type: ignore[override]
-        return not_(self.__eq__(value))
-
 
 class AnyText(_Target):
     """`text: "login"`: any of the columns contains the words (case-insensitive)."""
@@ -53,9 +50,6 @@ class AnyText(_Target):
 
     def __eq__(self, value: object) -> ColumnElement[bool]:  # type: ignore[override]
         return or_(*(c == value for c in self.columns))
-
-    def __ne__(self, value: object) -> ColumnElement[bool]:  # type: ignore[override]
-        return not_(self.__eq__(value))
 
 
 def reference(path: ResourcePath) -> Callable[[object], uuid.UUID | None]:

@@ -34,7 +34,7 @@ class MemberType(ChildType[Member, pb.Member]):
     list_spec = ListSpec(
         filter_fields={
             "user": Field(Member.user),
-            "role": Field(Member.role, ROLES.parse),
+            "role": ROLES.filter_field(Member.role),
             "create_time": Field(Member.created_at, parse_time),
         },
         order_fields={

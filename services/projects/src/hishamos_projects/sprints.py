@@ -33,7 +33,7 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
     list_spec = ListSpec(
         filter_fields={
             "display_name": Field(Sprint.display_name, text=True),
-            "state": Field(Sprint.state, STATES.parse),
+            "state": STATES.filter_field(Sprint.state),
             "start_date": Field(Sprint.start_date, dates.parse_date),
             "end_date": Field(Sprint.end_date, dates.parse_date),
             "create_time": Field(Sprint.created_at, parse_time),

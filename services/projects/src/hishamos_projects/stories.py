@@ -66,7 +66,7 @@ class StoryType(ChildType[Story, pb.Story]):
         filter_fields={
             "title": Field(Story.title, text=True),
             "text": Field(filters.AnyText("text", Story.title, Story.description), text=True),
-            "state": Field(Story.state, STATES.parse),
+            "state": STATES.filter_field(Story.state),
             "priority": Field(Story.priority, common.parse_priority),
             "assignee": Field(Story.assignee),
             "sprint": Field(Story.sprint_id, filters.reference(SprintType.path)),

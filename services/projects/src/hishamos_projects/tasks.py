@@ -36,7 +36,7 @@ class TaskType(ChildType[Task, pb.Task]):
     list_spec = ListSpec(
         filter_fields={
             "title": Field(Task.title, text=True),
-            "state": Field(Task.state, STATES.parse),
+            "state": STATES.filter_field(Task.state),
             "assignee": Field(Task.assignee),
             "due_date": Field(Task.due_date, dates.parse_date),
             "create_time": Field(Task.created_at, parse_time),
