@@ -13,6 +13,7 @@ from hishamos.knowledge.v1 import document_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
+from tests.pages import every_page
 from tests.standard import Case, StandardMethodsContract
 
 
@@ -138,3 +139,21 @@ def test_a_create_answers_the_metadata_a_read_returns(channels: Channels, tenant
     # Compared as JSON: -0.0 == 0.0 holds in Python, and would hide the difference.
     assert json_format.MessageToJson(created) == json_format.MessageToJson(read)
     assert "-0" not in json_format.MessageToJson(created.metadata)
+
+
+def test_a_page_of_documents_with_the_most_metadata_holds_what_a_default_client_accepts(
+    channels: Channels, tenant: Tenant
+) -> None:
+    """Sixty documents with 60 KB of metadata each are more than a gRPC client accepts in one message by
+    default: a page holds fewer than its page_size, and the token goes on from there."""
+    api = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
+    for i in range(60):
+        document = pb.Document(title=f"Heavy {i}", filename=f"heavy-{i}.md", metadata=metadata(blob="m" * 60_000))
+        api.CreateDocument(
+            pb.CreateDocumentRequest(parent=tenant.organization, document=document), metadata=tenant.metadata
+        )
+    request = pb.ListDocumentsRequest(parent=tenant.organization, page_size=1000, filter='title: "Heavy"')
+    first = api.ListDocuments(request, metadata=tenant.metadata, timeout=30)  # a default channel: 4 MiB
+    assert 1 <= len(first.documents) < 60 and first.next_page_token
+    walked = every_page(api.ListDocuments, request, "documents", tenant.metadata)
+    assert sorted(d.title for d in walked) == sorted(f"Heavy {i}" for i in range(60))

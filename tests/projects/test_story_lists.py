@@ -4,6 +4,7 @@ write, each listed story must still be exactly what GetStory returns."""
 from __future__ import annotations
 
 import grpc
+from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hishamos.projects.v1 import (
@@ -17,6 +18,7 @@ from hishamos.projects.v1 import (
 )
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
+from tests.pages import every_page
 from tests.projects.support import in_project
 from tests.projects.test_stories import api, create, make_sprint, move, update
 
@@ -113,3 +115,30 @@ def test_a_deleted_project_lists_nothing_even_when_its_stories_were_listed(chann
     projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
     projects.DeleteProject(project_pb2.DeleteProjectRequest(name=team.organization, force=True), metadata=team.metadata)
     assert failure(lambda: pages(channels, team)).code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_page_of_long_stories_holds_what_a_default_client_accepts(channels: Channels, tenant: Tenant) -> None:
+    """Forty stories of the longest kind (about 120 KB each) are more than a gRPC client accepts in one
+    message by default (4 MiB): a page holds fewer than its page_size, and the token goes on from there."""
+    team = in_project(channels, tenant)
+    fields = Struct()
+    fields.update({f"k{j}": "v" * 1000 for j in range(60)})
+    longest = Story(description="d" * 10_000, acceptance_criteria=["a" * 1000] * 50, custom_fields=fields)
+
+    def story(i: int) -> Story:
+        made = Story(title=f"long {i}")
+        made.MergeFrom(longest)
+        return made
+
+    for batch in range(2):  # a batch's answer holds every story it made
+        requests = [story_pb2.CreateStoryRequest(story=story(i)) for i in range(batch * 20, batch * 20 + 20)]
+        api(channels).BatchCreateStories(
+            story_pb2.BatchCreateStoriesRequest(parent=team.organization, requests=requests),
+            metadata=team.metadata,
+            timeout=60,
+        )
+    request = story_pb2.ListStoriesRequest(parent=team.organization, page_size=1000)
+    first = api(channels).ListStories(request, metadata=team.metadata, timeout=30)  # a default channel: 4 MiB
+    assert 1 <= len(first.stories) < 40 and first.next_page_token
+    walked = every_page(api(channels).ListStories, request, "stories", team.metadata)
+    assert sorted(s.title for s in walked) == sorted(f"long {i}" for i in range(40))

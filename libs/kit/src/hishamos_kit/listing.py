@@ -21,13 +21,14 @@ import operator
 import os
 import re
 import uuid
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
+from google.protobuf.message import Message
 from sqlalchemy import Integer, Select, SmallInteger, String, and_, column, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -39,6 +40,8 @@ DEFAULT_PAGE_SIZE = 50
 MAX_FILTER_LENGTH = 2000
 MAX_NESTING = 32
 MAX_PAGE_SIZE = 1000
+MAX_PAGE_BYTES = 3 << 20  # a page's resources: within the 4 MiB a gRPC client accepts by default
+M = TypeVar("M", bound=Message)
 
 _TOKEN = re.compile(r'\s*(?:(\()|(\))|("(?:[^"\\]|\\.)*")|(<=|>=|!=|=|<|>|:)|([^\s()"<>=!:]+))')
 
@@ -114,6 +117,27 @@ class ListSpec:
 class Page:
     rows: list[Any]
     next_page_token: str
+    token_after: Callable[[Any], str]  # the token that continues after one of `rows`
+
+    def fit(self, messages: list[M]) -> tuple[list[M], str]:
+        """The page's messages (one per row) as many as fit a response, and the token after the last."""
+        count = fitting(m.ByteSize() for m in messages)
+        if count == len(messages):
+            return messages, self.next_page_token
+        return messages[:count], self.token_after(self.rows[count - 1])
+
+
+def fitting(sizes: Iterable[int]) -> int:
+    """How many leading resources of these encoded sizes one page holds: those that fit in
+    MAX_PAGE_BYTES, and at least one. AIP-158 lets a page hold fewer than page_size, and a thousand
+    of the longest stories would be some 120 MiB, where gRPC clients accept 4 MiB unless told more."""
+    count = total = 0
+    for size in sizes:
+        total += size
+        if total > MAX_PAGE_BYTES and count:
+            break
+        count += 1
+    return count
 
 
 class _Parser:
@@ -322,10 +346,11 @@ async def list_page(
         query = query.where(after(read_token(page_token, fingerprint, keys), keys))
     query = query.order_by(*(f.column.desc() if desc else f.column.asc() for f, desc in keys)).limit(size + 1)
     rows = list((await session.scalars(query)).all())
-    if len(rows) <= size:
-        return Page(rows, "")
-    last = rows[size - 1]
-    return Page(rows[:size], make_token([getattr(last, f.column.key) for f, _ in keys], fingerprint))
+
+    def token_after(row: Any) -> str:
+        return make_token([getattr(row, f.column.key) for f, _ in keys], fingerprint)
+
+    return Page(rows[:size], token_after(rows[size - 1]) if len(rows) > size else "", token_after)
 
 
 _CATALOG_KEY = [(Field(column("item", String())), False)]
@@ -337,8 +362,11 @@ def sorted_page(items: Sequence[str], name: str, *, page_size: int, page_token: 
     fingerprint = _fingerprint(name, ())
     start = bisect.bisect_right(items, read_token(page_token, fingerprint, _CATALOG_KEY)[0]) if page_token else 0
     rows = list(items[start : start + size])
-    more = start + size < len(items)
-    return Page(rows, make_token([rows[-1]], fingerprint) if more else "")
+
+    def token_after(item: str) -> str:
+        return make_token([item], fingerprint)
+
+    return Page(rows, token_after(rows[-1]) if start + size < len(items) else "", token_after)
 
 
 def page_size_of(requested: int) -> int:

@@ -167,7 +167,8 @@ class ApiKeys:
                 order_by=request.order_by,
                 scope=(request.parent,),
             )
-        return pb.ListApiKeysResponse(api_keys=[to_message(k) for k in page.rows], next_page_token=page.next_page_token)
+        keys, token = page.fit([to_message(k) for k in page.rows])
+        return pb.ListApiKeysResponse(api_keys=keys, next_page_token=token)
 
     async def revoke(self, principal: Principal, name: str, etag: str) -> pb.ApiKey:
         async with self.db.tenant(principal.organization_id) as session:

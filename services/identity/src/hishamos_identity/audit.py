@@ -75,6 +75,5 @@ async def list_events(
             order_by=request.order_by,
             scope=(request.parent,),
         )
-    return pb.ListAuditEventsResponse(
-        audit_events=[to_message(e) for e in page.rows], next_page_token=page.next_page_token
-    )
+    events, token = page.fit([to_message(e) for e in page.rows])
+    return pb.ListAuditEventsResponse(audit_events=events, next_page_token=token)

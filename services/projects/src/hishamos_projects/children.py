@@ -351,7 +351,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
                 order_by=request.order_by,
                 scope=(request.parent, request.show_deleted),
             )
-            return await self.present(session, page.rows), page.next_page_token
+            return page.fit(await self.present(session, page.rows))
 
     async def update(self, principal: Principal, message: Msg, mask: FieldMask) -> Msg:
         given: Any = message  # every resource message has name and etag

@@ -85,10 +85,12 @@ async def list_children(
         if entries is None:  # a row not cached yet: read the page again, whole
             found, live = await read(shape.full)
             entries = _encode(kind, db.scripts.adapter(conn), found, min(found.ntuples, size), shape, cache)
-        token = _next_token(db.scripts.adapter(conn), found, size, shape, fingerprint)
+        count = listing.fitting(len(entry) for entry in entries)
+        more = count < len(entries) or found.ntuples > size
+        token = _token_after(db.scripts.adapter(conn), found, count - 1, shape, fingerprint) if more else ""
     if not _live(live):
         raise NotFound(request.parent)
-    return wire.list_response(entries, token)
+    return wire.list_response(entries[:count], token)
 
 
 def _live(result: Any) -> bool:
@@ -113,12 +115,10 @@ def _encode(kind: Any, loader: abc.Transformer, result: Any, count: int, shape: 
     return entries
 
 
-def _next_token(loader: abc.Transformer, result: Any, size: int, shape: Shape, fingerprint: str) -> str:
-    """The token after the page's last row, when more rows follow it."""
-    if result.ntuples <= size:
-        return ""
+def _token_after(loader: abc.Transformer, result: Any, index: int, shape: Shape, fingerprint: str) -> str:
+    """The token that continues after the page's row `index`."""
     loader.set_pgresult(result)
-    row = loader.load_row(size - 1, tuple)
+    row = loader.load_row(index, tuple)
     return listing.make_token([*row[2 : 1 + len(shape.sort_keys)], row[1]], fingerprint)  # the id sorts last
 
 
