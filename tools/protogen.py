@@ -21,6 +21,7 @@ PROTOS = ROOT / "protos"
 DEPS = ROOT / "build" / "proto-deps"
 PY_OUT = PROTOS / "python"
 DESCRIPTORS = ROOT / "build" / "hishamos.pb"
+ERROR_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 BIN = Path(sys.executable).parent
 
 
@@ -44,24 +45,24 @@ def generate() -> None:
     shutil.rmtree(PY_OUT / "hishamos", ignore_errors=True)
     DESCRIPTORS.parent.mkdir(parents=True, exist_ok=True)
     well_known = Path(next(iter(grpc_tools.__path__))) / "_proto"
+    includes = ["grpc_tools.protoc", f"-I{PROTOS}", f"-I{DEPS}", f"-I{well_known}"]
     args = [
-        "grpc_tools.protoc",
-        f"-I{PROTOS}",
-        f"-I{DEPS}",
-        f"-I{well_known}",
+        *includes,
         f"--plugin=protoc-gen-mypy={BIN / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={BIN / 'protoc-gen-mypy_grpc'}",
         f"--python_out={PY_OUT}",
         f"--grpc_python_out={PY_OUT}",
         f"--mypy_out=quiet:{PY_OUT}",
         f"--mypy_grpc_out=quiet:{PY_OUT}",
-        f"--descriptor_set_out={DESCRIPTORS}",
-        "--include_imports",
-        "--include_source_info",
         *sources,
     ]
     print(f"==> protoc: {len(sources)} files -> {PY_OUT.relative_to(ROOT)}, {DESCRIPTORS.relative_to(ROOT)}")
     if protoc.main(args) != 0:
+        raise SystemExit("protoc failed; see the errors above")
+    # Envoy's descriptors also hold google.rpc's Status and error details, which no service imports:
+    # with them its transcoder answers a JSON client's error as JSON, field violations and all.
+    descriptors = [f"--descriptor_set_out={DESCRIPTORS}", "--include_imports", "--include_source_info"]
+    if protoc.main([*includes, *descriptors, *sources, *ERROR_PROTOS]) != 0:
         raise SystemExit("protoc failed; see the errors above")
     for package_dir in (PY_OUT / "hishamos").rglob("*"):
         if package_dir.is_dir():

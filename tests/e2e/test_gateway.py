@@ -119,6 +119,18 @@ def test_json_over_http_is_transcoded(stack: Stack, tenant: Tenant) -> None:
     with pytest.raises(urllib.error.HTTPError) as denied:
         urllib.request.urlopen(anonymous, timeout=20)
     assert denied.value.code == 401
+    assert json.loads(denied.value.read())["message"].startswith("send `authorization: Bearer")
+
+    # An error reaches a JSON client as JSON (google.rpc.Status), with what to fix in its details.
+    bad = json.dumps({"displayName": "", "slug": "NOT A SLUG"}).encode()
+    refused = urllib.request.Request(f"{base}/v1/{tenant.organization}/projects", data=bad, headers=headers)
+    with pytest.raises(urllib.error.HTTPError) as invalid:
+        urllib.request.urlopen(refused, timeout=20)
+    assert invalid.value.code == 400 and invalid.value.headers["content-type"] == "application/json"
+    status = json.loads(invalid.value.read())
+    assert status["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    (violations,) = (d for d in status["details"] if d["@type"].endswith("google.rpc.BadRequest"))
+    assert {v["field"] for v in violations["fieldViolations"]} == {"project.display_name", "project.slug"}
 
 
 def test_rich_errors_and_deadlines_survive_envoy(channels: Channels, tenant: Tenant) -> None:
