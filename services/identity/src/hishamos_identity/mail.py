@@ -81,10 +81,12 @@ class Mailer:
         message["Subject"] = payload["subject"]
         message["Message-ID"] = f"<{job_id}@hishamos>"  # the same on a repeat, so a receiver can tell
         body = self._sealer.open(base64.b64decode(payload["body"]), _context(payload["to"], payload["subject"]))
-        message.set_content(body.decode())
         if s.smtp_host:
+            message.set_content(body.decode())  # 7-bit safe for any relay; mail clients decode it
             await aiosmtplib.send(message, hostname=s.smtp_host, port=s.smtp_port, timeout=10)
         elif s.mail_outbox_dir:
+            # Read as a file by a person: plain UTF-8, where quoted-printable would cut a token in two.
+            message.set_content(body.decode(), cte="8bit")
             await asyncio.to_thread(_write, Path(s.mail_outbox_dir) / f"{job_id}.eml", bytes(message))
         else:
             raise MailUnconfigured("no mail transport: set HISHAMOS_IDENTITY_SMTP_HOST or _MAIL_OUTBOX_DIR")
