@@ -206,6 +206,14 @@ def test_every_service_rejects_forged_tokens(stack: Stack, channels: Channels, t
     for label, token in tokens.items():
         f = failure(lambda t=token: call(request, metadata=(("authorization", f"Bearer {t}"),), timeout=10))
         assert f.code == grpc.StatusCode.UNAUTHENTICATED, label
+    # What a caller does next is in the answer: no header; a header without its scheme; a key gone.
+    for metadata, reason, hint in (
+        ((), "CREDENTIALS_MISSING", "send `authorization: Bearer"),
+        ((("authorization", tenant.access_token),), "CREDENTIALS_MALFORMED", "`authorization: Bearer <token>`"),
+        ((("authorization", f"Bearer {tokens['unknown kid']}"),), "TOKEN_INVALID", "log in or refresh"),
+    ):
+        f = failure(lambda m=metadata: call(request, metadata=m, timeout=10))  # type: ignore[misc]
+        assert (f.code, f.reason) == (grpc.StatusCode.UNAUTHENTICATED, reason) and hint in f.message, f.message
     # The control: a correctly signed token with the same claims is accepted, even from a clock a
     # few seconds ahead.
     good = jwt.encode(

@@ -176,7 +176,7 @@ class TokenVerifier:
             raise Unauthenticated("access token uses a forbidden algorithm or header", "TOKEN_INVALID")
         kid = header.get("kid")
         if not isinstance(kid, str) or (key := await self._keys.key(kid)) is None:
-            raise Unauthenticated("access token signed by an unknown key", "TOKEN_INVALID")
+            raise Unauthenticated("access token signed by a key no longer in use; log in or refresh", "TOKEN_INVALID")
         try:
             claims = jwt.decode(
                 token,
@@ -207,7 +207,11 @@ def bearer_token(metadata: Mapping[str, str]) -> str:
     value = metadata.get("authorization", "")
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("send `authorization: Bearer <access token or API key>`", "CREDENTIALS_MISSING")
+        if value:  # a credential without its scheme, say: the header was sent, and is what to fix
+            raise Unauthenticated("write the header as `authorization: Bearer <token>`", "CREDENTIALS_MALFORMED")
+        raise Unauthenticated(
+            "send `authorization: Bearer <access token>`, or an API key in `x-api-key`", "CREDENTIALS_MISSING"
+        )
     return token.strip()
 
 

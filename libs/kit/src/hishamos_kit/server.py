@@ -127,9 +127,13 @@ class Chassis:
                 principal = await self.authenticator.authenticate(metadata)
                 # Checked before the handler runs, so a caller without it learns nothing of existence.
                 if permission not in principal.permissions or (operator and not is_operator(principal)):
-                    raise PermissionDenied(
-                        f"this call needs the permission {permission}", "PERMISSION_DENIED", {"permission": permission}
+                    # No role of an organization can hold an operator's permission: say who can call.
+                    message = (
+                        f"only platform operators make this call (see IssueOperatorToken); it needs {permission}"
+                        if operator
+                        else f"this call needs the permission {permission}"
                     )
+                    raise PermissionDenied(message, "PERMISSION_DENIED", {"permission": permission})
                 principal_var.set(principal)
             return await call()
         except ApiError as exc:
