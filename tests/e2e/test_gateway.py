@@ -65,6 +65,13 @@ def test_each_service_reports_serving_directly_and_through_envoy(stack: Stack, s
     assert direct == via_envoy == {"status": "SERVING"}
 
 
+def test_a_backend_header_naming_no_backend_is_not_answered_by_another(stack: Stack) -> None:
+    assert json.loads(grpcurl(stack, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}  # identity's
+    command = [GRPCURL, "-plaintext", "-H", f"{BACKEND_HEADER}: projekts", f"127.0.0.1:{stack.ports.envoy}"]
+    typo = subprocess.run([*command, "grpc.health.v1.Health/Check"], capture_output=True, text=True, timeout=60)
+    assert "code = InvalidArgument" in typo.stderr and "names no backend; use one of identity" in typo.stderr
+
+
 def test_walkthrough_with_grpcurl(stack: Stack) -> None:
     """The README's walkthrough: sign up, log in, create a project, list projects."""
     signed_up = json.loads(

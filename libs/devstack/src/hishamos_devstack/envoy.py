@@ -132,19 +132,33 @@ def _limited(path: str, stat_prefix: str, per_second: int, per_client: int, clie
     return route
 
 
+def _refused(prefix: str, message: str) -> dict[str, Any]:
+    """A route Envoy answers itself with INVALID_ARGUMENT: a trailers-only gRPC response."""
+    grpc_headers = {"content-type": "application/grpc", "grpc-status": "3", "grpc-message": message}
+    return {
+        "match": {"prefix": prefix, "grpc": {}},
+        "direct_response": {"status": 200},
+        "response_headers_to_add": [{"header": {"key": k, "value": v}} for k, v in grpc_headers.items()],
+    }
+
+
 def render(cfg: EnvoyConfig) -> dict[str, Any]:
     clients = cfg.clients_remembered
     routes = [
         _limited(LOGIN_PATH, "login_rate_limit", cfg.login_per_second, cfg.login_per_client_per_second, clients),
         _limited(RESET_PATH, "reset_rate_limit", cfg.reset_per_second, cfg.reset_per_client_per_second, clients),
     ]
-    # Health and reflection exist on every backend: the header picks one, identity answers otherwise.
+    # Health and reflection exist on every backend: the header picks one, identity answers without it,
+    # and a header naming no backend is INVALID_ARGUMENT, not identity's answer to a typo.
     for prefix in ("/grpc.health.v1.Health/", "/grpc.reflection."):
         for service in SERVICES:
             route = _route(prefix, service, retry=True)
             route["match"]["headers"] = [{"name": BACKEND_HEADER, "string_match": {"exact": service}}]
             routes.append(route)
-        routes.append(_route(prefix, "identity", retry=True))
+        route = _route(prefix, "identity", retry=True)
+        route["match"]["headers"] = [{"name": BACKEND_HEADER, "present_match": False}]
+        routes.append(route)
+        routes.append(_refused(prefix, f"{BACKEND_HEADER} names no backend; use one of {', '.join(SERVICES)}"))
     for service in SERVICES:
         # Reads are safe to retry when the backend was unavailable; writes are not retried here.
         routes.append(_route(None, service, regex=rf"^/hishamos\.{service}\.v1\.\w+/(Get|List)\w*$", retry=True))
