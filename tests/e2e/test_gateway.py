@@ -122,6 +122,10 @@ def test_json_over_http_is_transcoded(stack: Stack, tenant: Tenant) -> None:
     listing = urllib.request.Request(f"{base}/v1/{tenant.organization}/projects?pageSize=10", headers=headers)
     with urllib.request.urlopen(listing, timeout=20) as response:
         assert [p["name"] for p in json.loads(response.read())["projects"]] == [created["project"]["name"]]
+    misspelt = urllib.request.Request(f"{base}/v1/{tenant.organization}/projects?pageSiz=10", headers=headers)
+    with pytest.raises(urllib.error.HTTPError) as unknown:
+        urllib.request.urlopen(misspelt, timeout=20)
+    assert unknown.value.code == 400 and b'"pageSiz"' in unknown.value.read()
     anonymous = urllib.request.Request(f"{base}/v1/{tenant.organization}/projects")
     with pytest.raises(urllib.error.HTTPError) as denied:
         urllib.request.urlopen(anonymous, timeout=20)

@@ -219,6 +219,8 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
                     "print_options": {"add_whitespace": False, "always_print_primitive_fields": True},
                     "convert_grpc_status": True,
                     "auto_mapping": False,
+                    # A misspelt query parameter is a 400 that names it, not a 404 with no body.
+                    "request_validation_options": {"reject_unknown_query_parameters": True},
                 },
             },
             {
