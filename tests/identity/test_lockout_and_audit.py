@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -23,7 +25,8 @@ from hishamos_devstack.stack import Stack
 from hishamos_identity.accounts import MAX_FAILURES
 from tests.conftest import PASSWORD, Channels, Tenant, add_user
 from tests.db import app_role, superuser
-from tests.errors import failure
+from tests.errors import Failure, failure
+from tests.identity.test_totp import enrol
 
 
 def login(channels: Channels, tenant: Tenant, password: str) -> auth_pb2.LoginResponse:
@@ -163,3 +166,43 @@ def test_user_changes_and_unknown_sign_ins_are_audited(channels: Channels, tenan
     assert failure(lambda: login(channels, stranger, PASSWORD)).reason == "INVALID_CREDENTIALS"
     (unknown,) = events(channels, tenant, 'action = "login.failed" AND target = "nobody-here"')
     assert unknown.details["unknown_user"] is True
+
+
+def locked_while_checking(
+    stack: Stack, channels: Channels, tenant: Tenant, victim: Tenant, call: Callable[[], object]
+) -> Failure:
+    """What `call`, which checks the victim's right password, answers when the account locks while
+    argon2 runs (as a burst of guesses locks it): a decoy's guesses keep the hashing threads busy, so the
+    victim's password is checked well after its row was read, and after the lock."""
+    decoy = add_user(channels, tenant)
+    with ThreadPoolExecutor(max_workers=41) as pool:
+        for i in range(40):
+            pool.submit(failure, lambda i=i: login(channels, decoy, f"guess-number-{i}"))  # type: ignore[misc]
+        time.sleep(0.05)
+        answer = pool.submit(failure, call)
+        time.sleep(0.25)  # the victim's row read, unlocked; its hash waits behind the decoy's
+        with superuser(stack, "identity") as conn:
+            conn.execute(
+                "update users set locked_until = now() + interval '1 hour' where id = %s", (victim.user.split("/")[-1],)
+            )
+        return answer.result()
+
+
+def test_the_right_password_checked_while_the_account_locked_gets_no_true_answer(
+    stack: Stack, channels: Channels, tenant: Tenant
+) -> None:
+    """Of parallel guesses at most MAX_FAILURES get a true answer: a right password whose check ends after
+    the lock changes nothing and looks wrong, in ChangePassword as at sign-in, a second factor's included."""
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    victim = add_user(channels, tenant)
+    change = user_pb2.ChangePasswordRequest(name=victim.user, current_password=PASSWORD, new_password="mine-now-12345")
+    f = locked_while_checking(
+        stack, channels, tenant, victim, lambda: users.ChangePassword(change, metadata=victim.metadata, timeout=60)
+    )
+    assert (f.code, f.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "WRONG_PASSWORD")
+    assert not events(channels, tenant, f'action = "password.changed" AND target = "{victim.user}"')
+
+    two_factor = add_user(channels, tenant)
+    enrol(channels, two_factor)
+    f = locked_while_checking(stack, channels, tenant, two_factor, lambda: login(channels, two_factor, PASSWORD))
+    assert (f.code, f.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS"), "not TOTP_REQUIRED"

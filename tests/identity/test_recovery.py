@@ -204,6 +204,25 @@ def test_an_invited_user_chooses_a_password_from_the_mail_and_is_verified(
     assert signed_in.name == invited.name and signed_in.email_verified
 
 
+def test_an_invitation_dies_with_the_user_it_invited(channels: Channels, mailbox: Mailbox, tenant: Tenant) -> None:
+    """An invitation sent to the wrong address, and the user deleted for it: the mail's token must not give
+    whoever holds it a password for that user, to sign in with once the user is undeleted."""
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    email = f"mistyped-{tenant.slug}@{tenant.slug}.test"
+    invite = pb.CreateUserRequest(parent=tenant.organization, user=pb.User(email=email, username=f"m-{tenant.slug}"))
+    invited = users.CreateUser(invite, metadata=tenant.metadata, timeout=30).user
+    token = TOKEN.search(mailbox.wait_for(email).get_content())
+    assert token
+    deleted = users.DeleteUser(pb.DeleteUserRequest(name=invited.name), metadata=tenant.metadata, timeout=10).user
+    accept = auth_pb2.ResetPasswordRequest(token=token[0], new_password="chosen-by-stranger-1")
+    f = failure(lambda: auth(channels).ResetPassword(accept, timeout=30))
+    assert (f.code, f.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "TOKEN_INVALID")
+    undelete = pb.UndeleteUserRequest(name=invited.name, etag=deleted.etag)
+    users.UndeleteUser(undelete, metadata=tenant.metadata, timeout=10)
+    login = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=email, password="chosen-by-stranger-1")
+    assert failure(lambda: auth(channels).Login(login, timeout=30)).code == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_a_line_break_in_the_organizations_name_does_not_stop_its_invitations(
     channels: Channels, mailbox: Mailbox
 ) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 
 from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, session_pb2, session_pb2_grpc
@@ -138,3 +141,30 @@ def test_sessions_page_newest_first_without_repeats(channels: Channels, tenant: 
     theirs = session_pb2.ListSessionsRequest(parent=tenant.user, page_token=first.next_page_token)
     f = failure(lambda: api.ListSessions(theirs, metadata=tenant.metadata, timeout=10))
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in f.violations
+
+
+def test_a_refresh_racing_the_end_of_its_session_leaves_no_live_token(channels: Channels, tenant: Tenant) -> None:
+    """Logout at the moment the session refreshes: whichever comes first, no token of it works after."""
+    sign_in = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=tenant.username, password=tenant.password)
+    for _ in range(20):
+        token = auth(channels).Login(sign_in, timeout=30).tokens.refresh_token
+        start = threading.Barrier(2)
+
+        def rotate(token: str = token, start: threading.Barrier = start) -> str:
+            start.wait()
+            try:
+                return refresh(channels, token).refresh_token
+            except grpc.RpcError:
+                return ""
+
+        def logout(token: str = token, start: threading.Barrier = start) -> None:
+            start.wait()
+            auth(channels).Logout(auth_pb2.LogoutRequest(refresh_token=token), timeout=10)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            rotated = pool.submit(rotate)
+            pool.submit(logout).result()
+            newer = rotated.result()
+        if newer:
+            f = failure(lambda newer=newer: refresh(channels, newer))  # type: ignore[misc]
+            assert f.code == grpc.StatusCode.UNAUTHENTICATED, "the refreshed token outlived the logout"

@@ -142,6 +142,11 @@ class Accounts:
             raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
         if not verified:
             await self._failed(user)
+        # An answer other than a session tells the caller the password was right: parallel guesses may
+        # have locked the account while argon2 ran, and then the right password must look wrong too.
+        not_a_session = org.state != "active" or user.state != "active" or user.totp_enabled
+        if not_a_session and not await signin.still_checked(self.db, user):
+            await self._failed(user)
         if org.state != "active":
             await self._refused(user, "organization_suspended")
             raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
@@ -175,7 +180,8 @@ class Accounts:
         async with self.db.tenant(user.organization_id) as session:
             accepted = await totp.accept(session, user, secret, code)
         if not accepted:
-            await signin.failed(self.db, user)
+            if not await signin.failed(self.db, user):  # locked meanwhile: the code's answer would tell
+                raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
             raise Unauthenticated("wrong or already used code", "INVALID_TOTP")
 
     async def _failed(self, user: User) -> NoReturn:

@@ -178,9 +178,9 @@ class Recovery:
         async with self.db.tenant(organization_id) as session:  # spent with the password it sets, or not at all
             user_id, purpose = await self._consume(session, request.token, EmailToken.SETS_PASSWORD)
             accepted = purpose == INVITE  # the invitation reached this address: it is verified too
-            await session.execute(
+            changed = await session.execute(
                 update(User)
-                .where(User.id == user_id)
+                .where(User.id == user_id, User.is_deleted.is_(False))
                 .values(
                     password_hash=new_hash,
                     failed_logins=0,
@@ -189,6 +189,8 @@ class Recovery:
                     **({"email_verified": True} if accepted else {}),
                 )
             )
+            if not changed.rowcount:  # type: ignore[attr-defined]
+                raise InvalidArgument({"token": "belongs to a user who no longer exists"}, "TOKEN_INVALID")
             await users.password_set(session, user_id)
             target = users.PATH.format(organization_id, user_id)
             audit.record(

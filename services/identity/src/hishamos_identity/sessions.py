@@ -71,8 +71,6 @@ class Sessions:
             raise NotFound(name)
         async with self.db.tenant(organization_id) as session:
             await check_acting_for(session, principal, users.PATH.format(organization_id, user_id), user_id)
-            if not await users.end_sessions(
-                session, RefreshToken.user_id == user_id, RefreshToken.family_id == family_id
-            ):
+            if not await users.end_sessions(session, user_id, RefreshToken.family_id == family_id):
                 raise NotFound(name)
             audit.record(session, organization_id, "session.revoked", principal.subject, name)

@@ -110,6 +110,14 @@ SELECT failed_logins FROM attempt
 )
 
 
+# Whether a password checked while parallel guesses ran still counts: the account unlocked, the password
+# the same. Asked before an answer other than a session tells that the password was right.
+STILL_CHECKED = Prepared(
+    "signin_still_checked",
+    f"SELECT FROM users WHERE id = %(user_id)s AND password_hash = %(verified_hash)s AND {UNLOCKED}",
+)
+
+
 # Nobody by that login: audited too, which also gives the answer the round trip a wrong password takes.
 UNKNOWN = Prepared(
     "signin_unknown",
@@ -183,3 +191,10 @@ async def unknown(db: Database, organization_id: uuid.UUID, login: str) -> None:
         "request_id": request_id_var.get(),
     }
     await db.script((SET_TENANT, (str(organization_id),)), (UNKNOWN, values))
+
+
+async def still_checked(db: Database, user: User) -> bool:
+    """Whether the password just found right still counts (STILL_CHECKED), in one round trip."""
+    values = {"user_id": user.id, "verified_hash": user.password_hash}
+    _, rows = await db.script((SET_TENANT, (str(user.organization_id),)), (STILL_CHECKED, values))
+    return bool(rows)

@@ -22,7 +22,7 @@ from hishamos_identity.grants import custom_permissions
 from hishamos_identity.keys import KeyStore
 from hishamos_identity.models import Organization, RefreshToken, User
 from hishamos_identity.settings import IdentitySettings
-from hishamos_identity.users import end_sessions, user_name
+from hishamos_identity.users import end_sessions, lock_sessions, user_name
 from hishamos_kit import api
 from hishamos_kit.db import Database
 from hishamos_kit.errors import PermissionDenied, Unauthenticated
@@ -139,14 +139,18 @@ class TokenIssuer:
     async def refresh(self, token: str) -> pb.TokenPair:
         """Rotate: the presented token is spent; a spent token presented again ends its family."""
         organization_id = self._organization_of(token)
+        digest = hash_refresh_token(token)
         async with self._db.tenant(organization_id) as session:
+            user_id = await session.scalar(select(RefreshToken.user_id).where(RefreshToken.token_hash == digest))
+            if user_id is not None:  # the user's sessions held first, as their end holds them (lock_sessions)
+                await lock_sessions(session, user_id)
             record = await session.scalar(
-                select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(token)).with_for_update()
+                select(RefreshToken).where(RefreshToken.token_hash == digest).with_for_update()
             )
             if record is None or record.expires_at <= datetime.now(UTC):
                 raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
             if record.revoked_at is not None:
-                await end_sessions(session, RefreshToken.family_id == record.family_id)
+                await end_sessions(session, record.user_id, RefreshToken.family_id == record.family_id)
                 audit.record(session, organization_id, "session.token_reused", target=str(record.family_id))
                 reuse = True
             else:
@@ -173,7 +177,7 @@ class TokenIssuer:
             )
             if record is None or record.expires_at <= datetime.now(UTC):  # as refresh answers: retention forgets it
                 raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
-            await end_sessions(session, RefreshToken.family_id == record.family_id)
+            await end_sessions(session, record.user_id, RefreshToken.family_id == record.family_id)
             audit.record(session, organization_id, "session.ended", target=str(record.family_id))
 
     @staticmethod

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 UserMessage = pb.User
 PATH = ResourcePath("organizations/{organization}/users/{user}")
+WRONG_PASSWORD = "WRONG_PASSWORD"
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}\Z")
 STATES = validate.EnumCodes(pb.User.State.items(), "STATE_")
 UNIQUE = {"uq_users_organization_id_email": "user.email", "uq_users_organization_id_username": "user.username"}
@@ -74,26 +75,45 @@ def check_username(v: Violations, field: str, value: str) -> str:
     return value
 
 
-async def end_sessions(session: AsyncSession, *which: ColumnElement[bool]) -> int:
-    """End the sessions `which` picks (a user's, one session): their live refresh tokens stop
-    working. How many tokens that ended."""
-    ended = await session.execute(update(RefreshToken).where(*which, LIVE_REFRESH_TOKEN).values(revoked_at=func.now()))
+async def lock_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Hold the user's row until the transaction ends: a refresh, which adds a token to a session,
+    and the end of sessions both take it first, so neither runs between the other's reading and
+    writing (an end that waited for a refresh would not see the token it added)."""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+
+
+async def end_sessions(session: AsyncSession, user_id: uuid.UUID, *which: ColumnElement[bool]) -> int:
+    """End the user's sessions that `which` picks (all of them, or one): their live refresh tokens
+    stop working. How many tokens that ended."""
+    await lock_sessions(session, user_id)
+    ended = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, *which, LIVE_REFRESH_TOKEN)
+        .values(revoked_at=func.now())
+    )
     return int(ended.rowcount)  # type: ignore[attr-defined]
+
+
+async def spend_email_tokens(session: AsyncSession, user_id: uuid.UUID, *purposes: str) -> None:
+    """The user's mailed tokens still out (of these purposes; of every one when none are named) stop working."""
+    which = [EmailToken.purpose.in_(purposes)] if purposes else []
+    await session.execute(
+        update(EmailToken)
+        .where(EmailToken.user_id == user_id, EmailToken.used_at.is_(None), *which)
+        .values(used_at=func.now())
+    )
 
 
 async def password_set(session: AsyncSession, user_id: uuid.UUID) -> None:
     """A new password ends the user's sessions, and the reset and invitation tokens still out: an
     older token, leaked or forgotten in a mailbox, must not set another."""
-    await end_sessions(session, RefreshToken.user_id == user_id)
-    await session.execute(
-        update(EmailToken)
-        .where(
-            EmailToken.user_id == user_id,
-            EmailToken.purpose.in_(EmailToken.SETS_PASSWORD),
-            EmailToken.used_at.is_(None),
-        )
-        .values(used_at=func.now())
-    )
+    await end_sessions(session, user_id)
+    await spend_email_tokens(session, user_id, *EmailToken.SETS_PASSWORD)
+
+
+def is_locked(user: User) -> bool:
+    """Locked out by failed passwords, until `locked_until`."""
+    return user.locked_until is not None and user.locked_until > datetime.now(UTC)
 
 
 async def live_user(session: AsyncSession, user_id: uuid.UUID, name: str, *, lock: bool = False) -> User:
@@ -207,15 +227,12 @@ class UserType(ResourceType[User, pb.User]):
             await check_delegation(session, principal, row.roles)
         if action == "undelete":
             await check_quota(session, row.organization_id, joining=row.id)
-        elif action == "delete":
+        elif action == "delete":  # and an invitation still out must not bring the user back with a password
             await keep_an_admin(session, row)
-            await end_sessions(session, RefreshToken.user_id == row.id)
+            await end_sessions(session, row.id)
+            await spend_email_tokens(session, row.id)
         elif "email" in changed:  # mail sent to the old address no longer proves anything
-            await session.execute(
-                update(EmailToken)
-                .where(EmailToken.user_id == row.id, EmailToken.used_at.is_(None))
-                .values(used_at=func.now())
-            )
+            await spend_email_tokens(session, row.id)
         if action != "create":
             fields = {"fields": changed} if action == "update" else {}
             audit.record(session, row.organization_id, f"user.{action}d", principal.subject, user_name(row), **fields)
@@ -291,7 +308,7 @@ class Users(StandardMethods[User, pb.User]):
             if user.state != state:
                 user.state = state
                 if state != "active":
-                    await end_sessions(session, RefreshToken.user_id == user.id)
+                    await end_sessions(session, user.id)
                 await session.flush()
                 audit.record(
                     session,
@@ -304,11 +321,21 @@ class Users(StandardMethods[User, pb.User]):
 
     async def _check_password(self, user: User, password: str, field: str) -> None:
         """A password checked outside sign-in counts against the same attempts and lockout, so a
-        stolen access token is no way to guess it at argon2id's pace."""
-        unlocked = user.locked_until is None or user.locked_until <= datetime.now(UTC)
-        if not await self.passwords.verify(user.password_hash if unlocked else None, password):
+        stolen access token is no way to guess it at argon2id's pace. A right one counts only if the
+        change it allows confirms it (`_still_checked`)."""
+        if not await self.passwords.verify(None if is_locked(user) else user.password_hash, password):
             await signin.failed(self.db, user)
-            raise InvalidArgument({field: "does not match"}, "WRONG_PASSWORD")
+            raise InvalidArgument({field: "does not match"}, WRONG_PASSWORD)
+
+    @staticmethod
+    async def _still_checked(session: AsyncSession, checked: User, name: str, field: str) -> User:
+        """The user, locked, when the password `_check_password` found right still counts: the account
+        is still unlocked and the password the same. Parallel guesses may lock it while argon2 runs; of
+        them at most MAX_FAILURES get a true answer, the right password included, as at sign-in."""
+        user = await live_user(session, checked.id, name, lock=True)
+        if is_locked(user) or user.password_hash != checked.password_hash:
+            raise InvalidArgument({field: "does not match"}, WRONG_PASSWORD)
+        return user
 
     async def enroll_totp(self, principal: Principal, name: str) -> pb.EnrollTotpResponse:
         user_id = own_user(principal, name)
@@ -333,7 +360,7 @@ class Users(StandardMethods[User, pb.User]):
             user = await live_user(session, user_id, request.name)
         await self._check_password(user, request.password, "password")
         async with self.db.tenant(principal.organization_id) as session:
-            user = await live_user(session, user_id, request.name, lock=True)
+            user = await self._still_checked(session, user, request.name, "password")
             if user.totp_enabled or user.totp_secret_sealed is None:
                 raise FailedPrecondition("call EnrollTotp first", "TOTP_NOT_ENROLLING")
             secret = self.sealer.open(user.totp_secret_sealed, totp.sealing_context(user_id))
@@ -351,6 +378,7 @@ class Users(StandardMethods[User, pb.User]):
             user = await live_user(session, user_id, request.name)
         await self._check_password(user, request.password, "password")
         async with self.db.tenant(principal.organization_id) as session:
+            await self._still_checked(session, user, request.name, "password")
             await session.execute(
                 update(User)
                 .where(User.id == user_id)
@@ -372,6 +400,7 @@ class Users(StandardMethods[User, pb.User]):
         await self._check_password(user, request.password, "password")
         codes, hashes = totp.recovery_codes()
         async with self.db.tenant(principal.organization_id) as session:
+            await self._still_checked(session, user, request.name, "password")
             replaced = await session.execute(
                 update(User)
                 .where(User.id == user_id, User.totp_enabled.is_(True))
@@ -396,6 +425,7 @@ class Users(StandardMethods[User, pb.User]):
         await self._check_password(user, request.current_password, "current_password")
         new_hash = await self.passwords.hash(request.new_password)
         async with self.db.tenant(principal.organization_id) as session:
+            await self._still_checked(session, user, request.name, "current_password")
             await session.execute(
                 update(User).where(User.id == user_id).values(password_hash=new_hash, updated_at=datetime.now(UTC))
             )
