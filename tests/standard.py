@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -178,6 +179,25 @@ class StandardMethodsContract:
         assert stale_delete.code == grpc.StatusCode.ABORTED
         assert self.get(api, tenant, original.name) == updated
 
+    def test_writes_without_an_etag_apply_whatever_came_between(self, channels: Channels, tenant: Tenant) -> None:
+        """AIP-154: the etag is optional; without one the last write wins, however many came between."""
+        api = self.api(channels)
+        c = self.case
+        original = self.create(api, tenant)
+        path, value = c.update
+
+        def write(_: int) -> Any:
+            changed = getattr(c.pb, c.kind)(name=original.name)
+            setattr(changed, path, value)
+            update = self.call(
+                api, f"Update{c.kind}", tenant, **{c.field: changed}, update_mask=FieldMask(paths=[path])
+            )
+            return getattr(update, c.field).etag
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            etags = list(pool.map(write, range(8)))  # any ABORTED raises here
+        assert getattr(self.get(api, tenant, original.name), path) == value and original.etag not in etags
+
     def test_update_mask_with_unknown_or_output_only_paths_is_invalid(self, channels: Channels, tenant: Tenant) -> None:
         api = self.api(channels)
         c = self.case
@@ -189,6 +209,9 @@ class StandardMethodsContract:
                 )
             )
             assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "update_mask.paths[0]" in f.violations
+        mixed = FieldMask(paths=["*", c.update[0]])
+        f = failure(lambda: self.call(api, f"Update{c.kind}", tenant, **{c.field: original}, update_mask=mixed))
+        assert "stands alone" in f.violations["update_mask.paths[0]"]
         assert self.get(api, tenant, original.name) == original
 
     def test_repeated_request_id_returns_the_first_result(self, channels: Channels, tenant: Tenant) -> None:
@@ -212,13 +235,15 @@ class StandardMethodsContract:
         assert self.names(api, tenant) == [kept.name]
         assert set(self.names(api, tenant, show_deleted=True)) == {kept.name, gone.name}
         assert self.get(api, tenant, gone.name).delete_time.seconds > 0
-        again = failure(lambda: self.call(api, f"Delete{c.kind}", tenant, name=gone.name))
-        assert again.code == grpc.StatusCode.NOT_FOUND
+        for etag in ("", gone.etag):  # AIP-164: NOT_FOUND, with or without the etag it had
+            again = failure(lambda e=etag: self.call(api, f"Delete{c.kind}", tenant, name=gone.name, etag=e))  # type: ignore[misc]
+            assert again.code == grpc.StatusCode.NOT_FOUND
         restored = getattr(self.call(api, f"Undelete{c.kind}", tenant, name=gone.name), c.field)
         assert not restored.HasField("delete_time")
         assert set(self.names(api, tenant)) == {kept.name, gone.name}
-        live = failure(lambda: self.call(api, f"Undelete{c.kind}", tenant, name=gone.name))
-        assert live.code == grpc.StatusCode.ALREADY_EXISTS
+        for etag in ("", deleted.etag):  # ALREADY_EXISTS, with or without an etag it no longer has
+            live = failure(lambda e=etag: self.call(api, f"Undelete{c.kind}", tenant, name=gone.name, etag=e))  # type: ignore[misc]
+            assert live.code == grpc.StatusCode.ALREADY_EXISTS
 
     def test_unique_field_conflict_is_already_exists(self, channels: Channels, tenant: Tenant) -> None:
         api = self.api(channels)

@@ -127,7 +127,9 @@ def update_paths(mask: FieldMask, resource: Message, updatable: Collection[str],
         # field (a secret): such a field changes only when sent, or reading and writing back clears it.
         return [path for path in updatable if not _input_only(resource, path) or _sent(resource, path)]
     bad = {
-        f"update_mask.paths[{i}]": f"`{path}` cannot be updated; updatable fields: {', '.join(sorted(updatable))}"
+        f"update_mask.paths[{i}]": "`*` stands alone: it names every updatable field"
+        if path == "*"
+        else f"`{path}` cannot be updated; updatable fields: {', '.join(sorted(updatable))}"
         for i, path in enumerate(mask.paths)
         if path not in updatable
     }

@@ -162,7 +162,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
         project; reads take none, so an archived project's work stays readable."""
         parents, row_id = self.ids(principal, name, field)
         await live_parents(session, self.kind, parents, name, lock)
-        row = await session.get(self.kind.model, row_id)
+        row = await session.get(self.kind.model, row_id, with_for_update=lock is not None)  # see StandardMethods._load
         if row is None or not self._in_scope(row, parents):
             raise NotFound(name)
         return row
@@ -400,12 +400,13 @@ class ChildMethods(StandardMethods[Child, Msg]):
     async def _set_deleted(self, principal: Principal, name: str, etag: str, *, deleted: bool) -> Msg:
         async with self.db.tenant(principal.organization_id) as session:
             row = await self._load(session, principal, name, lock=self.kind.delete_lock)
-            resources.check_etag(row, etag, name)
-            if deleted:
+            if deleted:  # a deleted one is NOT_FOUND, a live one to undelete ALREADY_EXISTS, whatever the etag
                 resources.soft_delete(row, name)
+                resources.check_etag(row, etag, name)
                 self.kind.before_delete(row, name)
             else:
                 resources.undelete(row, name)
+                resources.check_etag(row, etag, name)
             await self.kind.before_write(session, row, "delete" if deleted else "undelete")
             await self._flush(session, name)
             return (await self.present(session, [row]))[0]

@@ -125,8 +125,8 @@ class ProjectMethods(StandardMethods[Project, pb.Project]):
             row = await session.get(Project, project_id, with_for_update=True)
             if row is None:
                 raise NotFound(name)
+            resources.soft_delete(row, name)  # a deleted one is NOT_FOUND, whatever the etag
             resources.check_etag(row, etag, name)
-            resources.soft_delete(row, name)
             if not force:
                 live = {
                     model.__tablename__: await session.scalar(
