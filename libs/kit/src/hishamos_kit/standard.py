@@ -87,14 +87,12 @@ class StandardMethods(Generic[Row, Msg]):
     def name(self, row: Row) -> str:
         return self.kind.path.format(row.organization_id, row.id)
 
-    async def _load(
-        self, session: AsyncSession, principal: Principal, name: str, field: str = "name", *, lock: bool = False
-    ) -> Row:
-        """The row `name` names; `lock` holds it until the transaction ends, as every write does: a write
-        without an etag then applies to the row as the write before it left it (AIP-154: last one wins),
-        where reading it unlocked made it fail ABORTED whenever another write came between."""
+    async def _load_for_write(self, session: AsyncSession, principal: Principal, name: str, field: str = "name") -> Row:
+        """The row, held until the transaction ends: a write without an etag then applies to the row as
+        the write before it left it (AIP-154: the last one wins), where reading it unlocked made it fail
+        ABORTED whenever another write came between."""
         row_id = resources.own_name(principal, self.kind.path, name, field)
-        row = await session.get(self.kind.model, row_id, with_for_update=lock)
+        row = await session.get(self.kind.model, row_id, with_for_update=True)
         if row is None:
             raise NotFound(name)
         return row
@@ -187,7 +185,7 @@ class StandardMethods(Generic[Row, Msg]):
         resources.own_name(principal, self.kind.path, name, f"{field}.name")
         paths = resources.update_paths(mask, message, self.kind.updatable, field)
         async with self.db.tenant(principal.organization_id) as session:
-            row = await self._load(session, principal, name, f"{field}.name", lock=True)
+            row = await self._load_for_write(session, principal, name, f"{field}.name")
             if row.is_deleted:
                 raise NotFound(name)
             resources.check_etag(row, given.etag, name)
@@ -206,7 +204,7 @@ class StandardMethods(Generic[Row, Msg]):
 
     async def _set_deleted(self, principal: Principal, name: str, etag: str, *, deleted: bool) -> Msg:
         async with self.db.tenant(principal.organization_id) as session:
-            row = await self._load(session, principal, name, lock=True)
+            row = await self._load_for_write(session, principal, name)
             # Deleting a deleted one is NOT_FOUND, undeleting a live one ALREADY_EXISTS, whatever the etag.
             (resources.soft_delete if deleted else resources.undelete)(row, name)
             resources.check_etag(row, etag, name)
