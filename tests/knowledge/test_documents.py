@@ -13,6 +13,7 @@ from hishamos.knowledge.v1 import document_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
+from tests.identity.test_api_keys import create as create_key
 from tests.pages import every_page
 from tests.standard import Case, StandardMethodsContract
 
@@ -139,6 +140,21 @@ def test_a_create_answers_the_metadata_a_read_returns(channels: Channels, tenant
     # Compared as JSON: -0.0 == 0.0 holds in Python, and would hide the difference.
     assert json_format.MessageToJson(created) == json_format.MessageToJson(read)
     assert "-0" not in json_format.MessageToJson(created.metadata)
+
+
+def test_only_a_caller_who_may_read_projects_learns_whether_one_exists(channels: Channels, tenant: Tenant) -> None:
+    """Knowledge checks a document's project with a token of its own: a caller without
+    projects.projects.get is refused before it, so the answer tells it nothing about the project."""
+    live = _project(channels, tenant, f"secret-{uuid.uuid4().hex[:8]}")
+    key = create_key(channels, tenant, ["knowledge.documents.create"]).secret
+    api = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
+    for project in (live, f"{tenant.organization}/projects/{uuid.uuid4()}"):
+        document = pb.Document(title="Probe", filename="probe.md", project=project)
+        request = pb.CreateDocumentRequest(parent=tenant.organization, document=document)
+        f = failure(lambda r=request: api.CreateDocument(r, metadata=(("x-api-key", key),), timeout=10))  # type: ignore[misc]
+        assert (f.code, f.metadata["permission"]) == (grpc.StatusCode.PERMISSION_DENIED, "projects.projects.get")
+    unfiled = pb.CreateDocumentRequest(parent=tenant.organization, document=pb.Document(title="Ok", filename="ok.md"))
+    assert api.CreateDocument(unfiled, metadata=(("x-api-key", key),), timeout=10).document.title == "Ok"
 
 
 def test_a_page_of_documents_with_the_most_metadata_holds_what_a_default_client_accepts(

@@ -9,12 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.knowledge.v1 import document_pb2 as pb
 from hishamos_kit import validate
-from hishamos_kit.errors import Violations
+from hishamos_kit.auth import current_principal
+from hishamos_kit.errors import PermissionDenied, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_int, parse_time
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ResourceType, base_fields
 from hishamos_knowledge.models import Document
-from hishamos_knowledge.projects import PROJECT, Projects
+from hishamos_knowledge.projects import PROJECT, READ_PROJECTS, Projects
 
 STATES = validate.EnumCodes(pb.Document.ProcessingState.items(), "PROCESSING_STATE_")
 
@@ -54,8 +55,16 @@ class DocumentType(ResourceType[Document, pb.Document]):
         self.projects = projects
 
     async def before_write(self, session: AsyncSession, row: Document, action: str) -> None:
-        """A project being set must exist: one deleted since must not block every other edit."""
+        """A project being set must exist: one deleted since must not block every other edit. Only a
+        caller who may read projects sets one: the answer would otherwise tell anyone whether a project
+        exists (knowledge asks with its own token)."""
         if action in ("create", "update") and row.project and inspect(row).attrs.project.history.has_changes():
+            if READ_PROJECTS not in current_principal().permissions:
+                raise PermissionDenied(
+                    f"giving a document a project needs the permission {READ_PROJECTS}",
+                    "PERMISSION_DENIED",
+                    {"permission": READ_PROJECTS},
+                )
             violations = Violations()
             await self.projects.check(violations, "document.project", row.project)
             violations.raise_if_any()

@@ -9,14 +9,14 @@ from hishamos_kit.outbound import ServiceTokens
 from hishamos_kit.resources import ResourcePath
 
 PROJECT = ResourcePath("organizations/{organization}/projects/{project}")
-PERMISSIONS = ("projects.projects.get",)
+READ_PROJECTS = "projects.projects.get"
 
 
 class Projects:
     def __init__(self, identity_target: str, projects_target: str, credential: str) -> None:
         self._identity = outbound.channel(identity_target)
         self._channel = outbound.channel(projects_target)
-        self._tokens = ServiceTokens(self._identity, credential, PERMISSIONS)
+        self._tokens = ServiceTokens(self._identity, credential, (READ_PROJECTS,))
         self._projects = project_pb2_grpc.ProjectServiceStub(self._channel)
 
     async def check(self, violations: Violations, field: str, name: str) -> None:
