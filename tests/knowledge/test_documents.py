@@ -67,12 +67,16 @@ def test_new_document_waits_for_content_in_its_own_project(channels: Channels, t
     assert created.processing_state == pb.Document.PROCESSING_STATE_PENDING
     assert created.searchable and created.size_bytes == 0 and created.project == project
     assert dict(created.metadata) == {"team": "ops", "n": 0}
-    listed = api.ListDocuments(
-        pb.ListDocumentsRequest(parent=tenant.organization, filter=f'project = "{project}"'),
-        metadata=tenant.metadata,
-        timeout=10,
-    ).documents
-    assert [d.name for d in listed] == [created.name]
+    for spelling in (
+        project,
+        project.upper().replace("ORGANIZATIONS", "organizations").replace("PROJECTS", "projects"),
+    ):
+        listed = api.ListDocuments(
+            pb.ListDocumentsRequest(parent=tenant.organization, filter=f'project = "{spelling}"'),
+            metadata=tenant.metadata,
+            timeout=10,
+        ).documents
+        assert [d.name for d in listed] == [created.name], spelling  # the ids however spelt
 
 
 def test_a_document_names_only_a_live_project_of_its_organization(

@@ -193,6 +193,9 @@ def test_list_filters_by_sprint_epic_label_assignee_state_and_text(
         'title = "a\\u0000b"',
         "title = a\x00b",
         "story_points = 3000000000",
+        "story_points = 1_0",
+        "story_points = +3",
+        "story_points = \u0663",  # an Arabic-Indic three, which Python's int() reads as 3
     ):
         f = failure(lambda r=refused: listed(channels, team, filter=r))  # type: ignore[misc]
         assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"filter"}, refused

@@ -58,8 +58,11 @@ def parse_bool(value: object) -> bool:
     raise ValueError("expected true or false")
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,19}")  # ASCII digits: int() also reads "1_000", "+5" and Arabic-Indic digits
+
+
 def parse_int(value: object) -> int:
-    if isinstance(value, str) and -(2**63) <= (number := int(value)) < 2**63:
+    if isinstance(value, str) and _INTEGER.fullmatch(value) and -(2**63) <= (number := int(value)) < 2**63:
         return number
     raise ValueError("expected an integer of at most 64 bits")
 

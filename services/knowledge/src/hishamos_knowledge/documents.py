@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hishamos.knowledge.v1 import document_pb2 as pb
 from hishamos_kit import validate
 from hishamos_kit.auth import current_principal
-from hishamos_kit.errors import PermissionDenied, Violations
+from hishamos_kit.errors import InvalidArgument, PermissionDenied, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_int, parse_time
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ResourceType, base_fields
@@ -21,6 +21,18 @@ STATES = validate.EnumCodes(pb.Document.ProcessingState.items(), "PROCESSING_STA
 
 MAX_METADATA_BYTES = 64 * 1024
 MAX_FILENAME = 255
+
+
+def canonical_project(literal: object) -> str:
+    """A filter's project as documents store it (ids in canonical form), however the caller spelt the ids."""
+    if not isinstance(literal, str):
+        raise ValueError("expected a quoted name like `organizations/{organization}/projects/{project}`")
+    if not literal:
+        return ""
+    try:
+        return PROJECT.format(*PROJECT.parse(literal, "filter"))
+    except InvalidArgument:
+        raise ValueError("expected a name like `organizations/{organization}/projects/{project}`") from None
 
 
 class DocumentType(ResourceType[Document, pb.Document]):
@@ -36,7 +48,7 @@ class DocumentType(ResourceType[Document, pb.Document]):
             "file_type": Field(Document.file_type),
             "processing_state": STATES.filter_field(Document.processing_state),
             "searchable": Field(Document.searchable, parse_bool),
-            "project": Field(Document.project),
+            "project": Field(Document.project, canonical_project),
             "create_time": Field(Document.created_at, parse_time),
             "update_time": Field(Document.updated_at, parse_time),
         },
