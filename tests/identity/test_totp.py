@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, user_pb2_grpc
+from hishamos.identity.v1 import audit_pb2, audit_pb2_grpc, auth_pb2, auth_pb2_grpc, user_pb2_grpc
 from hishamos.identity.v1 import user_pb2 as pb
 from hishamos_devstack.stack import Stack
 from hishamos_identity import totp
@@ -63,6 +63,15 @@ def test_sign_in_needs_a_code_that_works_once(stack: Stack, channels: Channels, 
     assert row is not None and secret not in bytes(row[0]) and not set(codes) & set(row[1])
     assert login(channels, member, codes[0]).user.totp_enabled
     assert failure(lambda: login(channels, member, codes[0])).reason == "INVALID_TOTP"
+    # Enrolling and each recovery code spent show in the audit log (an unknown one: someone has the codes).
+    audit = audit_pb2_grpc.AuditServiceStub(channels.direct("identity"))
+    listed = audit.ListAuditEvents(
+        audit_pb2.ListAuditEventsRequest(parent=tenant.organization, filter=f'target = "{member.user}"', page_size=100),
+        metadata=tenant.metadata,
+        timeout=10,
+    ).audit_events
+    actions = [e.action for e in listed]
+    assert actions.count("totp.recovery_code_used") == 1 and "totp.enrollment_started" in actions
 
 
 def test_turning_it_on_needs_the_password(channels: Channels, tenant: Tenant) -> None:

@@ -179,6 +179,9 @@ class Accounts:
         secret = self.sealer.open(user.totp_secret_sealed, totp.sealing_context(user.id))
         async with self.db.tenant(user.organization_id) as session:
             accepted = await totp.accept(session, user, secret, code)
+            if accepted and totp.matching_step(secret, code.strip()) is None:  # a recovery code, now spent
+                # Its owner sees it go: one they did not use means someone holds their recovery codes.
+                audit.record(session, user.organization_id, "totp.recovery_code_used", target=users.user_name(user))
         if not accepted:
             if not await signin.failed(self.db, user):  # locked meanwhile: the code's answer would tell
                 raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")

@@ -346,6 +346,7 @@ class Users(StandardMethods[User, pb.User]):
                 raise FailedPrecondition("two-factor sign-in is on; disable it before enrolling again", "TOTP_ENABLED")
             user.totp_secret_sealed = self.sealer.seal(secret, totp.sealing_context(user_id))
             await session.flush()
+            audit.record(session, principal.organization_id, "totp.enrollment_started", principal.subject, name)
             return pb.EnrollTotpResponse(
                 secret=totp.base32(secret), provisioning_uri=totp.provisioning_uri(secret, user.email)
             )
