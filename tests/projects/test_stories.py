@@ -408,6 +408,17 @@ def test_batch_create_is_all_or_nothing_and_ranks_in_request_order(channels: Cha
 
     too_many = failure(lambda: batch(channels, team, [Story(title="x")] * 501))
     assert too_many.code == grpc.StatusCode.INVALID_ARGUMENT and "requests" in too_many.violations
+    # An answer no default client could receive (it repeats the stories) is refused before anything is made.
+    long = Story(title="long", description="d" * 10_000, acceptance_criteria=["a" * 1000] * 10)
+    too_big = failure(lambda: batch(channels, team, [long] * 200))
+    assert too_big.code == grpc.StatusCode.INVALID_ARGUMENT and "MiB" in too_big.violations["requests"]
+    # One request_id covers the batch: one on an item would be a promise nobody keeps.
+    keyed = story_pb2.BatchCreateStoriesRequest(
+        parent=team.organization,
+        requests=[story_pb2.CreateStoryRequest(story=Story(title="x"), request_id=str(uuid.uuid4()))],
+    )
+    f = failure(lambda: api(channels).BatchCreateStories(keyed, metadata=team.metadata, timeout=30))
+    assert set(f.violations) == {"requests[0].request_id"}
     assert len(listed(channels, team)) == 6
 
 
@@ -585,7 +596,8 @@ def test_a_request_id_sent_to_another_project_creates_there(channels: Channels, 
             made.name.startswith(f"{team.organization}/")
             and api(channels).CreateStory(request, metadata=team.metadata).story == made
         )
-        batch = story_pb2.BatchCreateStoriesRequest(parent=team.organization, requests=[request], request_id=rid)
+        item = story_pb2.CreateStoryRequest(story=Story(title="Here"))
+        batch = story_pb2.BatchCreateStoriesRequest(parent=team.organization, requests=[item], request_id=rid)
         made = api(channels).BatchCreateStories(batch, metadata=team.metadata).stories[0]
         assert made.name.startswith(f"{team.organization}/")
     assert [len(listed(channels, team, filter='title = "Here"')) for team in (first, second)] == [2, 2]

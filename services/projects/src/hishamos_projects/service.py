@@ -19,7 +19,7 @@ from hishamos.projects.v1 import (
     task_pb2_grpc,
 )
 from hishamos.projects.v1 import project_pb2 as pb
-from hishamos_kit import validate
+from hishamos_kit import listing, validate
 from hishamos_kit.auth import current_principal
 from hishamos_kit.db import Database
 from hishamos_kit.errors import InvalidArgument, Violations
@@ -135,7 +135,7 @@ class StoryService(story_pb2_grpc.StoryServiceServicer):
     async def BatchCreateStories(
         self, request: story_pb2.BatchCreateStoriesRequest, context: Context
     ) -> story_pb2.BatchCreateStoriesResponse:
-        check_batch(request.parent, [r.parent for r in request.requests], most=500)
+        check_batch(request, most=500)
         return await self.methods.create_many(
             current_principal(),
             request.parent,
@@ -156,12 +156,23 @@ class StoryService(story_pb2_grpc.StoryServiceServicer):
         return story_pb2.MoveStoryResponse(story=story)
 
 
-def check_batch(parent: str, parents: list[str], most: int) -> None:
-    """AIP-233: 1..most requests, each with no parent or the batch's."""
+def check_batch(batch: story_pb2.BatchCreateStoriesRequest, most: int) -> None:
+    """AIP-233: 1..most requests, each with no parent or the batch's, and no request_id of its own (the
+    batch's makes the whole of it idempotent). Its answer holds every story it makes, about as large as
+    the request: a batch whose answer a client could not receive (4 MiB unless it asks for more) would
+    create its stories and fail all the same, and a retry would create them again."""
     v = Violations()
-    v.check(0 < len(parents) <= most, "requests", f"must hold 1-{most} requests")
-    for i, given in enumerate(parents):
-        v.check(given in ("", parent), f"requests[{i}].parent", "must be empty or equal the batch's parent")
+    v.check(0 < len(batch.requests) <= most, "requests", f"must hold 1-{most} requests")
+    v.check(
+        batch.ByteSize() <= listing.MAX_PAGE_BYTES,
+        "requests",
+        f"must total at most {listing.MAX_PAGE_BYTES >> 20} MiB, as the answer repeats them; send fewer at a time",
+    )
+    for i, request in enumerate(batch.requests):
+        v.check(
+            request.parent in ("", batch.parent), f"requests[{i}].parent", "must be empty or equal the batch's parent"
+        )
+        v.check(not request.request_id, f"requests[{i}].request_id", "must be empty: set the batch's request_id")
     v.raise_if_any()
 
 
