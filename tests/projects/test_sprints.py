@@ -71,6 +71,11 @@ def test_a_sprint_must_end_after_it_starts(channels: Channels, team: Tenant) -> 
     request = sprint_pb2.UpdateSprintRequest(sprint=moved_end, update_mask=FieldMask(paths=["end_date"]))
     f = failure(lambda: api(channels).UpdateSprint(request, metadata=team.metadata, timeout=10))
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"sprint.end_date"}
+    # Only the start sent, past the stored end: the violation names the field the caller sent.
+    late_start = Sprint(name=created.name, start_date=Date(year=2026, month=3, day=20))
+    request = sprint_pb2.UpdateSprintRequest(sprint=late_start, update_mask=FieldMask(paths=["start_date"]))
+    f = failure(lambda: api(channels).UpdateSprint(request, metadata=team.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"sprint.start_date"}
     assert (
         api(channels).GetSprint(sprint_pb2.GetSprintRequest(name=created.name), metadata=team.metadata).sprint
         == created

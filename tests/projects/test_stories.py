@@ -224,6 +224,8 @@ def test_new_stories_rank_last_and_move_before_or_after_another(channels: Channe
     assert in_rank_order(channels, team) == [a, b, d, c]
     move(channels, team, a, after=c)
     assert in_rank_order(channels, team) == [b, d, c, a]
+    nowhere = failure(lambda: move(channels, team, a))
+    assert nowhere.code == grpc.StatusCode.INVALID_ARGUMENT and set(nowhere.violations) == {"before"}
     same = failure(lambda: move(channels, team, a, before=a))
     assert same.code == grpc.StatusCode.INVALID_ARGUMENT
     missing = failure(lambda: move(channels, team, a, before=a.rsplit("/", 1)[0] + f"/{uuid.uuid4()}"))

@@ -78,10 +78,12 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
                     )
                 if value is not None:
                     setattr(row, path, value)
+        # Told on the date the caller sent (the end when both were): the other is as stored.
+        field = "sprint.end_date" if "end_date" in paths else "sprint.start_date"
         if row.start_date and row.end_date and row.end_date <= row.start_date and "sprint.start_date" not in v.items:
-            v.add("sprint.end_date", "must be after start_date")
+            v.add(field, "must be after start_date" if field == "sprint.end_date" else "must be before end_date")
         elif row.start_date and row.end_date and (row.end_date - row.start_date).days > MAX_SPRINT_DAYS:
-            v.add("sprint.end_date", f"a sprint lasts at most {MAX_SPRINT_DAYS} days")
+            v.add(field, f"a sprint lasts at most {MAX_SPRINT_DAYS} days")
 
     rolls_up = True
 

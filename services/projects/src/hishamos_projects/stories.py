@@ -226,7 +226,7 @@ async def move(session: AsyncSession, row: Story, target_name: str, *, after: bo
     """
     field = "after" if after else "before"
     if not target_name:
-        raise InvalidArgument({"position": "set `before` or `after` to the name of another story"})
+        raise InvalidArgument({"before": "set `before` or `after` to the name of another story"})
     organization_id, project_id, target_id = StoryType.path.parse(target_name, field)
     named_here = (organization_id, project_id) == (row.organization_id, row.project_id)
     target = await session.get(Story, target_id) if named_here else None
