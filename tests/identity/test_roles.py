@@ -18,7 +18,7 @@ from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.envoy import SERVICES
 from hishamos_kit import api as catalog
 from tests.conftest import Channels, Tenant, add_user, sign_up
-from tests.errors import failure
+from tests.errors import decode, failure
 from tests.pages import every_page
 
 
@@ -311,6 +311,24 @@ def test_the_last_admin_can_be_neither_deleted_nor_deactivated(channels: Channel
         assert f.code == grpc.StatusCode.FAILED_PRECONDITION and f.reason == "LAST_ADMIN"
     second = add_user(channels, tenant, "admin")
     users.DeactivateUser(user_pb2.DeactivateUserRequest(name=second.user), metadata=tenant.metadata, timeout=10)
+
+
+def test_admins_leaving_at_once_do_not_deadlock(channels: Channels, tenant: Tenant) -> None:
+    """Two other admins deleted at the same moment both go, the first admin staying: each delete holds its
+    own user's row, and checking for another admin by locking theirs deadlocked one in five."""
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+
+    def delete(user: str) -> str:
+        try:
+            users.DeleteUser(user_pb2.DeleteUserRequest(name=user), metadata=tenant.metadata, timeout=30)
+        except grpc.RpcError as exc:
+            return decode(exc).reason
+        return "OK"
+
+    for _ in range(10):
+        pair = [add_user(channels, tenant, "admin").user for _ in range(2)]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            assert list(pool.map(delete, pair)) == ["OK", "OK"]
 
 
 def test_a_role_editor_cannot_give_a_role_more_than_it_holds(channels: Channels, tenant: Tenant) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -153,3 +157,29 @@ def test_a_removed_member_deactivated_since_cannot_come_back(channels: Channels,
 
     users.ActivateUser(user_pb2.ActivateUserRequest(name=dev.user), metadata=tenant.metadata, timeout=10)
     assert not members.UndeleteMember(back, metadata=tenant.metadata, timeout=10).member.HasField("delete_time")
+
+
+def test_a_project_edit_waiting_on_identity_holds_up_no_work_in_the_project(
+    stack: Stack, channels: Channels, tenant: Tenant
+) -> None:
+    """An edit holds its project's row while it asks identity about a new manager: a story created in the
+    project meanwhile (which takes a key-share lock on that row) must not wait for identity."""
+    manager = add_user(channels, tenant, "manager")
+    project = new_project(channels, tenant, "held")
+    stories = story_pb2_grpc.StoryServiceStub(channels.direct("projects"))
+    story = story_pb2.CreateStoryRequest(parent=project.name, story=story_pb2.Story(title="meanwhile"))
+    stories.CreateStory(story, metadata=tenant.metadata, timeout=10)
+    change = project_pb2.Project(name=project.name, manager=manager.user)
+    update = project_pb2.UpdateProjectRequest(project=change, update_mask=FieldMask(paths=["manager"]))
+    identity = stack.processes["identity"].pid
+    os.kill(identity, signal.SIGSTOP)  # identity answers nothing until resumed
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            edit = pool.submit(lambda: projects(channels).UpdateProject(update, metadata=tenant.metadata, timeout=20))
+            time.sleep(0.5)  # the edit holds the project's row, waiting on identity
+            made = stories.CreateStory(story, metadata=tenant.metadata, timeout=3)
+            assert made.story.title == "meanwhile"
+            os.kill(identity, signal.SIGCONT)
+            assert edit.result().project.manager == manager.user
+    finally:
+        os.kill(identity, signal.SIGCONT)

@@ -532,8 +532,10 @@ def test_no_schema_makes_checking_a_story_costly(channels: Channels, team: Tenan
 
     # Two references to the next definition, 30 deep: a kilobyte and a half that expands to 2^30 checks.
     fan_out = {f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(30)} | {"d30": {}}
+    dynamic = {f"d{i}": {"allOf": [{"$dynamicRef": f"#/$defs/d{i + 1}"}] * 2} for i in range(30)} | {"d30": {}}
     refused = (
         {"$defs": fan_out, "$ref": "#/$defs/d0"},
+        {"$defs": dynamic, "properties": {"x": {"$dynamicRef": "#/$defs/d0"}}},  # the same, by the other keyword
         {"properties": {"code": {"pattern": "^(a)\\1$"}}},  # a backreference: RE2 cannot run it
         {"patternProperties": {"^(a+)+$": {"type": "string"}}},
     )

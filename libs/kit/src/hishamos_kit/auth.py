@@ -210,7 +210,8 @@ def bearer_token(metadata: Mapping[str, str]) -> str:
         if value:  # a credential without its scheme, say: the header was sent, and is what to fix
             raise Unauthenticated("write the header as `authorization: Bearer <token>`", "CREDENTIALS_MALFORMED")
         raise Unauthenticated(
-            "send `authorization: Bearer <access token>`, or an API key in `x-api-key`", "CREDENTIALS_MISSING"
+            "send `authorization: Bearer <access token or API key>`, or an API key in `x-api-key`",
+            "CREDENTIALS_MISSING",
         )
     return token.strip()
 

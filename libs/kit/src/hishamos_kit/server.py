@@ -154,6 +154,11 @@ class Chassis:
                 too_much = {"request": "asks more of the database than it can do at once; ask for less"}
                 status = InvalidArgument(too_much, "REQUEST_TOO_COMPLEX").to_status(self.domain, request_id)
                 code = "INVALID_ARGUMENT"
+            elif sqlstate(exc).startswith("40"):  # a deadlock or serialization failure: undone, nothing kept
+                log.warning("transaction rolled back by the database in %s", method)
+                again = Aborted("it ran into a concurrent change and was undone; retry", "CONCURRENT_UPDATE")
+                status = again.to_status(self.domain, request_id)
+                code = "ABORTED"
             else:
                 log.warning("database unavailable in %s", method)
                 status = Unavailable("the database is unavailable; retry shortly", "DATABASE_UNAVAILABLE").to_status(
@@ -267,11 +272,16 @@ def refused_value(exc: Exception) -> bool:
     return isinstance(error, psycopg.DataError) and error.sqlstate in (*REFUSED_VALUES, None)
 
 
+def sqlstate(exc: Exception) -> str:
+    """PostgreSQL's SQLSTATE for a database error, through SQLAlchemy's wrapper or not; '' for others."""
+    error = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    return (error.sqlstate or "") if isinstance(error, psycopg.Error) else ""
+
+
 def over_limit(exc: Exception) -> bool:
     """A statement past one of PostgreSQL's program limits (SQLSTATE class 54: too many columns,
     arguments, a statement too complex), which psycopg files with the operational errors."""
-    error = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
-    return isinstance(error, psycopg.Error) and (error.sqlstate or "").startswith("54")
+    return sqlstate(exc).startswith("54")
 
 
 def _innermost_frame(exc: BaseException) -> str:

@@ -90,9 +90,10 @@ class StandardMethods(Generic[Row, Msg]):
     async def _load_for_write(self, session: AsyncSession, principal: Principal, name: str, field: str = "name") -> Row:
         """The row, held until the transaction ends: a write without an etag then applies to the row as
         the write before it left it (AIP-154: the last one wins), where reading it unlocked made it fail
-        ABORTED whenever another write came between."""
+        ABORTED whenever another write came between. FOR NO KEY UPDATE, as the UPDATE itself locks: it
+        leaves alone the key-share locks that writes of the row's children take on it."""
         row_id = resources.own_name(principal, self.kind.path, name, field)
-        row = await session.get(self.kind.model, row_id, with_for_update=True)
+        row = await session.get(self.kind.model, row_id, with_for_update={"key_share": True})
         if row is None:
             raise NotFound(name)
         return row

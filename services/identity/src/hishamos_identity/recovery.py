@@ -176,6 +176,9 @@ class Recovery:
     async def _set_password(self, organization_id: uuid.UUID, request: pb.ResetPasswordRequest) -> None:
         new_hash = await self.passwords.hash(request.new_password)
         async with self.db.tenant(organization_id) as session:  # spent with the password it sets, or not at all
+            # The user's row first, as a delete holds it before it spends the user's tokens.
+            user_id, _ = await self._consume(session, request.token, EmailToken.SETS_PASSWORD, spend=False)
+            await session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
             user_id, purpose = await self._consume(session, request.token, EmailToken.SETS_PASSWORD)
             accepted = purpose == INVITE  # the invitation reached this address: it is verified too
             changed = await session.execute(

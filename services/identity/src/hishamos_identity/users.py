@@ -124,15 +124,23 @@ async def live_user(session: AsyncSession, user_id: uuid.UUID, name: str, *, loc
     return user
 
 
+async def lock_users(session: AsyncSession, organization_id: uuid.UUID) -> None:
+    """Changes to who an organization's users are (its seats, its admins), one at a time, until commit."""
+    await session.execute(
+        text("select pg_advisory_xact_lock(hashtext('users:' || :org))"), {"org": str(organization_id)}
+    )
+
+
 async def keep_an_admin(session: AsyncSession, user: User, role_lost: str = "admin") -> None:
     """Refuse the change that would leave the organization without an active admin."""
     if role_lost != "admin" or "admin" not in user.roles:
         return
-    # Lock every admin row, so two demotions at once cannot both see "another admin left".
+    # One such change at a time in the organization, so two at once cannot both see "another admin left".
+    # A lock of its own, not the admins' rows: a change already holds its user's row, and two of them
+    # waiting each for the other's deadlocked.
+    await lock_users(session, user.organization_id)
     admins = await session.scalars(
-        select(User.id)
-        .where(literal("admin") == any_(User.roles), User.is_deleted.is_(False), User.state == "active")
-        .with_for_update()
+        select(User.id).where(literal("admin") == any_(User.roles), User.is_deleted.is_(False), User.state == "active")
     )
     if not any(admin != user.id for admin in admins):
         raise FailedPrecondition("the organization's last admin cannot go; make another admin first", "LAST_ADMIN")
@@ -149,9 +157,7 @@ def own_user(principal: Principal, name: str) -> uuid.UUID:
 async def check_quota(session: AsyncSession, organization_id: uuid.UUID, joining: uuid.UUID | None = None) -> None:
     """max_users, checked under a per-organization lock so two creates cannot both take the last seat;
     `joining`: a user being restored, who takes a seat but is not counted yet."""
-    await session.execute(
-        text("select pg_advisory_xact_lock(hashtext('users:' || :org))"), {"org": str(organization_id)}
-    )
+    await lock_users(session, organization_id)
     limit = await session.scalar(select(Organization.max_users).where(Organization.id == organization_id))
     live = await session.scalar(
         select(func.count()).select_from(User).where(User.is_deleted.is_(False), User.id != joining)

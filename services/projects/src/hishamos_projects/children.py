@@ -162,7 +162,8 @@ class ChildMethods(StandardMethods[Child, Msg]):
         project; reads take none, so an archived project's work stays readable."""
         parents, row_id = self.ids(principal, name, field)
         await live_parents(session, self.kind, parents, name, lock)
-        row = await session.get(self.kind.model, row_id, with_for_update=lock is not None)  # see _load_for_write
+        # A write holds the row (see StandardMethods._load_for_write); reads take no lock.
+        row = await session.get(self.kind.model, row_id, with_for_update={"key_share": True} if lock else None)
         if row is None or not self._in_scope(row, parents):
             raise NotFound(name)
         return row

@@ -149,9 +149,9 @@ def _values(node: Any) -> int:
 
 @lru_cache(maxsize=256)
 def _expanded_size(text: str) -> int:
-    """The schema's parts with every local `$ref` counted as the part it names, at most MAX_EXPANDED + 1.
-    A reference back into a part being expanded counts once: what it costs grows with the value's
-    depth, which MAX_WORK bounds, not with the schema."""
+    """The schema's parts with every local reference (`$ref`, `$dynamicRef`) counted as the part it
+    names, at most MAX_EXPANDED + 1. A reference back into a part being expanded counts once: what it
+    costs grows with the value's depth, which MAX_WORK bounds, not with the schema."""
     root = json.loads(text)
     sizes: dict[str, int] = {}
 
@@ -159,12 +159,12 @@ def _expanded_size(text: str) -> int:
         total = 0
         if isinstance(node, dict):
             total = 1
-            ref = node.get("$ref")
-            if isinstance(ref, str):
-                if ref not in expanding and ref not in sizes:
-                    sizes[ref] = size(_target(root, ref), expanding | {ref})
-                total += sizes.get(ref, 1)
-            total += sum(size(child, expanding) for key, child in node.items() if key != "$ref")
+            for ref in (node.get(keyword) for keyword in REFERENCES):
+                if isinstance(ref, str):
+                    if ref not in expanding and ref not in sizes:
+                        sizes[ref] = size(_target(root, ref), expanding | {ref})
+                    total += sizes.get(ref, 1)
+            total += sum(size(child, expanding) for key, child in node.items() if key not in REFERENCES)
         elif isinstance(node, list):
             total = sum(size(child, expanding) for child in node)
         return min(total, MAX_EXPANDED + 1)
