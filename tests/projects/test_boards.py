@@ -3,9 +3,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.date_pb2 import Date
 
-from hishamos.projects.v1 import sprint_pb2, sprint_pb2_grpc, story_pb2, story_pb2_grpc
+from hishamos.projects.v1 import sprint_pb2, sprint_pb2_grpc, story_pb2, story_pb2_grpc, task_pb2, task_pb2_grpc
 from tests.conftest import Channels, Tenant
 from tests.errors import failure
 
@@ -135,3 +137,44 @@ def test_velocity_is_done_points_per_completed_sprint(channels: Channels, team: 
         sprint_pb2.ComputeSprintVelocityRequest(parent=team.organization, sprint_count=1), metadata=team.metadata
     )
     assert [v.sprint for v in latest.sprints] == [second.name]
+
+
+def test_a_completed_sprint_keeps_its_figures_whatever_its_stories_do_after(channels: Channels, team: Tenant) -> None:
+    """Completing moves the unfinished stories on, and a done one may be reopened or moved later: the
+    sprint's burndown, velocity and logged hours stay what they were when it completed."""
+    s, following = sprint(channels, team, "Kept"), sprint(channels, team, "Next")
+    done = story(channels, team, "done", 5, s.name, Story.STATE_DONE)
+    story(channels, team, "open", 3, s.name)
+    tasks = task_pb2_grpc.TaskServiceStub(channels.direct("projects"))
+    task = tasks.CreateTask(
+        task_pb2.CreateTaskRequest(parent=done.name, task=task_pb2.Task(title="build")), metadata=team.metadata
+    ).task
+    logs = task_pb2_grpc.WorkLogServiceStub(channels.direct("projects"))
+    log = task_pb2.WorkLog(user=team.user, work_time=Timestamp(seconds=1_780_000_000), duration_minutes=120)
+    logs.CreateWorkLog(task_pb2.CreateWorkLogRequest(parent=task.name, work_log=log), metadata=team.metadata)
+
+    def figures() -> tuple[int, list[int], list[int], float]:
+        burn = sprints(channels).ComputeSprintBurndown(
+            sprint_pb2.ComputeSprintBurndownRequest(name=s.name), metadata=team.metadata
+        )
+        velocity = sprints(channels).ComputeSprintVelocity(
+            sprint_pb2.ComputeSprintVelocityRequest(parent=team.organization), metadata=team.metadata
+        )
+        got = sprints(channels).GetSprint(sprint_pb2.GetSprintRequest(name=s.name), metadata=team.metadata).sprint
+        remaining = [d.remaining_story_points for d in burn.days]
+        return burn.total_story_points, remaining, [v.done_story_points for v in velocity.sprints], got.logged_hours
+
+    sprints(channels).StartSprint(sprint_pb2.StartSprintRequest(name=s.name), metadata=team.metadata)
+    complete = sprint_pb2.CompleteSprintRequest(name=s.name, next_sprint=following.name)
+    sprints(channels).CompleteSprint(complete, metadata=team.metadata)
+    kept = figures()
+    assert kept == (8, [8, 8, 3], [5], 2.0)
+
+    reopened = Story(name=done.name, state=Story.STATE_REVIEW)
+    update = story_pb2.UpdateStoryRequest(story=reopened, update_mask=FieldMask(paths=["state"]))
+    stories(channels).UpdateStory(update, metadata=team.metadata)
+    moved = story_pb2.UpdateStoryRequest(
+        story=Story(name=done.name, sprint=following.name), update_mask=FieldMask(paths=["sprint"])
+    )
+    stories(channels).UpdateStory(moved, metadata=team.metadata)
+    assert figures() == kept

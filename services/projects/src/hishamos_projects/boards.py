@@ -1,7 +1,10 @@
 """What a team looks at to run a sprint: its board, its burndown, and the project's velocity.
 
 Computed from the stories as they are now: a story counts for the sprint it is in, and as done
-from the moment it last became done (done_at), so reopening a story takes it off the burndown.
+from the moment it last became done (done_at), so reopening a story takes it off the burndown. A
+completed sprint answers with the figures it had when it completed (`keep_history`): completing moves
+its unfinished stories on, and its done ones may be reopened or moved later, but its burndown,
+velocity and logged hours are history.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from hishamos.projects.v1 import story_pb2
 from hishamos_kit import resources
 from hishamos_projects import dates, stories
 from hishamos_projects.models import Sprint, Story
+from hishamos_projects.rollups import logged_hours
 from hishamos_projects.sprints import SprintType
 
 Present = Callable[[AsyncSession, list[Story]], Awaitable[list[story_pb2.Story]]]
@@ -65,9 +69,31 @@ async def board(session: AsyncSession, sprint: Sprint, present: Present) -> pb.S
     )
 
 
+async def keep_history(session: AsyncSession, sprint: Sprint) -> None:
+    """Record a completing sprint's figures, before its unfinished stories move on."""
+    figures = await burndown(session, sprint)
+    done = await session.scalar(
+        select(func.coalesce(func.sum(Story.story_points), 0)).where(*_live_stories(sprint.id), Story.state == "done")
+    )
+    hours = (await logged_hours(session, Story.sprint_id, [sprint.id])).get(sprint.id, 0.0)
+    sprint.history = {
+        "total_story_points": figures.total_story_points,
+        "remaining_story_points": [day.remaining_story_points for day in figures.days],
+        "done_story_points": int(done or 0),
+        "logged_hours": hours,
+    }
+
+
 async def burndown(
     session: AsyncSession, sprint: Sprint, today: date | None = None
 ) -> pb.ComputeSprintBurndownResponse:
+    if sprint.history is not None:
+        remaining = sprint.history["remaining_story_points"]
+        days = [
+            pb.BurndownDay(date=dates.to_message(sprint.start_date + timedelta(days=i)), remaining_story_points=points)
+            for i, points in enumerate(remaining)
+        ]
+        return pb.ComputeSprintBurndownResponse(total_story_points=sprint.history["total_story_points"], days=days)
     query = select(Story.story_points, Story.done_at, Story.state).where(*_live_stories(sprint.id))
     rows = (await session.execute(query)).all()
     total = sum(points for points, _, _ in rows)
@@ -107,7 +133,8 @@ async def velocity(session: AsyncSession, project_id: uuid.UUID, count: int) -> 
             sprint=SprintType.path.format(s.organization_id, s.project_id, s.id),
             display_name=s.display_name,
             complete_time=resources.timestamp(s.completed_at),
-            done_story_points=int(done.get(s.id, 0)),
+            # Completed before it kept its history (migration 0009): counted from its stories now.
+            done_story_points=s.history["done_story_points"] if s.history else int(done.get(s.id, 0)),
         )
         for s in reversed(latest)
     ]

@@ -88,6 +88,8 @@ class Sprint(ProjectChild, Base):
     end_date: Mapped[date] = mapped_column(Date)
     state: Mapped[str] = mapped_column(String(16), default="planned", server_default="planned", index=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Its figures when it completed (boards.keep_history): its stories move on and change, its history does not.
+    history: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class Epic(ProjectChild, Base):

@@ -115,6 +115,7 @@ class SprintService(sprint_pb2_grpc.SprintServiceServicer):
 
         async def change(session: AsyncSession, row: Sprint) -> None:
             await sprints.complete(session, row)
+            await boards.keep_history(session, row)  # before its unfinished stories move on
             moved.extend(await stories.release_unfinished(session, row, request.next_sprint))
 
         sprint = await self.methods.act(current_principal(), request.name, request.etag, change, lock="update")

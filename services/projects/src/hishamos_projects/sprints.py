@@ -88,9 +88,9 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
     rolls_up = True
 
     async def rollup(self, session: AsyncSession, rows: list[Sprint], messages: list[pb.Sprint]) -> None:
-        hours = await logged_hours(session, Story.sprint_id, [row.id for row in rows])
+        hours = await logged_hours(session, Story.sprint_id, [row.id for row in rows if row.history is None])
         for row, message in zip(rows, messages, strict=True):
-            message.logged_hours = hours.get(row.id, 0.0)
+            message.logged_hours = row.history["logged_hours"] if row.history else hours.get(row.id, 0.0)
 
     def before_delete(self, row: Sprint, name: str) -> None:
         if row.state == "active":
