@@ -330,6 +330,20 @@ def test_admins_leaving_at_once_do_not_deadlock(channels: Channels, tenant: Tena
         with ThreadPoolExecutor(max_workers=2) as pool:
             assert list(pool.map(delete, pair)) == ["OK", "OK"]
 
+    def deactivate(user: str) -> str:
+        try:
+            users.DeactivateUser(user_pb2.DeactivateUserRequest(name=user), metadata=tenant.metadata, timeout=30)
+        except grpc.RpcError as exc:
+            return decode(exc).reason
+        return "OK"
+
+    # A delete and a deactivation of one admin at once: one after the other, neither undone by a deadlock.
+    for _ in range(10):
+        admin = add_user(channels, tenant, "admin").user
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            deleted, deactivated = pool.submit(delete, admin), pool.submit(deactivate, admin)
+            assert deleted.result() == "OK" and deactivated.result() in ("OK", "RESOURCE_NOT_FOUND")
+
 
 def test_a_role_editor_cannot_give_a_role_more_than_it_holds(channels: Channels, tenant: Tenant) -> None:
     """Else editing a role one holds would be a way to every permission."""

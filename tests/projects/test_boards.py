@@ -178,3 +178,16 @@ def test_a_completed_sprint_keeps_its_figures_whatever_its_stories_do_after(chan
     )
     stories(channels).UpdateStory(moved, metadata=team.metadata)
     assert figures() == kept
+
+
+def test_a_sprint_completed_before_its_start_date_keeps_a_burndown_day(channels: Channels, team: Tenant) -> None:
+    early = sprint(channels, team, "Early", start=3, end=10)
+    story(channels, team, "done", 5, early.name, Story.STATE_DONE)
+    story(channels, team, "open", 3, early.name)
+    sprints(channels).StartSprint(sprint_pb2.StartSprintRequest(name=early.name), metadata=team.metadata)
+    sprints(channels).CompleteSprint(sprint_pb2.CompleteSprintRequest(name=early.name), metadata=team.metadata)
+    burn = sprints(channels).ComputeSprintBurndown(
+        sprint_pb2.ComputeSprintBurndownRequest(name=early.name), metadata=team.metadata
+    )
+    assert burn.total_story_points == 8
+    assert [(d.date, d.remaining_story_points) for d in burn.days] == [(day(3), 3)]

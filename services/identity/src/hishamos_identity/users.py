@@ -306,7 +306,9 @@ class Users(StandardMethods[User, pb.User]):
     async def set_state(self, principal: Principal, name: str, etag: str, state: str) -> pb.User:
         user_id = resources.own_name(principal, PATH, name)
         async with self.db.tenant(principal.organization_id) as session:
-            user = await live_user(session, user_id, name)
+            # Locked as every write locks its row (no ABORTED without an etag), and before the last-admin
+            # check's organization lock, in the order a delete takes them.
+            user = await live_user(session, user_id, name, lock=True)
             resources.check_etag(user, etag, name)
             await check_delegation(session, principal, user.roles)
             if state != "active":

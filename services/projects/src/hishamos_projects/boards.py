@@ -70,8 +70,9 @@ async def board(session: AsyncSession, sprint: Sprint, present: Present) -> pb.S
 
 
 async def keep_history(session: AsyncSession, sprint: Sprint) -> None:
-    """Record a completing sprint's figures, before its unfinished stories move on."""
-    figures = await burndown(session, sprint)
+    """Record a completing sprint's figures, before its unfinished stories move on. A sprint completed
+    before its start date keeps one day, its first, so its burndown is never empty."""
+    figures = await burndown(session, sprint, max(datetime.now(UTC).date(), sprint.start_date))
     done = await session.scalar(
         select(func.coalesce(func.sum(Story.story_points), 0)).where(*_live_stories(sprint.id), Story.state == "done")
     )
