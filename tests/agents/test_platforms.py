@@ -108,6 +108,10 @@ def test_odd_values_are_field_violations_and_answers_match_reads(channels: Chann
         ("platform.base_url", {"base_url": "https://proxy.test/v1?key=AIzaSECRET"}),
         ("platform.base_url", {"base_url": "https://proxy.test/v1\x00x"}),
         ("platform.api_key", {"api_key": "\x00\x00abcdefghijklmnopq"}),
+        ("platform.api_key", {"api_key": "sk-abcdefghijklmnop\r\nX-Evil: 1"}),  # a header of its own
+        ("platform.base_url", {"base_url": "https://api.test:99999/v1"}),
+        ("platform.base_url", {"base_url": "https://:443/v1"}),
+        ("platform.base_url", {"base_url": "https://exa mple.com/v1"}),
     ]
     for i, (field, fields) in enumerate(refused, start=100):
         f = failure(lambda i=i, fields=fields: create(i, **fields))
@@ -141,6 +145,13 @@ def test_a_stored_key_is_neither_cleared_by_a_full_update_nor_sent_elsewhere_uns
         pb.UpdatePlatformRequest(platform=edited, update_mask=everything), metadata=tenant.metadata
     )
     assert kept.platform.priority == 7 and kept.platform.api_key_hint == made.api_key_hint
+    # A blank key (a form's empty field) is no key sent: `*` keeps the stored one.
+    edited.CopyFrom(kept.platform)
+    edited.api_key = "   "
+    blank = api.UpdatePlatform(
+        pb.UpdatePlatformRequest(platform=edited, update_mask=everything), metadata=tenant.metadata
+    )
+    assert blank.platform.api_key_hint == made.api_key_hint
     # Pointing the platform elsewhere needs the key sent again.
     moved = pb.Platform(name=made.name, base_url="http://169.254.169.254/latest")
     mask = FieldMask(paths=["base_url"])

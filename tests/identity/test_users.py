@@ -87,6 +87,7 @@ def test_max_users_is_enforced(channels: Channels, tenant: Tenant, operator: Ope
     second = add_user(channels, tenant)
     f = failure(lambda: add_user(channels, tenant))
     assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED and f.metadata["quota"] == "max_users"
+    assert "ask a platform operator" in f.message  # a tenant cannot raise it
     users(channels).DeleteUser(pb.DeleteUserRequest(name=second.user), metadata=tenant.metadata, timeout=10)
     third = add_user(channels, tenant)  # the deleted user's seat is free again
     f = failure(

@@ -144,8 +144,11 @@ def _input_only(resource: Message, path: str) -> bool:
 
 
 def _sent(resource: Message, path: str) -> bool:
+    """Whether a value was sent: blank text (a form's empty field, say) is not one."""
     value = getattr(resource, path)
-    return resource.HasField(path) if isinstance(value, Message) else bool(value)
+    if isinstance(value, Message):
+        return resource.HasField(path)
+    return bool(value.strip()) if isinstance(value, str) else bool(value)
 
 
 def soft_delete(row: Resource, name: str) -> None:

@@ -11,7 +11,7 @@ import zoneinfo
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
@@ -56,6 +56,15 @@ def email(v: Violations, field: str, value: str, *, required: bool = False) -> s
     return value.lower()
 
 
+def _host_and_port(parts: SplitResult) -> bool:
+    """A host, and a port (if any) that can be one: urlsplit leaves both to whoever connects."""
+    try:
+        parts.port  # noqa: B018 - reading it checks it: ValueError past 65535 or not a number
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
 def http_url(v: Violations, field: str, value: str, *, bare: bool = False) -> str:
     """An http(s) URL; `bare`: without user, password or query, where those would be secrets in clear."""
     value = value.strip()
@@ -64,8 +73,10 @@ def http_url(v: Violations, field: str, value: str, *, bare: bool = False) -> st
             parts = urlsplit(value)
         except ValueError:  # a malformed host such as `[::1`
             parts = None
-        if parts is None or "\0" in value or parts.scheme not in ("http", "https") or not parts.netloc:
-            v.add(field, "must be an http(s) URL")
+        if parts is None or parts.scheme not in ("http", "https") or not _host_and_port(parts):
+            v.add(field, "must be an http(s) URL with a host, such as https://api.example.com/v1")
+        elif any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            v.add(field, "must be an http(s) URL without spaces or control characters")
         elif len(value) > 2000:
             v.add(field, "must be an http(s) URL of at most 2000 characters")
         elif bare and (parts.username is not None or parts.query or parts.fragment):

@@ -140,8 +140,9 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
     def api_key(self, v: Violations, field: str, value: str, row: Platform) -> None:
         """Seal a new key to this row, or forget the key when it is set to empty."""
         key = value.strip()
-        if len(key) > MAX_API_KEY or "\0" in key:
-            v.add(field, f"must be at most {MAX_API_KEY} characters, without NUL")
+        if len(key) > MAX_API_KEY or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+            # A line break in a key would end the Authorization header it goes in, and start another.
+            v.add(field, f"must be the key as the provider gave it: at most {MAX_API_KEY} characters, on one line")
         elif key:
             row.api_key_sealed = self.sealer.seal(key.encode(), associated_data(row))
             row.api_key_hint = api_key_hint(key)

@@ -164,7 +164,8 @@ async def check_quota(session: AsyncSession, organization_id: uuid.UUID, joining
     )
     if limit is not None and (live or 0) >= limit:
         raise ResourceExhausted(
-            f"the organization has its {limit} users; raise max_users or delete a user",
+            f"the organization has {live} users and may have {limit}; delete a user, or ask a platform operator "
+            "to raise max_users",
             "QUOTA_EXCEEDED",
             {"quota": "max_users", "limit": str(limit)},
         )

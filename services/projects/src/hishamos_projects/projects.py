@@ -41,7 +41,8 @@ class ProjectType(ResourceType[Project, pb.Project]):
             )
             if (live or 0) >= limit:
                 raise ResourceExhausted(
-                    f"the organization has its {limit} projects; raise max_projects or delete one",
+                    f"the organization has {live} projects and may have {limit}; delete one, or ask a platform "
+                    "operator to raise max_projects",
                     "QUOTA_EXCEEDED",
                     {"quota": "max_projects", "limit": str(limit)},
                 )
