@@ -318,30 +318,28 @@ def test_admins_leaving_at_once_do_not_deadlock(channels: Channels, tenant: Tena
     own user's row, and checking for another admin by locking theirs deadlocked one in five."""
     users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
 
-    def delete(user: str) -> str:
+    def outcome(method: str, user: str) -> str:
+        """ "OK", or the reason the call was refused."""
+        request = getattr(user_pb2, f"{method}Request")(name=user)
         try:
-            users.DeleteUser(user_pb2.DeleteUserRequest(name=user), metadata=tenant.metadata, timeout=30)
+            getattr(users, method)(request, metadata=tenant.metadata, timeout=30)
         except grpc.RpcError as exc:
             return decode(exc).reason
         return "OK"
+
+    def delete(user: str) -> str:
+        return outcome("DeleteUser", user)
 
     for _ in range(10):
         pair = [add_user(channels, tenant, "admin").user for _ in range(2)]
         with ThreadPoolExecutor(max_workers=2) as pool:
             assert list(pool.map(delete, pair)) == ["OK", "OK"]
 
-    def deactivate(user: str) -> str:
-        try:
-            users.DeactivateUser(user_pb2.DeactivateUserRequest(name=user), metadata=tenant.metadata, timeout=30)
-        except grpc.RpcError as exc:
-            return decode(exc).reason
-        return "OK"
-
     # A delete and a deactivation of one admin at once: one after the other, neither undone by a deadlock.
     for _ in range(10):
         admin = add_user(channels, tenant, "admin").user
         with ThreadPoolExecutor(max_workers=2) as pool:
-            deleted, deactivated = pool.submit(delete, admin), pool.submit(deactivate, admin)
+            deleted, deactivated = pool.submit(delete, admin), pool.submit(outcome, "DeactivateUser", admin)
             assert deleted.result() == "OK" and deactivated.result() in ("OK", "RESOURCE_NOT_FOUND")
 
 
