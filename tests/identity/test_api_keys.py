@@ -86,6 +86,13 @@ def test_a_manager_looks_after_the_keys_of_those_they_could_make_but_not_an_admi
     got = keys(channels).GetApiKey(pb.GetApiKeyRequest(name=admins.name), metadata=tenant.metadata, timeout=10)
     assert got.api_key.etag == admins.etag and not got.api_key.HasField("revoke_time")
     assert relimit(developers.name).rate_limit_per_minute == 1
+    # A scope the manager holds but the developer does not would wake up the day the developer gained it.
+    rescope = pb.UpdateApiKeyRequest(
+        api_key=pb.ApiKey(name=developers.name, scopes=["projects.projects.list", "identity.users.delete"]),
+        update_mask=FieldMask(paths=["scopes"]),
+    )
+    f = failure(lambda: keys(channels).UpdateApiKey(rescope, metadata=manager.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"api_key.scopes[1]"}
     assert revoke(channels, manager, developers.name).HasField("revoke_time")
 
 
@@ -119,12 +126,12 @@ def revoke(channels: Channels, caller: Tenant, name: str, etag: str = "") -> pb.
     return keys(channels).RevokeApiKey(request, metadata=caller.metadata, timeout=10).api_key
 
 
-def refusals_by_identity(stack: Stack) -> float:
-    """How many AuthenticateApiKey calls identity has answered UNAUTHENTICATED."""
+def refusals_by_identity(stack: Stack, code: str = "UNAUTHENTICATED") -> float:
+    """How many AuthenticateApiKey calls identity has answered with `code`."""
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.ports.metrics['identity']}/metrics", timeout=10) as reply:
         text = reply.read().decode()
     method = "/hishamos.identity.v1.ApiKeyService/AuthenticateApiKey"
-    found = re.search(rf'grpc_server_handled_total{{grpc_code="UNAUTHENTICATED",grpc_method="{method}"}} (\S+)', text)
+    found = re.search(rf'grpc_server_handled_total{{grpc_code="{code}",grpc_method="{method}"}} (\S+)', text)
     return float(found.group(1)) if found else 0.0
 
 
@@ -228,6 +235,11 @@ def test_a_key_made_by_a_key_ends_when_it_does(channels: Channels, tenant: Tenan
     f = failure(lambda: rescope(lasting.name))
     assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.reason == "KEY_OUTLIVES_CALLER"
     assert "identity.api_keys.update" in rescope(child.name).scopes
+    revoker = (("x-api-key", create(channels, tenant, ["identity.api_keys.revoke"], expire_time=soon).secret),)
+    f = failure(lambda: keys(channels).RevokeApiKey(pb.RevokeApiKeyRequest(name=lasting.name), metadata=revoker))
+    assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.reason == "KEY_OUTLIVES_CALLER"
+    got = keys(channels).GetApiKey(pb.GetApiKeyRequest(name=lasting.name), metadata=tenant.metadata, timeout=10)
+    assert not got.api_key.HasField("revoke_time")
 
 
 def list_anything(channels: Channels, tenant: Tenant, service: str, secret: str) -> object:

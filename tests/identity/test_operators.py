@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import grpc
@@ -24,6 +25,7 @@ from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_kit import api as catalog
 from tests.conftest import PASSWORD, Channels, Operator, Tenant, add_user, operator_credential, set_quotas
 from tests.errors import failure
+from tests.identity.test_api_keys import refusals_by_identity, tried
 
 Org = organization_pb2.Organization
 SUSPEND = "identity.organizations.suspend"
@@ -120,9 +122,16 @@ def test_suspension_stops_sign_in_refresh_and_api_keys_until_reactivated(
     assert "suspended" in f.message
     f = failure(lambda: refresh(channels, tenant.refresh_token))
     assert (f.code, f.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ORGANIZATION_SUSPENDED")
-    # First use of the key in projects, so nothing is cached there: identity refuses it at once.
-    f = failure(lambda: list_projects(channels, tenant, key))
-    assert f.code == grpc.StatusCode.PERMISSION_DENIED and "suspended" in f.message
+    # First use of the key in projects, so nothing is cached there: identity refuses it at once, and
+    # projects remembers the refusal instead of asking identity again on every call.
+    before = refusals_by_identity(channels.stack, "PERMISSION_DENIED")
+    for _ in range(10):
+        f = failure(lambda: list_projects(channels, tenant, key))
+        assert f.code == grpc.StatusCode.PERMISSION_DENIED and "suspended" in f.message
+    assert refusals_by_identity(channels.stack, "PERMISSION_DENIED") - before == 1
+    # Identity answers to the organization's state now, whatever a token issued before says.
+    f = failure(lambda: get(channels, tenant))
+    assert (f.code, f.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ORGANIZATION_SUSPENDED")
     # The access token lives on until it expires; a write that needs identity to act for the
     # organization is refused as suspended, not UNAVAILABLE, which clients retry.
     create = project_pb2.CreateProjectRequest(
@@ -131,13 +140,17 @@ def test_suspension_stops_sign_in_refresh_and_api_keys_until_reactivated(
     projects = project_pb2_grpc.ProjectServiceStub(channels.direct("projects"))
     f = failure(lambda: projects.CreateProject(create, metadata=tenant.metadata, timeout=10))
     assert (f.code, f.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ORGANIZATION_SUSPENDED")
-    (refused,) = audited(channels, tenant, "login.refused")  # the right password, refused: on record
-    assert refused.target == tenant.user and refused.details["reason"] == "organization_suspended"
 
     active = reactivate(channels, operator, tenant.organization)
     assert active.state == Org.STATE_ACTIVE and active.etag != suspended.etag
+    (refused,) = audited(channels, tenant, "login.refused")  # the right password, refused: on record
+    assert refused.target == tenant.user and refused.details["reason"] == "organization_suspended"
     assert login(channels, tenant).user.name == tenant.user
     assert refresh(channels, tenant.refresh_token).access_token  # the session survived the suspension
+    # Projects remembers the refusal for as long as it would remember a yes (10 seconds).
+    until = time.monotonic() + 12
+    while tried(lambda: list_projects(channels, tenant, key)) and time.monotonic() < until:
+        time.sleep(0.5)
     list_projects(channels, tenant, key)
 
     (event,) = audited(channels, tenant, "organization.suspended")

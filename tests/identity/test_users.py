@@ -124,9 +124,10 @@ def test_deactivated_users_cannot_sign_in_or_refresh(channels: Channels, tenant:
     refresh = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
     auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
     assert failure(lambda: auth.RefreshToken(refresh, timeout=10)).code == grpc.StatusCode.UNAUTHENTICATED
-    # Their access token lives until it expires, but mints no key to come back with once reactivated.
+    # Their access token lives until it expires, but identity no longer takes it: it mints no key to
+    # come back with once reactivated.
     f = failure(lambda: create_key(channels, member, ["projects.projects.list"]))
-    assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.reason == "USER_DEACTIVATED"
+    assert (f.code, f.reason) == (grpc.StatusCode.UNAUTHENTICATED, "USER_INACTIVE")
     users(channels).ActivateUser(pb.ActivateUserRequest(name=member.user), metadata=tenant.metadata, timeout=10)
     assert login(channels, tenant, member.username).user.state == pb.User.STATE_ACTIVE
 

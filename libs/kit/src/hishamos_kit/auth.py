@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, auth_pb2, auth_pb2_grpc
 from hishamos_kit import outbound
-from hishamos_kit.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
+from hishamos_kit.errors import ApiError, PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
 from hishamos_kit.roles import granted_by
 
 log = logging.getLogger("hishamos.auth")
@@ -242,9 +242,9 @@ class ApiKeys:
         self._target = target
         self._ttl = ttl_seconds
         self._states: dict[str, _KeyState] = {}
-        # Keys identity refused, until when: a client retrying a revoked key reaches identity once per
-        # `ttl_seconds`, not with every call. A refused key never becomes valid.
-        self._refused: dict[str, float] = {}
+        # Keys identity refused, until when, and why: a client retrying a revoked key, or one of a
+        # suspended organization, reaches identity once per `ttl_seconds`, not with every call.
+        self._refused: dict[str, tuple[float, ApiError]] = {}
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._channel: grpc.aio.Channel | None = None
 
@@ -263,8 +263,9 @@ class ApiKeys:
                         {"limit": str(state.limit)},
                         retry_delay=state.blocked_until - now,
                     )
-            if self._refused.get(key, 0.0) > now:
-                raise Unauthenticated("the API key is not valid", "API_KEY_INVALID")
+            refused = self._refused.get(key)
+            if refused is not None and refused[0] > now:
+                raise refused[1]
             await self._reserve(key, state)
 
     async def _reserve(self, key: str, state: _KeyState | None) -> None:
@@ -289,17 +290,20 @@ class ApiKeys:
         try:
             reply = await stub.AuthenticateApiKey(request, metadata=outbound.traced(), timeout=outbound.timeout())
         except grpc.aio.AioRpcError as exc:
+            refusal: ApiError
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                self._states.pop(key, None)
-                if len(self._refused) >= 10_000:
-                    self._refused.clear()
-                self._refused[key] = time.monotonic() + self._ttl
-                raise Unauthenticated("the API key is not valid", "API_KEY_INVALID") from None
-            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # a valid key that may not act now
-                raise PermissionDenied(exc.details() or "the API key may not be used now", "API_KEY_DENIED") from None
-            raise Unavailable(
-                "cannot verify API keys now: identity is unreachable; retry", "API_KEY_UNVERIFIED"
-            ) from exc
+                refusal = Unauthenticated("the API key is not valid", "API_KEY_INVALID")
+            elif exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # a valid key that may not act now
+                refusal = PermissionDenied(exc.details() or "the API key may not be used now", "API_KEY_DENIED")
+            else:
+                raise Unavailable(
+                    "cannot verify API keys now: identity is unreachable; retry", "API_KEY_UNVERIFIED"
+                ) from exc
+            self._states.pop(key, None)
+            if len(self._refused) >= 10_000:
+                self._refused.clear()
+            self._refused[key] = (time.monotonic() + self._ttl, refusal)
+            raise refusal from None
         # Kept no longer than the key lives: its expiry, unlike a revocation, is known in advance.
         expires = reply.expire_time.ToDatetime(UTC) if reply.HasField("expire_time") else None
         lifetime = self._ttl if expires is None else min(self._ttl, expires.timestamp() - time.time())
@@ -326,15 +330,24 @@ class ApiKeys:
             await self._channel.close()
 
 
+# What a service that keeps the users knows of a caller now, beside what its credential says.
+Standing = Callable[[Principal], Awaitable[Principal]]
+
+
 class Authenticator:
     """The caller from the request metadata: an access token, or an API key (`x-api-key`, or a
-    bearer credential that starts with `hos_`)."""
+    bearer credential that starts with `hos_`); `standing`, when given, then has the last word."""
 
-    def __init__(self, tokens: TokenVerifier, api_keys: ApiKeys) -> None:
+    def __init__(self, tokens: TokenVerifier, api_keys: ApiKeys, standing: Standing | None = None) -> None:
         self.tokens = tokens
         self.api_keys = api_keys
+        self.standing = standing
 
     async def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+        principal = await self._credential(metadata)
+        return principal if self.standing is None else await self.standing(principal)
+
+    async def _credential(self, metadata: Mapping[str, str]) -> Principal:
         key = metadata.get("x-api-key", "").strip()
         if key:  # a blank one is no credential: the bearer token, if any, decides
             return await self.api_keys.verify(key)

@@ -31,6 +31,7 @@ from hishamos_kit.auth import (
     Authenticator,
     JwksClient,
     KeySource,
+    Standing,
     TokenVerifier,
     is_operator,
     principal_var,
@@ -384,9 +385,11 @@ async def run(
     build: ServicesFactory,
     keys: Callable[[Database], KeySource] | None = None,
     retained: Sequence[Rule] = (),
+    standing: Callable[[Database], Standing] | None = None,
 ) -> None:
     """Open the database, build the service's servicers, verify tokens against identity, and serve;
-    `retained`: what the service's tables keep only for a while, beside every service's request ids."""
+    `retained`: what the service's tables keep only for a while, beside every service's request ids;
+    `standing`: what the service knows of a caller now (identity: its user's current roles)."""
     if settings.page_token_key:
         listing.use_token_key(load_key(settings.page_token_key, f"HISHAMOS_{name.upper()}_PAGE_TOKEN_KEY"))
     else:
@@ -401,7 +404,7 @@ async def run(
             *await build(db),
             Background("retention", Retention(db, *retained, every_seconds=settings.retention_seconds).run),
         ]
-        await serve(name, settings, parts, Authenticator(verifier, api_keys))
+        await serve(name, settings, parts, Authenticator(verifier, api_keys, standing(db) if standing else None))
     finally:
         await api_keys.close()
         if jwks is not None:
@@ -415,9 +418,10 @@ def main(
     build: ServicesFactory,
     keys: Callable[[Database], KeySource] | None = None,
     retained: Sequence[Rule] = (),
+    standing: Callable[[Database], Standing] | None = None,
 ) -> None:
     """Entry point of `python -m hishamos_<name>`."""
     logs.configure(name, settings.log_level)
     if not settings.database_url:
         raise SystemExit(f"HISHAMOS_{name.upper()}_DATABASE_URL is not set; `make up` sets it for the local stack")
-    uvloop.run(run(name, settings, build, keys, retained))
+    uvloop.run(run(name, settings, build, keys, retained, standing))

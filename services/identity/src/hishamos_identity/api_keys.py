@@ -174,6 +174,7 @@ class ApiKeys:
         async with self.db.tenant(principal.organization_id) as session:
             key = await self._load(session, principal, name, mine=True)
             resources.check_etag(key, etag, name)
+            check_reach(principal, key)
             if key.revoked_at is None:
                 key.revoked_at = datetime.now(UTC)
                 key.version += 1
@@ -191,12 +192,16 @@ class ApiKeys:
             resources.check_etag(key, message.etag, message.name)
             if key.revoked_at is not None:
                 raise FailedPrecondition("the key is revoked; create another", "API_KEY_REVOKED")
-            made_by_key = principal.api_key_expires
-            if made_by_key is not None and (key.expires_at is None or key.expires_at > made_by_key):
-                # As at creation: a key that ends reaches no further than its own expiry through another.
-                raise PermissionDenied(
-                    "an API key that expires may change only keys that end no later than it does", "KEY_OUTLIVES_CALLER"
-                )
+            check_reach(principal, key)
+            if "scopes" in paths and users.PATH.format(key.organization_id, key.owner_id) != principal.subject:
+                # The owner's key: scopes the owner lacks would wake up the day the owner gains them.
+                roles = await session.scalar(select(User.roles).where(User.id == key.owner_id))
+                held = set(await permissions_of(session, roles or ()))
+                v = Violations()
+                for i, scope in enumerate(message.scopes):
+                    if scope not in held:
+                        v.add(f"api_key.scopes[{i}]", f"the key's owner does not hold {scope}")
+                v.raise_if_any()
             key.version += 1
             if "display_name" in paths:
                 key.display_name = message.display_name.strip()
@@ -254,6 +259,16 @@ class ApiKeys:
             if wait:
                 response.retry_delay.FromTimedelta(timedelta(seconds=wait))
             return response
+
+
+def check_reach(principal: Principal, key: ApiKey) -> None:
+    """As at creation: a key that ends reaches no further than its own expiry through another."""
+    made_by_key = principal.api_key_expires
+    if made_by_key is not None and (key.expires_at is None or key.expires_at > made_by_key):
+        raise PermissionDenied(
+            "an API key that expires may change or revoke only keys that end no later than it does",
+            "KEY_OUTLIVES_CALLER",
+        )
 
 
 def check_fields(v: Violations, principal: Principal, message: pb.ApiKey, paths: Collection[str]) -> None:
