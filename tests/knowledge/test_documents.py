@@ -178,3 +178,16 @@ def test_a_page_of_documents_with_the_most_metadata_holds_what_a_default_client_
     assert 1 <= len(first.documents) < 60 and first.next_page_token
     walked = every_page(api.ListDocuments, request, "documents", tenant.metadata)
     assert sorted(d.title for d in walked) == sorted(f"Heavy {i}" for i in range(60))
+
+
+def test_a_file_name_holds_no_control_characters(channels: Channels, tenant: Tenant) -> None:
+    """A name goes into Content-Disposition headers and terminals: a line break there splits a header."""
+    api = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
+    for name in ("a\nb.md", "a\rb.md", "tab\t.md", "nul\0.md", "c1\x85.md", "del\x7f.md"):
+        document = pb.Document(title="Named", filename=name)
+        request = pb.CreateDocumentRequest(parent=tenant.organization, document=document)
+        f = failure(lambda r=request: api.CreateDocument(r, metadata=tenant.metadata, timeout=10))  # type: ignore[misc]
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"document.filename"}, name
+    named = pb.Document(title="Named", filename="résumé 2026 (final).md")
+    request = pb.CreateDocumentRequest(parent=tenant.organization, document=named)
+    assert api.CreateDocument(request, metadata=tenant.metadata, timeout=10).document.filename == named.filename

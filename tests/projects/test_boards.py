@@ -8,8 +8,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.date_pb2 import Date
 
 from hishamos.projects.v1 import sprint_pb2, sprint_pb2_grpc, story_pb2, story_pb2_grpc, task_pb2, task_pb2_grpc
-from tests.conftest import Channels, Tenant
+from tests.conftest import Channels, Tenant, add_user
 from tests.errors import failure
+from tests.identity.test_roles import create_role
 
 Story = story_pb2.Story
 
@@ -45,7 +46,9 @@ def story(channels: Channels, team: Tenant, title: str, points: int, sprint_name
     )
 
 
-def test_board_groups_the_sprints_stories_by_state_in_rank_order_with_totals(channels: Channels, team: Tenant) -> None:
+def test_board_groups_the_sprints_stories_by_state_in_rank_order_with_totals(
+    channels: Channels, tenant: Tenant, team: Tenant
+) -> None:
     s = sprint(channels, team, "Board")
     todo_a = story(channels, team, "todo a", 3, s.name, Story.STATE_TODO)
     todo_b = story(channels, team, "todo b", 5, s.name, Story.STATE_TODO)
@@ -80,6 +83,12 @@ def test_board_groups_the_sprints_stories_by_state_in_rank_order_with_totals(cha
         lambda: sprints(channels).GetSprintBoard(sprint_pb2.GetSprintBoardRequest(name=s.name), metadata=team.metadata)
     )
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT
+    # The board shows stories: a role that may read sprints but not list stories does not see it.
+    create_role(channels, tenant, "sprint-reader", ["projects.sprints.get"])
+    reader = add_user(channels, tenant, "sprint-reader")
+    board_request = sprint_pb2.GetSprintBoardRequest(name=f"{s.name}/board")
+    f = failure(lambda: sprints(channels).GetSprintBoard(board_request, metadata=reader.metadata, timeout=10))
+    assert (f.code, f.metadata["permission"]) == (grpc.StatusCode.PERMISSION_DENIED, "projects.stories.list")
 
 
 def test_a_board_shows_cards_and_at_most_200_a_column_whatever_the_sprint_holds(

@@ -224,10 +224,14 @@ def test_a_completed_sprint_keeps_its_dates_and_gets_no_story_back(channels: Cha
     )
     assert board.sprint_board.total_story_points == 0
 
-    moved = Sprint(name=done.name, start_date=Date(year=2020, month=1, day=1), end_date=done.end_date)
+    moved = Sprint(name=done.name, start_date=done.start_date, end_date=Date(year=2026, month=3, day=15))
     request = sprint_pb2.UpdateSprintRequest(sprint=moved, update_mask=FieldMask(paths=["start_date", "end_date"]))
     f = failure(lambda: api(channels).UpdateSprint(request, metadata=team.metadata, timeout=10))
     assert f.code == grpc.StatusCode.FAILED_PRECONDITION and f.reason == "SPRINT_COMPLETED"
+    moved.display_name = " "  # and a bad field beside it is told first
+    request = sprint_pb2.UpdateSprintRequest(sprint=moved, update_mask=FieldMask(paths=["display_name", "end_date"]))
+    f = failure(lambda: api(channels).UpdateSprint(request, metadata=team.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"sprint.display_name"}
     renamed = Sprint(name=done.name, display_name="Done", start_date=done.start_date, end_date=done.end_date)
     request = sprint_pb2.UpdateSprintRequest(sprint=renamed, update_mask=FieldMask(paths=["*"]))
     assert api(channels).UpdateSprint(request, metadata=team.metadata, timeout=10).sprint.display_name == "Done"

@@ -111,6 +111,10 @@ def test_stories_follow_the_workflow_one_step_at_a_time_or_back_to_the_backlog(
     skip = failure(lambda: set_state(channels, team, story.name, Story.STATE_IN_PROGRESS))
     assert skip.code == grpc.StatusCode.FAILED_PRECONDITION and skip.reason == "INVALID_STATE_TRANSITION"
     assert skip.metadata == {"from": "STATE_BACKLOG", "to": "STATE_IN_PROGRESS"}
+    # Bad fields beside a bad step are told first, all of them (AIP-193: arguments before state).
+    bad = Story(name=story.name, title="", story_points=-5, state=Story.STATE_DONE)
+    f = failure(lambda: update(channels, team, bad, "state", "title", "story_points"))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"story.title", "story.story_points"}
     for state in (Story.STATE_TODO, Story.STATE_IN_PROGRESS, Story.STATE_REVIEW, Story.STATE_DONE):
         assert set_state(channels, team, story.name, state).state == state
     assert set_state(channels, team, story.name, Story.STATE_REVIEW).state == Story.STATE_REVIEW  # back one step

@@ -64,6 +64,14 @@ def current_principal() -> Principal:
     return principal_var.get()
 
 
+def require(permission: str, what: str) -> None:
+    """A permission a call needs beside its declared one, for `what` it does or shows besides."""
+    if permission not in current_principal().permissions:
+        raise PermissionDenied(
+            f"{what} needs the permission {permission}", "PERMISSION_DENIED", {"permission": permission}
+        )
+
+
 def b64url_decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 

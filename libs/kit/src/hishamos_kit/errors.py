@@ -115,6 +115,7 @@ class Violations:
 
     def __init__(self) -> None:
         self.items: dict[str, str] = {}
+        self.deferred: ApiError | None = None
 
     def add(self, field: str, description: str) -> None:
         self.items.setdefault(field, description)
@@ -123,9 +124,16 @@ class Violations:
         if not ok:
             self.add(field, description)
 
+    def defer(self, error: ApiError) -> None:
+        """An error of state (FAILED_PRECONDITION, say) found among the fields: raised only when no field is
+        wrong, so a client fixing the state is not then told of bad fields it could have fixed at once."""
+        self.deferred = self.deferred or error
+
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
+        if self.deferred is not None:
+            raise self.deferred
 
 
 class Internal(ApiError):

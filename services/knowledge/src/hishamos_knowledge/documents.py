@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 from sqlalchemy import inspect
@@ -9,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.knowledge.v1 import document_pb2 as pb
 from hishamos_kit import validate
-from hishamos_kit.auth import current_principal
-from hishamos_kit.errors import InvalidArgument, PermissionDenied, Violations
+from hishamos_kit.auth import require
+from hishamos_kit.errors import InvalidArgument, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_int, parse_time
 from hishamos_kit.resources import ResourcePath
 from hishamos_kit.standard import ResourceType, base_fields
@@ -71,12 +73,7 @@ class DocumentType(ResourceType[Document, pb.Document]):
         caller who may read projects sets one: the answer would otherwise tell anyone whether a project
         exists (knowledge asks with its own token)."""
         if action in ("create", "update") and row.project and inspect(row).attrs.project.history.has_changes():
-            if READ_PROJECTS not in current_principal().permissions:
-                raise PermissionDenied(
-                    f"giving a document a project needs the permission {READ_PROJECTS}",
-                    "PERMISSION_DENIED",
-                    {"permission": READ_PROJECTS},
-                )
+            require(READ_PROJECTS, "giving a document a project")
             violations = Violations()
             await self.projects.check(violations, "document.project", row.project)
             violations.raise_if_any()
@@ -114,8 +111,11 @@ class DocumentType(ResourceType[Document, pb.Document]):
 
     @staticmethod
     def filename(v: Violations, field: str, value: str) -> str:
-        """A bare file name: no directories, so it can never be used to reach another path."""
+        """A bare file name: no directories, so it can never be used to reach another path, and no control
+        characters, which would break a Content-Disposition header or a terminal showing it."""
         value = validate.text(v, field, value, required=True, max_length=MAX_FILENAME)
-        if value and (any(c in value for c in "/\\\0") or value in (".", "..")):
-            v.add(field, 'must be a file name without "/", "\\" or NUL, and not "." or ".."')
+        if value and (any(c in value for c in "/\\") or value in (".", "..")):
+            v.add(field, 'must be a file name without "/" or "\\", and not "." or ".."')
+        elif any(unicodedata.category(c) == "Cc" for c in value):
+            v.add(field, "must not hold control characters such as line breaks, tabs or NUL")
         return value

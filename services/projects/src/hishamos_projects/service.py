@@ -20,7 +20,7 @@ from hishamos.projects.v1 import (
 )
 from hishamos.projects.v1 import project_pb2 as pb
 from hishamos_kit import listing, validate
-from hishamos_kit.auth import current_principal
+from hishamos_kit.auth import current_principal, require
 from hishamos_kit.db import Database
 from hishamos_kit.errors import InvalidArgument, Violations
 from hishamos_kit.handlers import standard_handlers
@@ -78,6 +78,7 @@ class SprintService(sprint_pb2_grpc.SprintServiceServicer):
         sprint = request.name.removesuffix("/board")
         if sprint == request.name:
             raise InvalidArgument({"name": "must be a board name like `organizations/…/sprints/…/board`"})
+        require("projects.stories.list", "a board shows the sprint's stories, so reading it")
 
         async def compute(session: AsyncSession, row: Sprint) -> sprint_pb2.SprintBoard:
             return await boards.board(session, row, self.stories.present)

@@ -73,8 +73,10 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
             elif path in ("start_date", "end_date"):
                 value = dates.to_date(v, field, getattr(message, path), required=True)
                 if value is not None and value != getattr(row, path) and row.state == "completed":
-                    raise FailedPrecondition(  # its burndown and velocity are history
-                        "a completed sprint's dates cannot change", "SPRINT_COMPLETED", {"field": field}
+                    v.defer(  # its burndown and velocity are history
+                        FailedPrecondition(
+                            "a completed sprint's dates cannot change", "SPRINT_COMPLETED", {"field": field}
+                        )
                     )
                 if value is not None:
                     setattr(row, path, value)

@@ -127,10 +127,13 @@ class StoryType(ChildType[Story, pb.Story]):
             elif path == "state":
                 state = STATES.check(v, field, message.state or pb.Story.STATE_BACKLOG)
                 if row.state and state and not may_move(row.state, state):
-                    raise FailedPrecondition(
-                        f"a story cannot go from {row.state} to {state}; it moves one step at a time or to the backlog",
-                        "INVALID_STATE_TRANSITION",
-                        {"from": STATES.prefix + row.state.upper(), "to": STATES.prefix + state.upper()},
+                    v.defer(
+                        FailedPrecondition(
+                            f"a story cannot go from {row.state} to {state}; it moves one step at a time or to the "
+                            "backlog",
+                            "INVALID_STATE_TRANSITION",
+                            {"from": STATES.prefix + row.state.upper(), "to": STATES.prefix + state.upper()},
+                        )
                     )
                 if state != row.state:
                     row.done_at = datetime.now(UTC) if state == "done" else None
