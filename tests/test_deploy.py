@@ -386,6 +386,19 @@ def grpc_port(network: Network, service: str) -> int:
     return network.ports(service)["grpc"][0]
 
 
+def deployed_listener(name: str) -> dict[str, Any]:
+    config = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy.yaml").read_text())
+    (listener,) = [x for x in config["static_resources"]["listeners"] if x["name"] == name]
+    return listener
+
+
+def gateway_metrics_port() -> int:
+    """Where the deployed Envoy config serves Prometheus' stats."""
+    port = deployed_listener("metrics")["address"]["socket_address"]["port_value"]
+    assert isinstance(port, int)
+    return port
+
+
 # Where each workload may connect besides the cluster DNS: the table to review when a policy changes.
 EGRESS: dict[str, set[str]] = {
     "envoy": set(SERVICES),
@@ -446,14 +459,18 @@ def test_metrics_port_admits_only_namespaces_labelled_for_monitoring(service: st
     assert not network.connects(PROMETHEUS, destination, grpc_port(network, service))
 
 
-def test_the_gateway_admits_the_world_on_its_listener_only() -> None:
+def test_the_gateway_admits_the_world_on_its_listener_and_monitoring_on_its_metrics_port() -> None:
     network = Network()
-    (listener,) = network.ports("envoy").values()
-    assert listener == (8080, "TCP")
+    ports = network.ports("envoy")
+    assert ports == {"http": (8080, "TCP"), "metrics": (gateway_metrics_port(), "TCP")}
     gateway = network.pod("envoy")
     for anyone in (OUTSIDE, ENVOY_ELSEWHERE, PROMETHEUS):
         assert network.connects(anyone, gateway, 8080), anyone
         assert not network.connects(anyone, gateway, 9901), anyone  # the admin port, were it not on loopback
+    metrics, _ = ports["metrics"]
+    assert network.connects(PROMETHEUS, gateway, metrics)
+    for other in (UNLABELLED_PROMETHEUS, OUTSIDE, ENVOY_ELSEWHERE, *(network.pod(w) for w in network.templates)):
+        assert not network.connects(other, gateway, metrics), other
 
 
 @pytest.mark.parametrize("workload", EGRESS)
@@ -471,8 +488,8 @@ def test_each_workload_reaches_only_what_it_needs(workload: str) -> None:
     assert network.connects(source, KUBE_DNS, 53, "UDP") and network.connects(source, KUBE_DNS, 53, "TCP")
     assert not network.connects(source, KUBE_DNS, 9153)  # CoreDNS' metrics: DNS only
     assert not network.connects(source, OUTSIDE, 80)
-    for service in SERVICES:  # metrics ports are for Prometheus, not for each other
-        assert not network.connects(source, network.pod(service), network.ports(service)["metrics"][0])
+    for target in [*SERVICES, "envoy"]:  # metrics ports are for Prometheus, not for each other
+        assert not network.connects(source, network.pod(target), network.ports(target)["metrics"][0])
 
 
 def test_only_agents_reaches_https() -> None:
@@ -622,3 +639,78 @@ def test_envoy_image_is_the_envoy_the_tests_validate_with() -> None:
     # The transcoder's descriptor path in the committed config is where the image puts the descriptor set.
     assert "proto_descriptor: /etc/envoy/hishamos.pb" in (ROOT / "deploy" / "envoy" / "envoy.yaml").read_text()
     assert "/etc/envoy/hishamos.pb" in copied
+
+
+# -- the gateway's metrics listener and its stop ----------------------------------------------------------------------
+
+
+def test_the_gateway_metrics_listener_passes_only_the_stats_path_to_the_loopback_admin_endpoint() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy.yaml").read_text())
+    admin = config["admin"]["address"]["socket_address"]
+    assert admin["address"] == "127.0.0.1"
+    listener = deployed_listener("metrics")
+    assert listener["address"]["socket_address"]["address"] == "0.0.0.0"
+    (chain,) = listener["filter_chains"]
+    (manager,) = chain["filters"]
+    hcm = manager["typed_config"]
+    assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.router"]
+    (host,) = hcm["route_config"]["virtual_hosts"]
+    to_admin, rest = host["routes"]
+    assert to_admin["match"] == {
+        "path": envoy.METRICS_PATH,
+        "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+    }
+    assert to_admin["route"]["cluster"] == "admin" and "prefix_rewrite" not in to_admin["route"]
+    assert rest == {"match": {"prefix": "/"}, "direct_response": {"status": 404}}
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "admin"]
+    (endpoints,) = cluster["load_assignment"]["endpoints"]
+    assert [e["endpoint"]["address"]["socket_address"] for e in endpoints["lb_endpoints"]] == [admin]
+    # Only the metrics listener routes to it.
+    api = deployed_listener("api")["filter_chains"][0]["filters"][0]["typed_config"]
+    clusters = {r["route"]["cluster"] for r in api["route_config"]["virtual_hosts"][0]["routes"] if "route" in r}
+    assert clusters == set(SERVICES)
+
+
+def test_the_gateway_pod_is_scraped_like_the_services_on_its_metrics_listener() -> None:
+    objects = k8s_objects()
+    template = objects[("Deployment", "envoy")]["spec"]["template"]
+    port = gateway_metrics_port()
+    assert template["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": envoy.METRICS_PATH,  # the services' default, /metrics, is not Envoy's
+    }
+    assert {"name": "metrics", "containerPort": port} in only_container(template["spec"])["ports"]
+    # The gateway's Service is the public load balancer: the metrics port stays off it.
+    assert [p["port"] for p in objects[("Service", "envoy")]["spec"]["ports"]] == [8080]
+    steps = instructions(DOCKER / "envoy.Dockerfile")
+    assert set(dict(steps)["EXPOSE"].split()) == {"8080", str(port)}
+    assert compose()["services"]["envoy"]["expose"] == [str(port)]
+
+
+def test_the_gateway_drains_before_the_sigterm_that_stops_it() -> None:
+    """Envoy exits at SIGTERM at once: the preStop hook (compose: pre_stop) drains it first, for the image's
+    --drain-time-s, then waits for the calls under way, and returns before the grace period ends."""
+    steps = instructions(DOCKER / "envoy.Dockerfile")
+    copied = {args.split()[-1]: args.split()[-2] for op, args in steps if op == "COPY"}
+    assert copied["/usr/local/bin/envoy-drain"] == "deploy/docker/envoy-drain.sh"
+    cmd = json.loads(dict(steps)["CMD"])
+    drain_seconds = int(cmd[cmd.index("--drain-time-s") + 1])
+    assert cmd[cmd.index("--drain-strategy") + 1] in {"gradual", "immediate"}
+    admin = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy.yaml").read_text())["admin"]["address"]
+    address = f"{admin['socket_address']['address']}:{admin['socket_address']['port_value']}"
+
+    pod = k8s_objects()[("Deployment", "envoy")]["spec"]["template"]["spec"]
+    hook = only_container(pod)["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook[:3] == ["/bin/bash", "/usr/local/bin/envoy-drain", address]
+    deadline = int(hook[3])
+    # The drain time, then the calls under way (the services finish theirs within 10 s of theirs), then SIGTERM.
+    assert drain_seconds + 10 <= deadline < pod["terminationGracePeriodSeconds"]
+    assert compose()["services"]["envoy"]["pre_stop"] == [{"command": hook}]
+
+    # The hook waits on the API listener's stats, by the stat prefix the generator gives it.
+    script = (DOCKER / "envoy-drain.sh").read_text()
+    assert script.startswith("#!/usr/bin/env bash\n")
+    assert f"in_flight='http.{envoy.API_STAT_PREFIX}.downstream_rq_active'" in script
+    api = deployed_listener("api")["filter_chains"][0]["filters"][0]["typed_config"]
+    assert api["stat_prefix"] == envoy.API_STAT_PREFIX

@@ -16,6 +16,13 @@ RUN python tools/protogen.py
 FROM envoyproxy/envoy:v1.40.0
 COPY --from=build /src/build/hishamos.pb /etc/envoy/hishamos.pb
 COPY deploy/envoy/envoy.yaml /etc/envoy/envoy.yaml
+# The stop hook (Kubernetes' preStop, compose's pre_stop): drains Envoy before the SIGTERM at which it exits at once.
+# A bash script: this Ubuntu-based image has bash but no curl, wget or python (the distroless variant has no shell).
+COPY deploy/docker/envoy-drain.sh /usr/local/bin/envoy-drain
 # The image's entrypoint drops to its unprivileged `envoy` user (uid 101).
-EXPOSE 8080
-CMD ["envoy", "-c", "/etc/envoy/envoy.yaml", "--log-level", "warn"]
+# 8080: the API; 9468: Prometheus' stats (GET /stats/prometheus, nothing else of the admin endpoint).
+EXPOSE 8080 9468
+# --drain-time-s: how long a drain (envoy-drain) keeps taking new connections, while load balancers take the gateway
+# out, before Envoy closes its listeners (Envoy's default is 600 s); --drain-strategy gradual: the connections are
+# asked to leave spread over that time, not all at once, so they do not all reconnect in the same second.
+CMD ["envoy", "-c", "/etc/envoy/envoy.yaml", "--log-level", "warn", "--drain-time-s", "15", "--drain-strategy", "gradual"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +19,8 @@ BACKEND_HEADER = "x-hishamos-backend"  # picks the backend for health and reflec
 LOGIN_PATH = "/hishamos.identity.v1.AuthService/Login"
 RESET_PATH = "/hishamos.identity.v1.AuthService/RequestPasswordReset"
 TYPES = "type.googleapis.com/envoy.extensions"
+API_STAT_PREFIX = "api"  # the API listener's stats are http.api.*: deploy/docker/envoy-drain.sh waits on them
+METRICS_PATH = "/stats/prometheus"  # all that the metrics listener serves of the admin endpoint
 
 
 @dataclass
@@ -25,6 +31,9 @@ class EnvoyConfig:
     listen_port: int = 8080
     admin_host: str = "127.0.0.1"
     admin_port: int = 9901
+    # A listener (on listen_host) that serves the admin endpoint's METRICS_PATH and nothing else of it, so
+    # Prometheus can scrape a gateway whose admin endpoint stays on loopback. None: no such listener.
+    metrics_port: int | None = None
     dns: bool = False  # resolve backend hosts by DNS (Kubernetes, compose) instead of static IPs
     # Each public method has a bucket per client address and one the whole gateway shares: one client's
     # storm empties only its own, while many clients together cannot take more than identity can serve.
@@ -42,8 +51,30 @@ def deployment() -> EnvoyConfig:
         backends={name: (name, port) for name, port in DEFAULT_PORTS.items()},
         descriptor_path="/etc/envoy/hishamos.pb",
         listen_host="0.0.0.0",
+        metrics_port=9468,  # after the services' 9464-9467
         dns=True,
     )
+
+
+def drain(admin_port: int, admin_host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Before the local stack's SIGTERM, at which Envoy exits at once and cuts the calls under way: stop its
+    listeners now (no load balancer to wait for here, unlike deploy/docker/envoy-drain.sh's graceful drain)
+    and wait until no call is in flight on the API listener. An Envoy that does not answer is left to the
+    SIGTERM."""
+    admin = f"http://{admin_host}:{admin_port}"
+    in_flight = f"http.{API_STAT_PREFIX}.downstream_rq_active"
+    deadline = time.monotonic() + timeout
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{admin}/drain_listeners", method="POST"), timeout=2).close()
+        while time.monotonic() < deadline:
+            exact = urllib.parse.quote(f"^{re.escape(in_flight)}$", safe="")
+            with urllib.request.urlopen(f"{admin}/stats?filter={exact}", timeout=2) as reply:
+                found = re.search(rf"^{re.escape(in_flight)}: (\d+)$", reply.read().decode(), re.MULTILINE)
+            if found is None or found.group(1) == "0":
+                return
+            time.sleep(0.1)
+    except OSError:
+        return
 
 
 def to_yaml(config: dict[str, Any]) -> str:
@@ -188,7 +219,7 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
     }
     connection_manager = {
         "@type": f"{TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "api",
+        "stat_prefix": API_STAT_PREFIX,
         "codec_type": "AUTO",
         "generate_request_id": True,
         "access_log": [access_log],
@@ -236,25 +267,74 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
             },
         ],
     }
+    listeners = [_listener("api", cfg.listen_host, cfg.listen_port, connection_manager)]
+    clusters = [_cluster(name, host, port, cfg.dns) for name, (host, port) in cfg.backends.items()]
+    if cfg.metrics_port is not None:
+        listeners.append(_listener("metrics", cfg.listen_host, cfg.metrics_port, _metrics_connection_manager()))
+        clusters.append(_admin_cluster(cfg.admin_host, cfg.admin_port))
     return {
         "admin": {"address": {"socket_address": {"address": cfg.admin_host, "port_value": cfg.admin_port}}},
-        "static_resources": {
-            "listeners": [
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+def _listener(name: str, host: str, port: int, connection_manager: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": host, "port_value": port}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": connection_manager}]}
+        ],
+    }
+
+
+def _metrics_connection_manager() -> dict[str, Any]:
+    """GET METRICS_PATH, passed to the admin endpoint; anything else is a 404 from Envoy itself. The admin
+    endpoint can stop Envoy, change its logging, fail its health or dump its config (secrets included), so
+    nothing else of it may be reachable off loopback. The route matches the path exactly (the query string
+    aside, which the stats handler only reads), and the router forwards that same path."""
+    return {
+        "@type": f"{TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "metrics",
+        "codec_type": "AUTO",
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "request_headers_timeout": "10s",
+        "route_config": {
+            "name": "metrics",
+            "virtual_hosts": [
                 {
-                    "name": "api",
-                    "address": {"socket_address": {"address": cfg.listen_host, "port_value": cfg.listen_port}},
-                    "filter_chains": [
+                    "name": "metrics",
+                    "domains": ["*"],
+                    "routes": [
                         {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": connection_manager,
-                                }
-                            ]
-                        }
+                            "match": {
+                                "path": METRICS_PATH,
+                                "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                            },
+                            "route": {"cluster": "admin", "timeout": "10s"},
+                        },
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
                     ],
                 }
             ],
-            "clusters": [_cluster(name, host, port, cfg.dns) for name, (host, port) in cfg.backends.items()],
+        },
+        "http_filters": [
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": f"{TYPES}.filters.http.router.v3.Router"}}
+        ],
+    }
+
+
+def _admin_cluster(host: str, port: int) -> dict[str, Any]:
+    return {
+        "name": "admin",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "admin",
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}
+            ],
         },
     }
