@@ -71,8 +71,9 @@ def test_a_worker_whose_lease_ran_out_cannot_reopen_a_finished_job(
     assert (attempts, finished, failed, error) == (2, True, False, "")
 
 
-def test_a_job_whose_runs_never_end_is_given_up(stack: Stack) -> None:
-    """A job that kills its process leaves no result; after the most attempts it is kept as failed."""
+def test_a_job_whose_runs_never_end_is_given_up(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    """A job that kills its process leaves no result; after the most attempts it is kept as failed,
+    and the log says why at ERROR, for an operator who does not read the jobs table."""
     kind = f"probe-{uuid.uuid4().hex[:8]}"
     runs: list[str] = []
 
@@ -87,6 +88,8 @@ def test_a_job_whose_runs_never_end_is_given_up(stack: Stack) -> None:
     attempts, finished, failed, error = asyncio.run(scenario())
     assert runs == [] and (attempts, finished, failed) == (jobs.MOST_ATTEMPTS + 1, True, True)
     assert "no result" in error
+    (logged,) = [r for r in caplog.records if r.getMessage() == "job failed"]
+    assert logged.levelname == "ERROR" and logged.fields["given_up"] and logged.fields["error"] == error  # type: ignore[attr-defined]
 
 
 def test_retries_outlast_a_night_long_outage() -> None:

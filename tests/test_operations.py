@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
@@ -72,3 +75,75 @@ def test_sigterm_stops_serving_and_exits_cleanly(stack: Stack) -> None:
             process.kill()
     messages = [json.loads(line)["message"] for line in process.stderr.read().decode().splitlines()]  # type: ignore[union-attr]
     assert messages.index("draining") < messages.index("stopped")
+
+
+def misconfigured(stack: Stack, service: str, **settings: str) -> tuple[int, str]:
+    """`service` started beside the running stack with `settings` (its own variables, prefix left out)
+    on free ports unless they are among them: its exit code and what it printed."""
+    prefix = f"HISHAMOS_{service.upper()}_"
+    env = {**stack.service_env(service), prefix + "PORT": str(free_port()), prefix + "METRICS_PORT": str(free_port())}
+    env.update({prefix + name.upper(): value for name, value in settings.items()})
+    done = subprocess.run(
+        [sys.executable, "-m", f"hishamos_{service}"], env=env, capture_output=True, text=True, timeout=60
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_misconfigured_service_stops_with_a_line_that_says_what_to_set(stack: Stack) -> None:
+    """No traceback for a setting: the operator learns which variable is wrong and what would do."""
+    cases = [
+        ("agents", {"port": "abc"}, "bad setting: HISHAMOS_AGENTS_PORT: Input should be a valid integer"),
+        ("agents", {"log_level": "verbose"}, "bad setting: HISHAMOS_AGENTS_LOG_LEVEL: Value error, must be one of"),
+        (
+            "identity",
+            {"service_credentials": "{bad"},
+            "bad setting: HISHAMOS_IDENTITY_SERVICE_CREDENTIALS must be JSON",
+        ),
+        # The running copy holds these ports: a second copy must not quietly share them.
+        (
+            "agents",
+            {"port": str(stack.ports.services["agents"])},
+            "is another process using the port? Set HISHAMOS_AGENTS_PORT",
+        ),
+        (
+            "agents",
+            {"metrics_port": str(stack.ports.metrics["agents"])},
+            "Set HISHAMOS_AGENTS_METRICS_PORT to another port",
+        ),
+        (
+            "identity",
+            {"mail_outbox_dir": "", "smtp_host": ""},
+            "identity sends mail (invitations, password resets): set",
+        ),
+        (
+            "identity",
+            {"key_encryption_key": base64.b64encode(b"k" * 32).decode()},
+            "HISHAMOS_IDENTITY_KEY_ENCRYPTION_KEY does not open the signing keys in the database",
+        ),
+    ]
+    for service, settings, said in cases:
+        code, output = misconfigured(stack, service, **settings)
+        assert code != 0 and said in output and "Traceback" not in output, (settings, output[-2000:])
+
+
+def test_a_service_without_its_database_waits_saying_so_and_never_says_serving(stack: Stack, tmp_path: Path) -> None:
+    env = {
+        **stack.service_env("agents"),
+        "HISHAMOS_AGENTS_PORT": str(port := free_port()),
+        "HISHAMOS_AGENTS_METRICS_PORT": "-1",
+        "HISHAMOS_AGENTS_DATABASE_URL": f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/nothing",
+    }
+    log = tmp_path / "agents.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "hishamos_agents"], env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting to serve" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "the database is unreachable" in log.read_text() and "check DATABASE_URL" in log.read_text()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.FutureTimeoutError):
+            grpc.channel_ready_future(channel).result(timeout=2)  # not listening: no probe calls it ready
+        assert process.poll() is None  # still waiting, not crashed
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

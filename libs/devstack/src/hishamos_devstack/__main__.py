@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
+import contextlib
+import sys
+import time
+from pathlib import Path
 
-from hishamos_devstack import envoy
-from hishamos_devstack.stack import ROOT, Stack
+from hishamos_devstack import envoy, signals
+from hishamos_devstack.stack import ROOT, Ports, Stack
 
 DATA = ROOT / ".data"
 
 
-def up(stack: Stack) -> None:
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with stack:
-        p = stack.ports
-        print(
-            f"""
+def say(text: str) -> None:
+    """Print, unless the terminal is gone (SIGHUP): the stack must still be stopped."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
+
+
+def banner(stack: Stack) -> str:
+    p = stack.ports
+    return f"""
 HishamOS is up.
   API (gRPC, gRPC-Web, JSON)  127.0.0.1:{p.envoy}     Envoy admin 127.0.0.1:{p.envoy_admin}
   identity {p.services["identity"]}  agents {p.services["agents"]}  projects {p.services["projects"]}  knowledge {p.services["knowledge"]}  (direct gRPC)
@@ -33,20 +36,44 @@ Platform operators (suspend or reactivate an organization, set its quotas) sign 
 `operator:<secret>`, the secret being "operator" in {stack.data_dir}/secrets.json:
   .venv/bin/grpcurl -plaintext -H "x-operator-credential: operator:$(python3 -c 'import json; print(json.load(open("{stack.data_dir}/secrets.json"))["operator"])')" \\
     127.0.0.1:{p.envoy} hishamos.identity.v1.AuthService/IssueOperatorToken
-The README walks on from there. Ctrl-C stops everything.""",
-            flush=True,
-        )
-        while not stop.wait(1):
-            for name, process in stack.processes.items():
-                if process.poll() is not None:
-                    print(f"{name} exited (code {process.returncode}); last lines:\n{stack.log_tail(name)}")
-                    stop.set()
-        print("\nstopping…", flush=True)
+The README walks on from there. Ctrl-C stops everything."""
+
+
+def watch(stack: Stack) -> int:
+    """Wait until a process of the stack exits (the stack is then of no use: 1) or a stop signal arrives."""
+    while True:
+        time.sleep(1)
+        for name, process in stack.processes.items():
+            if process.poll() is not None:
+                say(f"{name} exited (code {process.returncode}); last lines:\n{stack.log_tail(name)}\n\nstopping…")
+                return 1
+
+
+def up(stack: Stack) -> int:
+    """Start the stack and keep it until a stop signal (0) or a process's death (1); the exit status.
+    A stop signal during start-up stops at once what has started, without a banner (128 + the signal)."""
+    signals.raise_on_stop()
+    running = False
+    try:
+        stack.start()  # on failure or a stop signal, it stops what it has started
+        running = True
+        say(banner(stack))
+        return watch(stack)
+    except signals.Stopped as stopped:
+        say(f"\n{stopped}: stopping…" if running else f"\n{stopped} during start-up: stopped.")
+        return 0 if running else 128 + stopped.signum
+    finally:
+        signals.ignore_stop()  # a second Ctrl-C while stopping is no error and cuts nothing short
+        stack.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="hishamos-devstack")
     parser.add_argument("command", choices=["up", "migrate", "envoy-config"])
+    parser.add_argument("--data-dir", type=Path, default=DATA, help="where the stack keeps its state (.data)")
+    parser.add_argument(
+        "--free-ports", action="store_true", help="listen on free ports (shown at start) instead of the usual ones"
+    )
     opts = parser.parse_args()
     if opts.command == "envoy-config":
         config = envoy.to_yaml(envoy.render(envoy.deployment()))
@@ -54,15 +81,14 @@ def main() -> None:
         for path in ("deploy/envoy/envoy.yaml", "deploy/k8s/gateway-envoy.yaml"):
             (ROOT / path).write_text(config)
         return
-    stack = Stack(DATA)
+    stack = Stack(opts.data_dir.resolve(), Ports.free() if opts.free_ports else None)
     if opts.command == "up":
-        up(stack)
-    else:
-        try:
-            stack.start_postgres()
-            stack.migrate_all()
-        finally:
-            stack.stop()
+        sys.exit(up(stack))
+    try:
+        stack.start_postgres()
+        stack.migrate_all()
+    finally:
+        stack.stop()
 
 
 if __name__ == "__main__":

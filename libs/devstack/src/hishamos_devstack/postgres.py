@@ -137,6 +137,16 @@ class EmbeddedPostgres:
                 f"{exc.returncode}\n{exc.stdout}{exc.stderr}\n{log}"
             ) from None
 
+    def running_pid(self) -> int | None:
+        """The PID of a PostgreSQL still running on this data directory (its postmaster.pid names a live
+        postgres), or None: a postmaster.pid left by a crash names a process long gone, or another one."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+            alive = Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if alive else None
+
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
             self._pg("pg_ctl", "stop", "--wait", "--mode", "fast", "--pgdata", str(self.data_dir))

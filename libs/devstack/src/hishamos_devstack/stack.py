@@ -20,9 +20,10 @@ from alembic import command
 from alembic.config import Config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hishamos_devstack import envoy
+from hishamos_devstack import envoy, signals
 from hishamos_devstack.postgres import EmbeddedPostgres
 from hishamos_devstack.provision import ServiceDatabase, provision
+from hishamos_kit.migrations import UnknownRevision
 from hishamos_kit.settings import DEFAULT_METRICS_PORTS, DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -143,20 +144,47 @@ class Stack:
     def start_postgres(self) -> None:
         if all(self.external_urls(s) for s in SERVICES):
             return
-        if self.postgres.init():
-            self.progress(f"    initialised PostgreSQL 18 in {self.postgres.data_dir}")
-        self.postgres.start()
-        self._postgres_started = True
+        if (pid := self.postgres.running_pid()) is not None:
+            raise SystemExit(self._still_running(pid))
+        with signals.deferred():
+            if self.postgres.init():
+                self.progress(f"    initialised PostgreSQL 18 in {self.postgres.data_dir}")
+            self.postgres.start()
+            self._postgres_started = True
         admin = self.postgres.admin_url.replace("postgresql+psycopg", "postgresql")
         for service in SERVICES:
             if not self.external_urls(service):
                 provision(admin, self.databases[service], EXTENSIONS.get(service, ()))
 
+    def _still_running(self, pid: int) -> str:
+        """Why PostgreSQL cannot start here: pg_ctl's own words (a lock file exists) come buried in its log."""
+        return (
+            f"A previous stack is still running on {self.data_dir}: its PostgreSQL (PID {pid}) holds "
+            f"{self.postgres.data_dir}.\nStop that `make up` (Ctrl-C where it runs). If it is gone and left its "
+            f"processes behind, stop PostgreSQL with `kill -INT {pid}`,\nthen its services and Envoy if still "
+            "running (`ps -ef | grep -e hishamos_ -e envoy` lists them) with `kill <pid>`."
+        )
+
     def migrate_all(self) -> None:
         for service in SERVICES:
             _, owner_url, app_role = self.database_urls(service)
             self.progress(f"    migrating {service}")
-            migrate(service, owner_url, app_role)
+            try:
+                migrate(service, owner_url, app_role)
+            except UnknownRevision as exc:
+                raise SystemExit(self._unknown_revision(service, exc)) from None
+
+    def _unknown_revision(self, service: str, exc: UnknownRevision) -> str:
+        """What to do about a database another checkout migrated: alembic's traceback says neither."""
+        if self.external_urls(service):
+            start_over = f"give {service} an empty database"
+        else:
+            start_over = f"remove {self.data_dir} (all its data is lost)"
+        return (
+            f"Cannot migrate {service}: its database is at revision {', '.join(exc.revisions)}, which this checkout's "
+            f"migrations do not have (another branch or a newer checkout migrated it).\nUse the checkout that "
+            f"migrated it, or, to start over, {start_over}."
+        )
 
     # -- processes ---------------------------------------------------------------------------
     def service_env(self, service: str) -> dict[str, str]:
@@ -188,12 +216,11 @@ class Stack:
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
         # A session of its own: Ctrl-C reaches only us, and we stop the children in order.
-        self.processes[name] = subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        with open(self.log_dir / f"{name}.log", "ab") as log, signals.deferred():
+            self.processes[name] = subprocess.Popen(
+                args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def start_services(self) -> None:
         for service in SERVICES:
@@ -274,11 +301,16 @@ class Stack:
                 process.wait()
 
     def stop(self) -> None:
-        self.stop_processes(["envoy"])
-        self.stop_processes(list(self.processes))
-        if self._postgres_started:
-            self.postgres.stop()
-            self._postgres_started = False
+        """Envoy, then the services, then PostgreSQL; a stop signal waits until all are stopped (cut short,
+        the stop would leave the rest running). Safe to call again."""
+        with signals.deferred():
+            if (gateway := self.processes.get("envoy")) is not None and gateway.poll() is None:
+                envoy.drain(self.ports.envoy_admin)  # Envoy exits at SIGTERM at once: let calls under way finish
+            self.stop_processes(["envoy"])
+            self.stop_processes(list(self.processes))
+            if self._postgres_started:
+                self.postgres.stop()
+                self._postgres_started = False
 
     def __enter__(self) -> Stack:
         return self.start()

@@ -164,11 +164,9 @@ class Worker:
             await self.handlers[kind](job_id, payload)
         except Exception as exc:  # noqa: BLE001 - any failure is retried later, and recorded
             give_up = attempts >= MOST_ATTEMPTS
-            log.warning(
-                "job failed",
-                extra={"fields": {"job": str(job_id), "kind": kind, "attempts": attempts, "given_up": give_up}},
-            )
             error = f"{type(exc).__name__}: {exc}"[:2000]
+            fields = {"job": str(job_id), "kind": kind, "attempts": attempts, "given_up": give_up, "error": error[:500]}
+            log.log(logging.ERROR if give_up else logging.WARNING, "job failed", extra={"fields": fields})
             async with self.db.unscoped() as session:
                 params = {"delay": backoff(attempts), "error": error, "give_up": give_up}
                 await session.execute(self._retry, {"id": job_id, "attempts": attempts, **params})

@@ -31,6 +31,13 @@ class RpcMetrics:
         histogram.observe(seconds)
 
 
-def serve_metrics(host: str, port: int) -> None:
+def serve_metrics(host: str, port: int, setting: str) -> None:
+    """Prometheus /metrics on `port` (-1: none); `setting` names the variable that moves it."""
     if port >= 0:
-        start_http_server(port, addr=host)
+        try:
+            start_http_server(port, addr=host)
+        except OSError as exc:
+            raise SystemExit(
+                f"cannot serve metrics on {host}:{port} ({exc.strerror}): is another process using the port? "
+                f"Set {setting} to another port, or to -1 to serve no metrics"
+            ) from None

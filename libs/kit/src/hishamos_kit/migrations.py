@@ -6,10 +6,28 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
+from alembic.util import CommandError
 from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.dialects.postgresql import JSONB
 
 from hishamos_kit.db import RETENTION_SETTING, TENANT_SETTING
+
+
+class UnknownRevision(Exception):
+    """The database is at a revision these migrations do not have: another branch or a newer release migrated
+    it. Alembic says only `Can't locate revision identified by '…'`, which names neither database nor cause."""
+
+    def __init__(self, version_table: str, revisions: list[str]) -> None:
+        self.version_table = version_table
+        self.revisions = revisions
+        super().__init__(
+            f"the database is at revision {', '.join(revisions)} ({version_table}), which these migrations do not have"
+        )
+
+
+def _unknown_revisions() -> list[str]:
+    known = {script.revision for script in context.script.walk_revisions()}
+    return [revision for revision in context.get_context().get_current_heads() if revision not in known]
 
 
 def run(metadata: MetaData, version_table: str, default_url: str, default_app_role: str) -> None:
@@ -29,8 +47,14 @@ def run(metadata: MetaData, version_table: str, default_url: str, default_app_ro
             transaction_per_migration=True,
         )
         context.config.attributes["app_role"] = app_role
+        context.config.attributes["version_table"] = version_table
         with context.begin_transaction():
-            context.run_migrations()
+            try:
+                context.run_migrations()
+            except CommandError as exc:
+                if unknown := _unknown_revisions():
+                    raise UnknownRevision(version_table, unknown) from exc
+                raise
     engine.dispose()
 
 
@@ -39,6 +63,15 @@ def app_role() -> str:
     if not role:
         raise SystemExit("no app role: set the service's APP_ROLE so migrations can grant it access")
     return str(role)
+
+
+def grant_version_table(revoke: bool = False) -> None:
+    """Let the app role read which revision the schema is at (`hishamos_kit.schema`)."""
+    table = context.config.attributes["version_table"]
+    if revoke:
+        op.execute(f'REVOKE SELECT ON TABLE "{table}" FROM "{app_role()}"')
+    else:
+        grant(table, "SELECT")
 
 
 def grant(table: str, privileges: str = "SELECT, INSERT, UPDATE, DELETE") -> None:

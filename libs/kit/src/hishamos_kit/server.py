@@ -43,6 +43,7 @@ from hishamos_kit.logs import request_id_var
 from hishamos_kit.metrics import RpcMetrics, serve_metrics
 from hishamos_kit.outbound import inbound_deadline
 from hishamos_kit.retention import Retention, Rule
+from hishamos_kit.schema import Schema, wait_until_current
 from hishamos_kit.settings import ServiceSettings
 
 log = logging.getLogger("hishamos.server")
@@ -336,7 +337,8 @@ async def serve(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 1),
+            # Off: with it, a second copy of the service on the same port would bind too, and take half the calls.
+            ("grpc.so_reuseport", 0),
         ],
     )
     registrar = ChassisRegistrar(server, chassis)
@@ -348,9 +350,16 @@ async def serve(
     names = [*reflected, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server, pool=api.ReflectionPool())
     address = f"{settings.host}:{settings.port}"
-    if server.add_insecure_port(address) == 0:
-        raise SystemExit(f"cannot listen on {address}: is another process using the port?")
-    serve_metrics(settings.host, settings.metrics_port)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpc.aio raises where grpc answers 0
+        bound = 0
+    if bound == 0:
+        raise SystemExit(
+            f"cannot listen on {address}: is another process using the port? Set HISHAMOS_{name.upper()}_PORT "
+            "to another port"
+        )
+    serve_metrics(settings.host, settings.metrics_port, f"HISHAMOS_{name.upper()}_METRICS_PORT")
     # What startup built (modules, models, descriptors) lives as long as the process: out of the
     # collector's sight, so its collections scan only what calls allocate.
     gc.collect()
@@ -383,18 +392,21 @@ async def run(
     name: str,
     settings: ServiceSettings,
     build: ServicesFactory,
+    schema: Schema,
     keys: Callable[[Database], KeySource] | None = None,
     retained: Sequence[Rule] = (),
     standing: Callable[[Database], Standing] | None = None,
 ) -> None:
-    """Open the database, build the service's servicers, verify tokens against identity, and serve;
-    `retained`: what the service's tables keep only for a while, beside every service's request ids;
-    `standing`: what the service knows of a caller now (identity: its user's current roles)."""
+    """Open the database, wait for it to have `schema`, build the service's servicers, verify tokens
+    against identity, and serve; `retained`: what the service's tables keep only for a while, beside
+    every service's request ids; `standing`: what the service knows of a caller now (identity: its
+    user's current roles)."""
     if settings.page_token_key:
         listing.use_token_key(load_key(settings.page_token_key, f"HISHAMOS_{name.upper()}_PAGE_TOKEN_KEY"))
     else:
         log.warning("no page token key: page tokens work only in this process, until it stops")
     db = Database(settings.database_url, settings.db_pool_size)
+    await wait_until_current(db, schema)
     jwks = None if keys else JwksClient(settings.identity_target, settings.jwks_cache_seconds)
     key_source: KeySource = keys(db) if keys else jwks  # type: ignore[assignment]
     verifier = TokenVerifier(key_source, settings.jwt_issuer, settings.jwt_audience)
@@ -416,6 +428,7 @@ def main(
     name: str,
     settings: ServiceSettings,
     build: ServicesFactory,
+    schema: Schema,
     keys: Callable[[Database], KeySource] | None = None,
     retained: Sequence[Rule] = (),
     standing: Callable[[Database], Standing] | None = None,
@@ -424,4 +437,4 @@ def main(
     logs.configure(name, settings.log_level)
     if not settings.database_url:
         raise SystemExit(f"HISHAMOS_{name.upper()}_DATABASE_URL is not set; `make up` sets it for the local stack")
-    uvloop.run(run(name, settings, build, keys, retained, standing))
+    uvloop.run(run(name, settings, build, schema, keys, retained, standing))

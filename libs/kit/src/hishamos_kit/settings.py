@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Self
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 DEFAULT_PORTS = {"identity": 50051, "agents": 50052, "projects": 50053, "knowledge": 50054}
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_METRICS_PORTS = {"identity": 9464, "agents": 9465, "projects": 9466, "knowledge": 9467}
 
 
@@ -48,10 +50,27 @@ class ServiceSettings(BaseSettings):
         "", description="base64 of 32 bytes sealing page tokens; the same in every process of the service"
     )
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LEVELS:
+            raise ValueError(f"must be one of {', '.join(LEVELS)}")
+        return value.upper()
+
     @classmethod
     def for_service(cls, service: str) -> Self:
-        """Settings with the service's default ports filled in."""
-        settings = cls()
+        """Settings with the service's default ports filled in; a bad value stops the service with a
+        line naming its variable, not a traceback."""
+        prefix = cls.model_config.get("env_prefix", "")
+        try:
+            settings = cls()
+        except ValidationError as exc:
+            problems = "; ".join(f"{prefix}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise SystemExit(f"bad setting: {problems}") from None
+        except SettingsError as exc:  # a value that is not JSON where JSON is expected
+            field = re.search(r'field "(\w+)"', str(exc))
+            name = f"{prefix}{field.group(1).upper()}" if field else f"a {prefix}… variable"
+            raise SystemExit(f"bad setting: {name} must be JSON") from None
         if settings.port == 0:
             settings.port = DEFAULT_PORTS[service]
         if settings.metrics_port == 0:

@@ -1,3 +1,4 @@
+from hishamos_identity.models import SCHEMA
 from hishamos_identity.recovery import RETENTION as EMAIL_TOKENS
 from hishamos_identity.service import Identity
 from hishamos_identity.settings import IdentitySettings
@@ -11,7 +12,7 @@ def main() -> None:
     settings = IdentitySettings.for_service("identity")
     identity = Identity(settings)
     retained = (FINISHED_JOBS, REFRESH_TOKENS, EMAIL_TOKENS)
-    serve_main("identity", settings, identity.build, keys=identity.keys, retained=retained, standing=Standing)
+    serve_main("identity", settings, identity.build, SCHEMA, keys=identity.keys, retained=retained, standing=Standing)
 
 
 if __name__ == "__main__":

@@ -31,12 +31,14 @@ log = logging.getLogger("hishamos.mail")
 KIND = "mail"
 
 
-class MailUnconfigured(RuntimeError):
-    pass
-
-
 class Mailer:
     def __init__(self, settings: IdentitySettings, sealer: Sealer) -> None:
+        # Refused at start: otherwise every invitation and reset would be accepted, then fail for hours.
+        if not settings.smtp_host and not settings.mail_outbox_dir:
+            raise SystemExit(
+                "identity sends mail (invitations, password resets): set HISHAMOS_IDENTITY_SMTP_HOST, or "
+                "HISHAMOS_IDENTITY_MAIL_OUTBOX_DIR to write each mail to a file there"
+            )
         self._settings = settings
         self._sealer = sealer
 
@@ -84,12 +86,10 @@ class Mailer:
         if s.smtp_host:
             message.set_content(body.decode())  # 7-bit safe for any relay; mail clients decode it
             await aiosmtplib.send(message, hostname=s.smtp_host, port=s.smtp_port, timeout=10)
-        elif s.mail_outbox_dir:
+        else:
             # Read as a file by a person: plain UTF-8, where quoted-printable would cut a token in two.
             message.set_content(body.decode(), cte="8bit")
             await asyncio.to_thread(_write, Path(s.mail_outbox_dir) / f"{job_id}.eml", bytes(message))
-        else:
-            raise MailUnconfigured("no mail transport: set HISHAMOS_IDENTITY_SMTP_HOST or _MAIL_OUTBOX_DIR")
 
 
 def _context(to: str, subject: str) -> str:

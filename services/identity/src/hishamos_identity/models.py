@@ -25,6 +25,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from hishamos_kit.db import Resource, TenantResource, Timestamps, new_metadata
 from hishamos_kit.jobs import JobColumns
 from hishamos_kit.resources import IdempotencyKeyColumns
+from hishamos_kit.schema import Schema
+
+# What this build needs of its database (the newest migration); the service waits for it at start.
+SCHEMA = Schema("alembic_version_identity", "0014")
 
 
 class Base(DeclarativeBase):

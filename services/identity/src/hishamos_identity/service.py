@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from cryptography.exceptions import InvalidTag
 from grpc.aio import ServicerContext as Context
 
 from hishamos.identity.v1 import (
@@ -349,7 +350,13 @@ class Identity:
 
     async def build(self, db: Database) -> list[Service | Background]:
         assert self.key_store is not None
-        await self.key_store.ensure_active()
+        try:
+            await self.key_store.ensure_active()
+        except InvalidTag:
+            raise SystemExit(
+                "HISHAMOS_IDENTITY_KEY_ENCRYPTION_KEY does not open the signing keys in the database: set the key "
+                "they were sealed with"
+            ) from None
         s = self.settings
         passwords = Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism, s.argon2_threads)
         issuer = TokenIssuer(db, self.key_store, s)

@@ -10,6 +10,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from hishamos_kit.db import TenantResource, new_metadata
 from hishamos_kit.resources import IdempotencyKeyColumns
+from hishamos_kit.schema import Schema
+
+# What this build needs of its database (the newest migration); the service waits for it at start.
+SCHEMA = Schema("alembic_version_knowledge", "0003")
 
 
 class Base(DeclarativeBase):

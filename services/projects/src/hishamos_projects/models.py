@@ -24,6 +24,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from hishamos_kit.db import TenantResource, new_metadata
 from hishamos_kit.resources import IdempotencyKeyColumns
+from hishamos_kit.schema import Schema
+
+# What this build needs of its database (the newest migration); the service waits for it at start.
+SCHEMA = Schema("alembic_version_projects", "0010")
 
 
 class Base(DeclarativeBase):
