@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -69,6 +70,10 @@ def test_a_worker_whose_lease_ran_out_cannot_reopen_a_finished_job(
     attempts, finished, failed, error = asyncio.run(scenario())
     assert runs == ["slow", "quick"]
     assert (attempts, finished, failed, error) == (2, True, False, "")
+    counted = {
+        o: REGISTRY.get_sample_value("hishamos_jobs_total", {"kind": kind, "outcome": o}) for o in ("done", "retried")
+    }
+    assert counted == {"done": 1, "retried": 1}
 
 
 def test_a_job_whose_runs_never_end_is_given_up(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
@@ -88,6 +93,7 @@ def test_a_job_whose_runs_never_end_is_given_up(stack: Stack, caplog: pytest.Log
     attempts, finished, failed, error = asyncio.run(scenario())
     assert runs == [] and (attempts, finished, failed) == (jobs.MOST_ATTEMPTS + 1, True, True)
     assert "no result" in error
+    assert REGISTRY.get_sample_value("hishamos_jobs_total", {"kind": kind, "outcome": "given_up"}) == 1
     (logged,) = [r for r in caplog.records if r.getMessage() == "job failed"]
     assert logged.levelname == "ERROR" and logged.fields["given_up"] and logged.fields["error"] == error  # type: ignore[attr-defined]
 

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from hishamos_kit.db import Database, Prepared, Timestamps
+from hishamos_kit.metrics import JOBS_RUN
 from hishamos_kit.retention import Rule
 
 log = logging.getLogger("hishamos.jobs")
@@ -167,10 +168,12 @@ class Worker:
             error = f"{type(exc).__name__}: {exc}"[:2000]
             fields = {"job": str(job_id), "kind": kind, "attempts": attempts, "given_up": give_up, "error": error[:500]}
             log.log(logging.ERROR if give_up else logging.WARNING, "job failed", extra={"fields": fields})
+            JOBS_RUN.labels(kind, "given_up" if give_up else "retried").inc()
             async with self.db.unscoped() as session:
                 params = {"delay": backoff(attempts), "error": error, "give_up": give_up}
                 await session.execute(self._retry, {"id": job_id, "attempts": attempts, **params})
             return True
         async with self.db.unscoped() as session:
             await session.execute(self._done, {"id": job_id, "attempts": attempts})
+        JOBS_RUN.labels(kind, "done").inc()
         return True

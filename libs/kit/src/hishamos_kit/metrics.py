@@ -12,6 +12,9 @@ RPC_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+# Background jobs by kind and outcome (done, retried, given_up): a queue that only fails shows here, not in RPCs.
+JOBS_RUN = Counter("hishamos_jobs_total", "background job runs", ["kind", "outcome"])
+
 
 class RpcMetrics:
     """Caches labelled children: a label lookup per call would cost more than the observation."""
