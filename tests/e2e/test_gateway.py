@@ -208,3 +208,12 @@ def test_one_client_storming_sign_in_leaves_other_clients_able_to_sign_in(stack:
     # Another address is still answered (a wrong password: 401), not refused with the storming one.
     assert _login_over_http(stack, tenant.slug, "127.0.0.2") == 401
     time.sleep(2.5)  # the buckets full again for the calls of the tests after this one
+
+
+def test_the_gateway_runs_with_its_overload_limits(stack: Stack) -> None:
+    """Past its connection and heap limits the gateway refuses work instead of growing until it is killed."""
+    url = f"http://127.0.0.1:{stack.ports.envoy_admin}/stats?filter=%5Eoverload%5C."
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        stats = dict(line.split(": ", 1) for line in reply.read().decode().splitlines())
+    assert stats["overload.envoy.overload_actions.stop_accepting_requests.active"] == "0"
+    assert 0 < int(stats["overload.envoy.resource_monitors.fixed_heap.pressure"]) < 90  # percent of the limit

@@ -19,6 +19,8 @@ BACKEND_HEADER = "x-hishamos-backend"  # picks the backend for health and reflec
 LOGIN_PATH = "/hishamos.identity.v1.AuthService/Login"
 RESET_PATH = "/hishamos.identity.v1.AuthService/RequestPasswordReset"
 TYPES = "type.googleapis.com/envoy.extensions"
+MAX_CONNECTIONS = 5_000  # downstream connections a gateway process holds at once
+MAX_HEAP_BYTES = 200 * 1024 * 1024
 API_STAT_PREFIX = "api"  # the API listener's stats are http.api.*: deploy/docker/envoy-drain.sh waits on them
 METRICS_PATH = "/stats/prometheus"  # all that the metrics listener serves of the admin endpoint
 
@@ -275,6 +277,40 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
     return {
         "admin": {"address": {"socket_address": {"address": cfg.admin_host, "port_value": cfg.admin_port}}},
         "static_resources": {"listeners": listeners, "clusters": clusters},
+        "overload_manager": _overload_manager(),
+    }
+
+
+def _overload_manager() -> dict[str, Any]:
+    """An edge proxy's limits (Envoy's edge best practices): past MAX_CONNECTIONS it accepts no more, and as
+    its heap nears MAX_HEAP_BYTES (the gateway pod may use 256 MiB) it returns memory, then answers new
+    requests 503, where it would otherwise grow until the kernel killed it with every call on it."""
+    heap = "envoy.resource_monitors.fixed_heap"
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": heap,
+                "typed_config": {
+                    "@type": f"{TYPES}.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": MAX_HEAP_BYTES,
+                },
+            },
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": f"{TYPES}.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": MAX_CONNECTIONS,
+                },
+            },
+        ],
+        "actions": [
+            {"name": "envoy.overload_actions.shrink_heap", "triggers": [{"name": heap, "threshold": {"value": 0.9}}]},
+            {
+                "name": "envoy.overload_actions.stop_accepting_requests",
+                "triggers": [{"name": heap, "threshold": {"value": 0.95}}],
+            },
+        ],
     }
 
 
