@@ -147,12 +147,14 @@ def _limited(path: str, stat_prefix: str, per_second: int, per_client: int, clie
     from the shared one; a client whose bucket is empty is refused without taking from the shared one."""
     route = _route(path, "identity")
     route["match"] = {"path": path, "grpc": {}}
-    route["route"]["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
     route["typed_per_filter_config"] = {
         "envoy.filters.http.local_ratelimit": {
             "@type": f"{TYPES}.filters.http.local_ratelimit.v3.LocalRateLimit",
             "stat_prefix": stat_prefix,
             "token_bucket": _bucket(per_second),
+            # The descriptor each call is counted under, here rather than in the route's `rate_limits`,
+            # which Envoy says a later release will ignore for local limits.
+            "rate_limits": [{"actions": [{"remote_address": {}}]}],
             # An empty value: a bucket for each client address seen (the peer's; see use_remote_address).
             "descriptors": [{"entries": [{"key": "remote_address", "value": ""}], "token_bucket": _bucket(per_client)}],
             "max_dynamic_descriptors": clients,
