@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -21,7 +22,9 @@ from hishamos.agents.v1 import platform_pb2, platform_pb2_grpc
 from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc, audit_pb2, audit_pb2_grpc, user_pb2, user_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.stack import Stack, free_port
+from hishamos_kit.auth import ApiKeys
 from hishamos_kit.db import ScriptConnections
+from hishamos_kit.errors import PermissionDenied
 from hishamos_kit.server import SlowCalls, over_limit, serve
 from hishamos_kit.settings import ServiceSettings
 from tests.conftest import Channels, Tenant
@@ -195,3 +198,42 @@ def test_a_statement_past_a_database_limit_is_the_requests_fault_not_a_reason_to
     with pytest.raises(psycopg.OperationalError) as refused:
         psycopg.connect(f"host=127.0.0.1 port={free_port()} dbname=x user=x", connect_timeout=5)
     assert not over_limit(refused.value)
+
+
+def test_a_remembered_key_refusal_is_a_new_error_each_time_and_asks_identity_once() -> None:
+    """Raising one stored error again would grow its traceback with every refused call, holding each
+    call's frames (and their requests) for as long as the refusal is remembered."""
+    asked = 0
+
+    async def suspended(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        nonlocal asked
+        asked += 1
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the organization is suspended")
+        raise AssertionError("abort raises")
+
+    async def scenario() -> list[BaseException]:
+        server = grpc.aio.server()
+        handlers = {"AuthenticateApiKey": grpc.unary_unary_rpc_method_handler(suspended)}
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("hishamos.identity.v1.ApiKeyService", handlers),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        keys = ApiKeys(f"127.0.0.1:{port}")
+        raised: list[BaseException] = []
+        try:
+            for _ in range(50):
+                try:
+                    await keys.verify("hos_key")
+                except PermissionDenied as exc:
+                    raised.append(exc)
+        finally:
+            await keys.close()
+            await server.stop(None)
+        return raised
+
+    raised = asyncio.run(scenario())
+    assert asked == 1 and len({id(e) for e in raised}) == 50
+    assert all("suspended" in str(e) for e in raised)
+    depth = [len(traceback.extract_tb(e.__traceback__)) for e in raised]
+    assert depth[1:] == [depth[1]] * 49  # the 50th refusal carries no more frames than the second

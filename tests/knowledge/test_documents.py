@@ -183,7 +183,16 @@ def test_a_page_of_documents_with_the_most_metadata_holds_what_a_default_client_
 def test_a_file_name_holds_no_control_characters(channels: Channels, tenant: Tenant) -> None:
     """A name goes into Content-Disposition headers and terminals: a line break there splits a header."""
     api = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
-    for name in ("a\nb.md", "a\rb.md", "tab\t.md", "nul\0.md", "c1\x85.md", "del\x7f.md"):
+    for name in (
+        "a\nb.md",
+        "a\rb.md",
+        "tab\t.md",
+        "nul\0.md",
+        "c1\x85.md",
+        "del\x7f.md",
+        "ls\u2028.md",
+        "x\u202egpj.exe",
+    ):
         document = pb.Document(title="Named", filename=name)
         request = pb.CreateDocumentRequest(parent=tenant.organization, document=document)
         f = failure(lambda r=request: api.CreateDocument(r, metadata=tenant.metadata, timeout=10))  # type: ignore[misc]

@@ -142,7 +142,11 @@ class EmbeddedPostgres:
         postgres), or None: a postmaster.pid left by a crash names a process long gone, or another one."""
         try:
             pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
-            alive = Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+            # The PID may since belong to another cluster's postgres: ours names this directory.
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            alive = Path(f"/proc/{pid}/comm").read_text().strip() == "postgres" and any(
+                Path(os.fsdecode(a)).resolve() == self.data_dir.resolve() for a in arguments if a
+            )
         except (OSError, ValueError, IndexError):
             return None
         return pid if alive else None

@@ -252,7 +252,7 @@ class ApiKeys:
         self._states: dict[str, _KeyState] = {}
         # Keys identity refused, until when, and why: a client retrying a revoked key, or one of a
         # suspended organization, reaches identity once per `ttl_seconds`, not with every call.
-        self._refused: dict[str, tuple[float, ApiError]] = {}
+        self._refused: dict[str, tuple[float, str | None]] = {}  # until, and identity's denial (None: invalid)
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._channel: grpc.aio.Channel | None = None
 
@@ -273,7 +273,7 @@ class ApiKeys:
                     )
             refused = self._refused.get(key)
             if refused is not None and refused[0] > now:
-                raise refused[1]
+                raise _refusal(refused[1])
             await self._reserve(key, state)
 
     async def _reserve(self, key: str, state: _KeyState | None) -> None:
@@ -298,11 +298,10 @@ class ApiKeys:
         try:
             reply = await stub.AuthenticateApiKey(request, metadata=outbound.traced(), timeout=outbound.timeout())
         except grpc.aio.AioRpcError as exc:
-            refusal: ApiError
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                refusal = Unauthenticated("the API key is not valid", "API_KEY_INVALID")
+                denial = None
             elif exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # a valid key that may not act now
-                refusal = PermissionDenied(exc.details() or "the API key may not be used now", "API_KEY_DENIED")
+                denial = exc.details() or "the API key may not be used now"
             else:
                 raise Unavailable(
                     "cannot verify API keys now: identity is unreachable; retry", "API_KEY_UNVERIFIED"
@@ -310,8 +309,8 @@ class ApiKeys:
             self._states.pop(key, None)
             if len(self._refused) >= 10_000:
                 self._refused.clear()
-            self._refused[key] = (time.monotonic() + self._ttl, refusal)
-            raise refusal from None
+            self._refused[key] = (time.monotonic() + self._ttl, denial)
+            raise _refusal(denial) from None
         # Kept no longer than the key lives: its expiry, unlike a revocation, is known in advance.
         expires = reply.expire_time.ToDatetime(UTC) if reply.HasField("expire_time") else None
         lifetime = self._ttl if expires is None else min(self._ttl, expires.timestamp() - time.time())
@@ -340,6 +339,14 @@ class ApiKeys:
 
 # What a service that keeps the users knows of a caller now, beside what its credential says.
 Standing = Callable[[Principal], Awaitable[Principal]]
+
+
+def _refusal(denial: str | None) -> ApiError:
+    """A new error for each refused call: one raised again and again would keep every call's frames, and
+    what they hold (the request among them), in its traceback."""
+    if denial is None:
+        return Unauthenticated("the API key is not valid", "API_KEY_INVALID")
+    return PermissionDenied(denial, "API_KEY_DENIED")
 
 
 class Authenticator:

@@ -129,6 +129,18 @@ class Violations:
         wrong, so a client fixing the state is not then told of bad fields it could have fixed at once."""
         self.deferred = self.deferred or error
 
+    @property
+    def failed(self) -> bool:
+        """Whether anything refuses the request: a field, or a deferred error of state."""
+        return bool(self.items) or self.deferred is not None
+
+    def merge(self, other: Violations, prefix: str = "") -> None:
+        """`other`'s violations as this request's, under `prefix` (`requests[2].` in a batch, say)."""
+        for field, description in other.items.items():
+            self.add(prefix + field, description)
+        if other.deferred is not None:
+            self.defer(other.deferred)
+
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)

@@ -49,7 +49,10 @@ async def wait_until_current(db: Database, schema: Schema, every: float = 2.0, n
         try:
             found = await revision(db, schema)
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, OSError) as exc:
-            reason = f"the database is unreachable ({type(exc).__name__}); check DATABASE_URL and that it runs"
+            # The driver's own first line says why (refused, no such database, a wrong password); it
+            # never quotes the password.
+            said = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+            reason = f"the database is unreachable ({said}); check DATABASE_URL and that it runs"
         else:
             if found == schema.revision or (found is not None and behind(schema.revision, found)):
                 if found != schema.revision:

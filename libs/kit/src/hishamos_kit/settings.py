@@ -65,7 +65,10 @@ class ServiceSettings(BaseSettings):
         try:
             settings = cls()
         except ValidationError as exc:
-            problems = "; ".join(f"{prefix}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{prefix}{str(e['loc'][0]).upper()}{''.join(f'[{k!r}]' for k in e['loc'][1:])}: {e['msg']}"
+                for e in exc.errors()
+            )
             raise SystemExit(f"bad setting: {problems}") from None
         except SettingsError as exc:  # a value that is not JSON where JSON is expected
             field = re.search(r'field "(\w+)"', str(exc))

@@ -111,11 +111,11 @@ class ApiKeys:
         )
 
         async def insert(session: AsyncSession) -> pb.CreateApiKeyResponse:
-            # A deactivated user's access token lives on until it expires; it must not mint a key
-            # that outlives the deactivation and works again the day the user is reactivated.
+            # Checked again under the owner's lock (the caller's standing was checked before the handler):
+            # a user deactivated meanwhile must not mint a key that works again the day they are reactivated.
             owner = await users.live_user(session, owner_id, principal.subject, lock=True)
             if owner.state != "active":
-                raise PermissionDenied("this user is deactivated; ask an admin", "USER_DEACTIVATED")
+                raise Unauthenticated("this user was deactivated or deleted; ask an admin", "USER_INACTIVE")
             session.add(key)
             await session.flush()
             audit.record(

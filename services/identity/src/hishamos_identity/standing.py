@@ -18,7 +18,7 @@ from hishamos_identity.grants import permissions_of
 from hishamos_identity.models import Organization, User
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Database
-from hishamos_kit.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from hishamos_kit.errors import PermissionDenied, Unauthenticated
 
 
 class Standing:
@@ -26,11 +26,11 @@ class Standing:
         self.db = db
 
     async def __call__(self, principal: Principal) -> Principal:
-        """The caller narrowed to its user's current roles; operators and services are left as they are."""
-        try:
-            organization_id, user_id = users.PATH.parse(principal.subject, "sub")
-        except InvalidArgument:
+        """The caller's permissions narrowed to what its user's roles hold now; operators and services
+        (`operators/…`, `services/…`) are left as they are."""
+        if not principal.subject.startswith("organizations/"):
             return principal
+        organization_id, user_id = users.PATH.parse(principal.subject, "sub")
         async with self.db.tenant(organization_id) as session:
             query = (
                 select(User.state, User.is_deleted, User.roles, Organization.state)
@@ -43,6 +43,4 @@ class Standing:
             if found[3] != "active":
                 raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
             held = await permissions_of(session, found[2])
-        return dataclasses.replace(
-            principal, roles=tuple(found[2]), permissions=principal.permissions.intersection(held)
-        )
+        return dataclasses.replace(principal, permissions=principal.permissions.intersection(held))

@@ -23,6 +23,8 @@ STATES = validate.EnumCodes(pb.Document.ProcessingState.items(), "PROCESSING_STA
 
 MAX_METADATA_BYTES = 64 * 1024
 MAX_FILENAME = 255
+# Embeddings and overrides of text direction: "x\u202egpj.exe" shows as "xexe.jpg".
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def canonical_project(literal: object) -> str:
@@ -112,10 +114,10 @@ class DocumentType(ResourceType[Document, pb.Document]):
     @staticmethod
     def filename(v: Violations, field: str, value: str) -> str:
         """A bare file name: no directories, so it can never be used to reach another path, and no control
-        characters, which would break a Content-Disposition header or a terminal showing it."""
+        characters, which would break a Content-Disposition header or a terminal showing it, or disguise it."""
         value = validate.text(v, field, value, required=True, max_length=MAX_FILENAME)
         if value and (any(c in value for c in "/\\") or value in (".", "..")):
             v.add(field, 'must be a file name without "/" or "\\", and not "." or ".."')
-        elif any(unicodedata.category(c) == "Cc" for c in value):
-            v.add(field, "must not hold control characters such as line breaks, tabs or NUL")
+        elif any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in BIDI_CONTROLS for c in value):
+            v.add(field, "must not hold control characters such as line breaks, tabs, NUL or text direction marks")
         return value

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hishamos_kit import resources
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import Database, Prepared, columns_of
-from hishamos_kit.errors import InvalidArgument, NotFound, Violations
+from hishamos_kit.errors import NotFound, Violations
 from hishamos_kit.listing import list_page
 from hishamos_kit.lru import LruBytes
 from hishamos_kit.resources import IdempotencyKeyColumns, ResourcePath
@@ -219,7 +219,7 @@ class ChildMethods(StandardMethods[Child, Msg]):
     ) -> list[Msg]:
         """Validate every message (a batch reports every violation as `requests[i].<field>`), then insert all."""
         rows: list[Child] = []
-        problems: dict[str, str] = {}
+        problems = Violations()
         for i, message in enumerate(messages):
             row = self.kind.model()
             row.id, row.organization_id = uuid.uuid4(), principal.organization_id
@@ -228,11 +228,10 @@ class ChildMethods(StandardMethods[Child, Msg]):
             violations = Violations()
             await self._validate(session, row, message, sorted(self.kind.updatable), violations)
             prefix = f"requests[{i}]." if batch else ""
-            problems.update({prefix + field: text for field, text in violations.items.items()})
+            problems.merge(violations, prefix)
             self.kind.on_create(row, message)
             rows.append(row)
-        if problems:
-            raise InvalidArgument(problems)
+        problems.raise_if_any()
         for row in rows:
             await self.kind.before_write(session, row, "create")
         session.add_all(rows)

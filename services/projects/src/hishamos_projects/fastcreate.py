@@ -102,12 +102,12 @@ async def create(
         loader = methods.db.scripts.adapter(conn)
         for _ in range(3):
             seen = _projects.get(project_id) if kind.project_columns else (0, ())
-            ready = not refused.items and seen is not None
+            ready = not refused.failed and seen is not None
             if seen is not None and ready and kind.project_columns:
                 checked = Violations()
                 project = SimpleNamespace(**dict(zip(kind.project_columns, seen[1], strict=True)))
                 kind.check_project(row, project, paths, checked)
-                ready = not checked.items
+                ready = not checked.failed
             params: list[Any] = [key_id, organization_id, method, request_id] if request_id else []
             params += facts_params
             inserted, sent = None, {}
@@ -154,7 +154,7 @@ async def create(
             if not all(live_values[: len(ancestors)]):
                 raise NotFound(parent)
             violations = Violations()
-            violations.items.update(refused.items)
+            violations.merge(refused)
             methods.judge(row, paths, guards, (*project_values, *live_values[len(ancestors) :]), violations)
             violations.raise_if_any()
             if kind.project_columns:  # what the rules were checked against is out of date
