@@ -29,10 +29,10 @@ BANNER = "HishamOS is up"
 class Up:
     """A running `up`, its output (stdout and stderr) read as it comes."""
 
-    def __init__(self, data_dir: Path, *prefix: str) -> None:
+    def __init__(self, data_dir: Path, *prefix: str, command: str = "up") -> None:
         self.data_dir = data_dir
         self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "hishamos_devstack", "up", "--free-ports", "--data-dir", str(data_dir)],
+            [*prefix, sys.executable, "-m", "hishamos_devstack", command, "--free-ports", "--data-dir", str(data_dir)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -122,6 +122,13 @@ def test_sighup_stops_the_stack_and_a_second_up_names_the_one_still_running(data
 
 
 def test_a_stop_during_start_up_stops_at_once_and_the_next_up_starts_under_nohup(data_dir: Path) -> None:
+    # `make migrate` on a fresh directory stops its PostgreSQL on SIGTERM too (it was left running).
+    migrating = Up(data_dir, command="migrate")
+    migrating.wait_for("    migrating identity")
+    assert migrating.stop(signal.SIGTERM) == 128 + signal.SIGTERM, migrating.output
+    assert "SIGTERM while migrating: stopped." in migrating.output and "Traceback" not in migrating.output
+    assert stack_processes(data_dir) == {}
+
     for step, signum in (("    migrating agents", signal.SIGTERM), ("==> starting identity", signal.SIGINT)):
         up = Up(data_dir)
         up.wait_for(step)

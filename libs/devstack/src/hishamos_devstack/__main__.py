@@ -84,10 +84,15 @@ def main() -> None:
     stack = Stack(opts.data_dir.resolve(), Ports.free() if opts.free_ports else None)
     if opts.command == "up":
         sys.exit(up(stack))
+    signals.raise_on_stop()  # `migrate` too stops PostgreSQL on SIGTERM or SIGHUP, not only on Ctrl-C
     try:
         stack.start_postgres()
         stack.migrate_all()
+    except signals.Stopped as stopped:
+        say(f"\n{stopped} while migrating: stopped.")
+        sys.exit(128 + stopped.signum)
     finally:
+        signals.ignore_stop()
         stack.stop()
 
 
