@@ -153,3 +153,25 @@ def test_change_password_needs_the_current_one_and_only_for_oneself(channels: Ch
     auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
     refresh = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
     assert failure(lambda: auth.RefreshToken(refresh, timeout=10)).code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_moving_ones_own_email_takes_the_password(channels: Channels, tenant: Tenant) -> None:
+    """With a token alone, a thief would move the address, then reset the password through it."""
+    member = add_user(channels, tenant, "manager")
+
+    def move(caller: Tenant, email: str, password: str = "") -> pb.User:
+        request = pb.UpdateUserRequest(
+            user=pb.User(name=member.user, email=email),
+            update_mask=FieldMask(paths=["email"]),
+            current_password=password,
+        )
+        return users(channels).UpdateUser(request, metadata=caller.metadata, timeout=30).user
+
+    for password, said in (("", "is required to change your own email"), ("wrong-horse-42", "does not match")):
+        f = failure(lambda p=password: move(member, "thief@evil.test", p))  # type: ignore[misc]
+        assert f.code == grpc.StatusCode.INVALID_ARGUMENT and f.violations == {"current_password": said}
+    got = users(channels).GetUser(pb.GetUserRequest(name=member.user), metadata=tenant.metadata).user
+    assert got.email == f"{member.username}@{tenant.slug}.test"
+    assert move(member, "New@Example.test", PASSWORD).email == "new@example.test"
+    assert move(member, "new@example.test").email == "new@example.test"  # unchanged: nothing to prove
+    assert move(tenant, "moved-by-admin@example.test").email == "moved-by-admin@example.test"  # someone else's

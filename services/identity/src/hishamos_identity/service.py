@@ -183,9 +183,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         return user_pb2.ListUsersResponse(users=found, next_page_token=token)
 
     async def UpdateUser(self, request: user_pb2.UpdateUserRequest, context: Context) -> user_pb2.UpdateUserResponse:
-        return user_pb2.UpdateUserResponse(
-            user=await self.users.update(current_principal(), request.user, request.update_mask)
-        )
+        return user_pb2.UpdateUserResponse(user=await self.users.update_user(current_principal(), request))
 
     async def DeleteUser(self, request: user_pb2.DeleteUserRequest, context: Context) -> user_pb2.DeleteUserResponse:
         return user_pb2.DeleteUserResponse(

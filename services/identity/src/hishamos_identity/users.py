@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -239,10 +240,19 @@ class UserType(ResourceType[User, pb.User]):
             await end_sessions(session, row.id)
             await spend_email_tokens(session, row.id)
         elif "email" in changed:  # mail sent to the old address no longer proves anything
+            checked = password_checked.get()
+            # As for the password and 2FA: the password checked before counts only if it is still the
+            # password of an unlocked account, read under this write's lock.
+            if checked is not None and (is_locked(row) or row.password_hash != checked.password_hash):
+                raise InvalidArgument({"current_password": "does not match"}, WRONG_PASSWORD)
             await spend_email_tokens(session, row.id)
         if action != "create":
             fields = {"fields": changed} if action == "update" else {}
             audit.record(session, row.organization_id, f"user.{action}d", principal.subject, user_name(row), **fields)
+
+
+# The user whose password a request gave, as `_check_password` found it (UpdateUser of one's own email).
+password_checked: ContextVar[User | None] = ContextVar("password_checked", default=None)
 
 
 class Users(StandardMethods[User, pb.User]):
@@ -327,6 +337,27 @@ class Users(StandardMethods[User, pb.User]):
                     name,
                 )
             return to_message(user)
+
+    async def update_user(self, principal: Principal, request: pb.UpdateUserRequest) -> pb.User:
+        """A user moving their own email gives their password: with a token alone, a thief would move the
+        address and reset the password through it, locking the owner out for good."""
+        message = request.user
+        paths = resources.update_paths(request.update_mask, message, self.kind.updatable, "user")
+        if "email" not in paths or message.name != principal.subject:
+            return await self.update(principal, message, request.update_mask)
+        user_id = own_user(principal, message.name)
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await live_user(session, user_id, message.name)
+        if message.email.strip().lower() == user.email.lower():
+            return await self.update(principal, message, request.update_mask)
+        if not request.current_password:
+            raise InvalidArgument({"current_password": "is required to change your own email"})
+        await self._check_password(user, request.current_password, "current_password")
+        checked = password_checked.set(user)
+        try:
+            return await self.update(principal, message, request.update_mask)
+        finally:
+            password_checked.reset(checked)
 
     async def _check_password(self, user: User, password: str, field: str) -> None:
         """A password checked outside sign-in counts against the same attempts and lockout, so a
