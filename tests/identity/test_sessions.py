@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, session_pb2, session_pb2_grpc
+from hishamos.identity.v1 import audit_pb2, audit_pb2_grpc, auth_pb2, auth_pb2_grpc, session_pb2, session_pb2_grpc
 from tests.conftest import Channels, Tenant, add_user
 from tests.errors import failure
 from tests.pages import every_page
@@ -29,6 +29,15 @@ def test_refresh_rotates_and_reuse_revokes_the_family(channels: Channels, tenant
     reused = failure(lambda: refresh(channels, tenant.refresh_token))
     assert reused.code == grpc.StatusCode.UNAUTHENTICATED and reused.reason == "REFRESH_TOKEN_REUSED"
     assert failure(lambda: refresh(channels, second.refresh_token)).code == grpc.StatusCode.UNAUTHENTICATED
+    # The admin learns whose session it was.
+    (event,) = audited(channels, tenant, "session.token_reused")
+    assert event.target.startswith(f"{tenant.user}/sessions/")
+
+
+def audited(channels: Channels, tenant: Tenant, action: str) -> list[audit_pb2.AuditEvent]:
+    request = audit_pb2.ListAuditEventsRequest(parent=tenant.organization, filter=f'action = "{action}"')
+    stub = audit_pb2_grpc.AuditServiceStub(channels.direct("identity"))
+    return list(stub.ListAuditEvents(request, metadata=tenant.metadata, timeout=10).audit_events)
 
 
 def test_logout_ends_only_that_session(channels: Channels, tenant: Tenant) -> None:
@@ -41,8 +50,13 @@ def test_logout_ends_only_that_session(channels: Channels, tenant: Tenant) -> No
         .tokens
     )
     auth(channels).Logout(auth_pb2.LogoutRequest(refresh_token=tenant.refresh_token), timeout=10)
-    assert failure(lambda: refresh(channels, tenant.refresh_token)).code == grpc.StatusCode.UNAUTHENTICATED
+    # A token of an ended session is no sign of theft: it says so, and the other session lives on.
+    ended = failure(lambda: refresh(channels, tenant.refresh_token))
+    assert (ended.code, ended.reason) == (grpc.StatusCode.UNAUTHENTICATED, "SESSION_ENDED")
     assert refresh(channels, other.refresh_token).access_token
+    (event,) = audited(channels, tenant, "session.ended")
+    assert event.actor == tenant.user and event.target.startswith(f"{tenant.user}/sessions/")
+    assert not audited(channels, tenant, "session.token_reused")
 
 
 def test_malformed_or_unknown_refresh_tokens_are_unauthenticated(channels: Channels, tenant: Tenant) -> None:

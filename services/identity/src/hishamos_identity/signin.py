@@ -119,11 +119,13 @@ STILL_CHECKED = Prepared(
 
 
 # Nobody by that login: audited too, which also gives the answer the round trip a wrong password takes.
+# The login typed goes in the details, not the target: typed as a user's name, it would file the failure
+# under that user.
 UNKNOWN = Prepared(
     "signin_unknown",
     "INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details) "
-    "VALUES (%(event_id)s, %(organization_id)s, 'login.failed', '', %(login)s, %(request_id)s, "
-    """'{"unknown_user": true}')""",
+    "VALUES (%(event_id)s, %(organization_id)s, 'login.failed', '', '', %(request_id)s, "
+    "jsonb_build_object('unknown_user', true, 'login', %(login)s::text))",
 )
 
 

@@ -17,10 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.identity.v1 import auth_pb2 as pb
-from hishamos_identity import audit
+from hishamos_identity import audit, users
 from hishamos_identity.grants import custom_permissions
 from hishamos_identity.keys import KeyStore
 from hishamos_identity.models import Organization, RefreshToken, User
+from hishamos_identity.sessions import PATH as SESSION
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.users import end_sessions, lock_sessions, user_name
 from hishamos_kit import api
@@ -150,8 +151,14 @@ class TokenIssuer:
             if record is None or record.expires_at <= datetime.now(UTC):
                 raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
             if record.revoked_at is not None:
+                successor = select(RefreshToken.id).where(
+                    RefreshToken.family_id == record.family_id, RefreshToken.created_at > record.created_at
+                )
+                if not await session.scalar(successor.limit(1)):
+                    # Ended (Logout, a password change, RevokeSession), not rotated: no sign of theft.
+                    raise Unauthenticated("this session has ended; log in again", "SESSION_ENDED")
                 await end_sessions(session, record.user_id, RefreshToken.family_id == record.family_id)
-                audit.record(session, organization_id, "session.token_reused", target=str(record.family_id))
+                audit.record(session, organization_id, "session.token_reused", target=session_name(record))
                 reuse = True
             else:
                 reuse = False
@@ -178,7 +185,8 @@ class TokenIssuer:
             if record is None or record.expires_at <= datetime.now(UTC):  # as refresh answers: retention forgets it
                 raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
             await end_sessions(session, record.user_id, RefreshToken.family_id == record.family_id)
-            audit.record(session, organization_id, "session.ended", target=str(record.family_id))
+            owner = users.PATH.format(organization_id, record.user_id)
+            audit.record(session, organization_id, "session.ended", owner, session_name(record))
 
     @staticmethod
     def _organization_of(token: str) -> uuid.UUID:
@@ -186,3 +194,8 @@ class TokenIssuer:
         if match is None:
             raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")
         return uuid.UUID(match["org"])
+
+
+def session_name(token: RefreshToken) -> str:
+    """The session a refresh token belongs to, as ListSessions names it: a family of rotated tokens."""
+    return SESSION.format(token.organization_id, token.user_id, token.family_id)
