@@ -202,16 +202,22 @@ class Recovery:
 
     async def send_verification(self, principal: Principal, name: str) -> None:
         user_id = users.own_user(principal, name)
+        # One mail a user per window, as for resets: the address is the caller's to set, so asking again and
+        # again would make the platform mail whatever address it likes, as often as it likes.
+        key = f"verify:{user_id}:{int(time.time() // RESET_WINDOW_SECONDS)}"
         async with self.db.tenant(principal.organization_id) as session:
             user = await users.live_user(session, user_id, name)
+            if await self.mailer.sent_by(session, key):
+                return
             token, until = _issue(session, user, VERIFY)
+            audit.record(session, user.organization_id, "email.verification_sent", principal.subject, name)
             body = (
                 "Confirm that this address is yours for HishamOS.\n\n"
                 f"Verification token (valid for a day, once): {token}\n"
                 f"Use it with AuthService/VerifyEmail, or open {self.url}/verify-email?token={token}\n"
             )
             await self.mailer.enqueue(
-                session, user.organization_id, user.email, "Verify your email address", body, until=until
+                session, user.organization_id, user.email, "Verify your email address", body, key=key, until=until
             )
 
     async def verify(self, request: pb.VerifyEmailRequest) -> users.UserMessage:
