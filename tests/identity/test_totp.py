@@ -72,6 +72,11 @@ def test_sign_in_needs_a_code_that_works_once(stack: Stack, channels: Channels, 
     ).audit_events
     actions = [e.action for e in listed]
     assert actions.count("totp.recovery_code_used") == 1 and "totp.enrollment_started" in actions
+    # The right password without a code, and a wrong code after it, each say someone knows the password.
+    assert actions.count("login.second_factor_required") == 1
+    failed = [e.details for e in listed if e.action == "login.failed"]
+    assert any(d["factor"] == "totp" for d in failed)  # its password was never wrong: only a locked account's
+    assert all(d["locked"] for d in failed if d["factor"] == "password")  # attempt counts as the password's
 
 
 def test_turning_it_on_needs_the_password(channels: Channels, tenant: Tenant) -> None:

@@ -174,6 +174,11 @@ class Accounts:
     async def _second_factor(self, user: User, code: str) -> None:
         """The password was right; now the TOTP or recovery code, which counts against the same attempts."""
         if not code:
+            # The answer tells the caller the password was right: on record, for the user and their admins.
+            async with self.db.tenant(user.organization_id) as session:
+                audit.record(
+                    session, user.organization_id, "login.second_factor_required", target=users.user_name(user)
+                )
             raise Unauthenticated("this user signs in with a TOTP code too: send totp_code", "TOTP_REQUIRED")
         assert user.totp_secret_sealed is not None
         secret = self.sealer.open(user.totp_secret_sealed, totp.sealing_context(user.id))
@@ -183,7 +188,7 @@ class Accounts:
                 # Its owner sees it go: one they did not use means someone holds their recovery codes.
                 audit.record(session, user.organization_id, "totp.recovery_code_used", target=users.user_name(user))
         if not accepted:
-            if not await signin.failed(self.db, user):  # locked meanwhile: the code's answer would tell
+            if not await signin.failed(self.db, user, "totp"):  # locked meanwhile: the code's answer would tell
                 raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
             raise Unauthenticated("wrong or already used code", "INVALID_TOTP")
 

@@ -99,7 +99,7 @@ WITH attempt AS (
 ), failed AS (
     INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details)
     SELECT %(event_id)s, %(organization_id)s, 'login.failed', '', %(name)s, %(request_id)s,
-        jsonb_build_object('locked', NOT EXISTS (SELECT FROM attempt))
+        jsonb_build_object('locked', NOT EXISTS (SELECT FROM attempt), 'factor', %(factor)s::text)
 ), locked AS (
     INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details)
     SELECT %(lock_event_id)s, %(organization_id)s, 'user.locked', '', %(name)s, %(request_id)s, '{{}}'
@@ -169,10 +169,12 @@ async def succeeded(db: Database, user: User, rehash: str | None, refresh: Mappi
     return rows[0][0] if rows else None
 
 
-async def failed(db: Database, user: User) -> bool:
+async def failed(db: Database, user: User, factor: str = "password") -> bool:
     """Record a failed sign-in (and the lockout it may cause) in one round trip; False when the
-    account was locked, so the failure did not count."""
+    account was locked, so the failure did not count. `factor` says what was wrong: "totp" after the
+    right password tells an admin that someone else knows it."""
     values = {
+        "factor": factor,
         "user_id": user.id,
         "organization_id": user.organization_id,
         "event_id": uuid.uuid4(),
