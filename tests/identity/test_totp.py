@@ -93,6 +93,16 @@ def test_turning_it_on_needs_the_password(channels: Channels, tenant: Tenant) ->
     assert not login(channels, member).user.totp_enabled
 
 
+def test_turning_it_on_ends_every_session(channels: Channels, tenant: Tenant) -> None:
+    """Turned on after a suspected break-in, it evicts whoever holds a session: the next sign-in takes a code."""
+    member = add_user(channels, tenant)
+    enrol(channels, member)
+    auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+    refresh = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
+    f = failure(lambda: auth.RefreshToken(refresh, timeout=10))
+    assert (f.code, f.reason) == (grpc.StatusCode.UNAUTHENTICATED, "SESSION_ENDED")
+
+
 def test_disable_needs_the_password(channels: Channels, tenant: Tenant) -> None:
     member = add_user(channels, tenant)
     enrol(channels, member)

@@ -410,6 +410,9 @@ class Users(StandardMethods[User, pb.User]):
             codes, user.recovery_codes = totp.recovery_codes()
             user.totp_enabled = True
             await session.flush()
+            # Turned on after a suspected break-in, it must evict the intruder: every session ends, as at a
+            # password change, and the next sign-in takes a code.
+            await end_sessions(session, user_id)
             audit.record(session, principal.organization_id, "totp.enabled", principal.subject, request.name)
             return codes
 
