@@ -241,6 +241,8 @@ class UserType(ResourceType[User, pb.User]):
             await spend_email_tokens(session, row.id)
         elif "email" in changed:  # mail sent to the old address no longer proves anything
             checked = password_checked.get()
+            if user_name(row) == principal.subject and checked is None:  # its address moved since it was read
+                raise InvalidArgument({"current_password": "is required to change your own email"})
             # As for the password and 2FA: the password checked before counts only if it is still the
             # password of an unlocked account, read under this write's lock.
             if checked is not None and (is_locked(row) or row.password_hash != checked.password_hash):
