@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -38,6 +39,25 @@ def audited(channels: Channels, tenant: Tenant, action: str) -> list[audit_pb2.A
     request = audit_pb2.ListAuditEventsRequest(parent=tenant.organization, filter=f'action = "{action}"')
     stub = audit_pb2_grpc.AuditServiceStub(channels.direct("identity"))
     return list(stub.ListAuditEvents(request, metadata=tenant.metadata, timeout=10).audit_events)
+
+
+def test_a_session_ends_a_fixed_time_after_sign_in_however_often_it_is_refreshed(
+    channels: Channels, tenant: Tenant
+) -> None:
+    """Refreshing must not keep a session, a stolen one among them, alive for ever: sign in again every 30 days."""
+    api = session_pb2_grpc.SessionServiceStub(channels.direct("identity"))
+
+    def expiry() -> int:
+        listed = api.ListSessions(session_pb2.ListSessionsRequest(parent=tenant.user), metadata=tenant.metadata)
+        (only,) = listed.sessions
+        return only.expire_time.ToMicroseconds()
+
+    signed_in = expiry()
+    token = tenant.refresh_token
+    for _ in range(2):
+        time.sleep(0.01)
+        token = refresh(channels, token).refresh_token
+    assert expiry() == signed_in
 
 
 def test_logout_ends_only_that_session(channels: Channels, tenant: Tenant) -> None:

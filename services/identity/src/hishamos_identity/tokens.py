@@ -109,8 +109,11 @@ class TokenIssuer:
             roles=user.roles,
         )
 
-    def new_refresh_token(self, user: User, family_id: uuid.UUID | None = None) -> tuple[str, dict[str, Any]]:
-        """A new refresh token and the columns of the row that records it (only its hash), not yet written."""
+    def new_refresh_token(
+        self, user: User, family_id: uuid.UUID | None = None, expires_at: datetime | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """A new refresh token and the columns of the row that records it (only its hash), not yet written;
+        a rotated one ends when the token it replaces did (`expires_at`)."""
         refresh = f"hosr_{user.organization_id.hex}{secrets.token_urlsafe(32)}"
         row = {
             "id": uuid.uuid4(),
@@ -118,7 +121,7 @@ class TokenIssuer:
             "user_id": user.id,
             "family_id": family_id or uuid.uuid4(),
             "token_hash": hash_refresh_token(refresh),
-            "expires_at": datetime.now(UTC) + timedelta(days=self._settings.refresh_token_days),
+            "expires_at": expires_at or datetime.now(UTC) + timedelta(days=self._settings.refresh_token_days),
         }
         return refresh, row
 
@@ -130,9 +133,11 @@ class TokenIssuer:
             refresh_token=refresh_token,
         )
 
-    async def pair(self, session: AsyncSession, user: User, family_id: uuid.UUID | None = None) -> pb.TokenPair:
+    async def pair(
+        self, session: AsyncSession, user: User, family_id: uuid.UUID | None = None, expires_at: datetime | None = None
+    ) -> pb.TokenPair:
         """A new access token and a new refresh token (recorded in `session`'s transaction)."""
-        refresh, row = self.new_refresh_token(user, family_id)
+        refresh, row = self.new_refresh_token(user, family_id, expires_at)
         session.add(RefreshToken(**row))
         access = await self.access_token(user, await custom_permissions(session, user.roles))
         return self.token_pair(access, refresh)
@@ -171,7 +176,9 @@ class TokenIssuer:
                 if org.state != "active":  # raised inside the transaction: the token is not spent
                     raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
                 assert user is not None
-                tokens = await self.pair(session, user, record.family_id)
+                # A session lasts REFRESH_TOKEN_DAYS from its sign-in however often it is refreshed, so
+                # a stolen one cannot be kept alive for ever (OWASP ASVS 3.3: re-authenticate periodically).
+                tokens = await self.pair(session, user, record.family_id, record.expires_at)
         if reuse:  # raised after commit, so the family stays revoked
             raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_REUSED")
         return tokens
