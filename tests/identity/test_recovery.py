@@ -171,22 +171,9 @@ def test_a_token_mailed_before_the_address_changed_proves_nothing(
     other = pb.SendEmailVerificationRequest(name=tenant.user)
     denied = failure(lambda: users.SendEmailVerification(other, metadata=member.metadata, timeout=10))
     assert denied.code == grpc.StatusCode.PERMISSION_DENIED and denied.reason == "NOT_SELF"
-    address = f"{member.username}@{tenant.slug}.test"
-    for _ in range(5):  # asked again and again: one mail a minute, so no way to flood an address
-        request = pb.SendEmailVerificationRequest(name=member.user)
-        users.SendEmailVerification(request, metadata=member.metadata, timeout=10)
-    token = TOKEN.search(mailbox.wait_for(address).get_content())
+    users.SendEmailVerification(pb.SendEmailVerificationRequest(name=member.user), metadata=member.metadata, timeout=10)
+    token = TOKEN.search(mailbox.wait_for(f"{member.username}@{tenant.slug}.test").get_content())
     assert token
-    time.sleep(1.5)
-    again = [m for m in mailbox.messages if m["To"] == address]
-    assert len(again) <= 1  # a second only if a minute began between the calls
-    sent = audit_pb2.ListAuditEventsRequest(parent=tenant.organization, filter='action = "email.verification_sent"')
-    events = audit_pb2_grpc.AuditServiceStub(channels.direct("identity")).ListAuditEvents(
-        sent, metadata=tenant.metadata
-    )
-    assert len(events.audit_events) == 1 + len(again) and events.audit_events[0].actor == member.user
-    for message in again:
-        mailbox.messages.remove(message)
     moved = pb.User(name=member.user, email=f"elsewhere-{member.username}@example.test")
     mask = FieldMask(paths=["email"])
     users.UpdateUser(pb.UpdateUserRequest(user=moved, update_mask=mask), metadata=tenant.metadata, timeout=10)
