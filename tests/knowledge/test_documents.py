@@ -11,7 +11,9 @@ from google.protobuf.struct_pb2 import Struct
 from hishamos.knowledge.v1 import document_pb2 as pb
 from hishamos.knowledge.v1 import document_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+from hishamos_devstack.stack import Stack
 from tests.conftest import Channels, Tenant
+from tests.db import superuser
 from tests.errors import failure
 from tests.identity.test_api_keys import create as create_key
 from tests.pages import every_page
@@ -180,7 +182,7 @@ def test_a_page_of_documents_with_the_most_metadata_holds_what_a_default_client_
     assert sorted(d.title for d in walked) == sorted(f"Heavy {i}" for i in range(60))
 
 
-def test_a_file_name_holds_no_control_characters(channels: Channels, tenant: Tenant) -> None:
+def test_a_file_name_holds_no_control_characters(stack: Stack, channels: Channels, tenant: Tenant) -> None:
     """A name goes into Content-Disposition headers and terminals: a line break there splits a header."""
     api = document_pb2_grpc.DocumentServiceStub(channels.direct("knowledge"))
     for name in (
@@ -199,4 +201,13 @@ def test_a_file_name_holds_no_control_characters(channels: Channels, tenant: Ten
         assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"document.filename"}, name
     named = pb.Document(title="Named", filename="résumé 2026 (final).md")
     request = pb.CreateDocumentRequest(parent=tenant.organization, document=named)
-    assert api.CreateDocument(request, metadata=tenant.metadata, timeout=10).document.filename == named.filename
+    created = api.CreateDocument(request, metadata=tenant.metadata, timeout=10).document
+    assert created.filename == named.filename
+    # A name stored before the rule does not block a read-modify-write of everything else.
+    with superuser(stack, "knowledge") as conn:
+        conn.execute("UPDATE documents SET filename = 'old\tname.md' WHERE id = %s", (created.name.rsplit("/", 1)[1],))
+    kept = api.GetDocument(pb.GetDocumentRequest(name=created.name), metadata=tenant.metadata, timeout=10).document
+    kept.title = "Renamed"
+    update = pb.UpdateDocumentRequest(document=kept, update_mask=FieldMask(paths=["*"]))
+    updated = api.UpdateDocument(update, metadata=tenant.metadata, timeout=10).document
+    assert (updated.title, updated.filename) == ("Renamed", "old\tname.md")

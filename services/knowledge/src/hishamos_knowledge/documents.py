@@ -102,7 +102,7 @@ class DocumentType(ResourceType[Document, pb.Document]):
             field = f"document.{path}"
             if path == "title":
                 row.title = validate.text(v, field, message.title, required=True, max_length=500)
-            elif path == "filename":
+            elif path == "filename" and message.filename != row.filename:  # a name kept from before the rules stays
                 row.filename = self.filename(v, field, message.filename)
             elif path == "metadata":
                 row.metadata_ = validate.json_object(v, field, message.metadata, max_bytes=MAX_METADATA_BYTES)
