@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from hishamos.identity.v1 import audit_pb2, audit_pb2_grpc, auth_pb2, auth_pb2_grpc, session_pb2, session_pb2_grpc
+from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, session_pb2, session_pb2_grpc
 from tests.conftest import Channels, Tenant, add_user
 from tests.errors import failure
+from tests.identity.test_operators import audited
 from tests.pages import every_page
 
 
@@ -33,12 +34,6 @@ def test_refresh_rotates_and_reuse_revokes_the_family(channels: Channels, tenant
     # The admin learns whose session it was.
     (event,) = audited(channels, tenant, "session.token_reused")
     assert event.target.startswith(f"{tenant.user}/sessions/")
-
-
-def audited(channels: Channels, tenant: Tenant, action: str) -> list[audit_pb2.AuditEvent]:
-    request = audit_pb2.ListAuditEventsRequest(parent=tenant.organization, filter=f'action = "{action}"')
-    stub = audit_pb2_grpc.AuditServiceStub(channels.direct("identity"))
-    return list(stub.ListAuditEvents(request, metadata=tenant.metadata, timeout=10).audit_events)
 
 
 def test_a_session_ends_a_fixed_time_after_sign_in_however_often_it_is_refreshed(
