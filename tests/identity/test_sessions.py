@@ -76,7 +76,7 @@ def test_logout_ends_only_that_session(channels: Channels, tenant: Tenant) -> No
 
 def test_malformed_or_unknown_refresh_tokens_are_unauthenticated(channels: Channels, tenant: Tenant) -> None:
     forged = tenant.refresh_token[:-4] + "AAAA"
-    for token in ("", "hosr_nothex", forged, "Bearer " + tenant.access_token):
+    for token in ("hosr_nothex", forged, "Bearer " + tenant.access_token):
         f = failure(lambda t=token: refresh(channels, t))
         assert f.code == grpc.StatusCode.UNAUTHENTICATED
     assert failure(lambda: auth(channels).Logout(auth_pb2.LogoutRequest(refresh_token=forged), timeout=10)).code == (

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from google.api import field_behavior_pb2
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -119,23 +120,54 @@ def check_etag(row: Versioned, given: str, name: str) -> None:
 
 
 def update_paths(mask: FieldMask, resource: Message, updatable: Collection[str], resource_field: str) -> list[str]:
-    """The paths an Update changes (AIP-134): the mask's, or every populated field when the mask is omitted."""
+    """The paths an Update changes (AIP-134): the mask's, or every populated field when the mask is omitted.
+    IMMUTABLE fields among them are for `immutable_kept` to check against the stored resource."""
+    immutable = _immutable(resource.DESCRIPTOR)
+    allowed = {*updatable, *immutable}
     if not mask.paths:
-        return [f.name for f, _ in resource.ListFields() if f.name in updatable]
+        return [f.name for f, _ in resource.ListFields() if f.name in allowed]
     if list(mask.paths) == ["*"]:
         # A full replacement of the resource as a client read it, and no read shows an input-only
         # field (a secret): such a field changes only when sent, or reading and writing back clears it.
-        return [path for path in updatable if not _input_only(resource, path) or _sent(resource, path)]
+        # An immutable one, sent or not, is compared only when sent.
+        return [
+            path
+            for path in dict.fromkeys((*updatable, *immutable))
+            if not (_input_only(resource, path) or path in immutable) or _sent(resource, path)
+        ]
     bad = {
         f"update_mask.paths[{i}]": "`*` stands alone: it names every updatable field"
         if path == "*"
         else f"`{path}` cannot be updated; updatable fields: {', '.join(sorted(updatable))}"
         for i, path in enumerate(mask.paths)
-        if path not in updatable
+        if path not in allowed
     }
     if bad:
         raise InvalidArgument(bad)
     return list(dict.fromkeys(mask.paths))
+
+
+def immutable_kept(paths: list[str], sent: Message, stored: Message, resource_field: str) -> list[str]:
+    """`paths` without their IMMUTABLE fields, each of which must come as stored (AIP-203): a resource
+    read and written back whole updates, a changed immutable field is INVALID_ARGUMENT."""
+    immutable = _immutable(sent.DESCRIPTOR)
+    changed = {
+        f"{resource_field}.{path}": "is immutable: it cannot change once the resource exists"
+        for path in paths
+        if path in immutable and getattr(sent, path) != getattr(stored, path)
+    }
+    if changed:
+        raise InvalidArgument(changed)
+    return [path for path in paths if path not in immutable]
+
+
+@lru_cache
+def _immutable(descriptor: Descriptor) -> frozenset[str]:
+    return frozenset(
+        field.name
+        for field in descriptor.fields
+        if field_behavior_pb2.IMMUTABLE in field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    )
 
 
 def _input_only(resource: Message, path: str) -> bool:

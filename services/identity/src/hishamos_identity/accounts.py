@@ -17,7 +17,7 @@ from hishamos_identity.tokens import TokenIssuer
 from hishamos_kit import resources, validate
 from hishamos_kit.crypto import Sealer
 from hishamos_kit.db import Database, violated_constraint
-from hishamos_kit.errors import AlreadyExists, PermissionDenied, Unauthenticated, Violations
+from hishamos_kit.errors import AlreadyExists, InvalidArgument, PermissionDenied, Unauthenticated, Violations
 
 # Sign-up ids derive from the request id, so a retried sign-up lands in the same organization.
 SIGNUP_NAMESPACE = uuid.UUID("0b8f5f1e-3c57-4d0b-9a34-5a3b1c1f7e21")
@@ -38,11 +38,10 @@ def _check_signup(request: pb.SignUpRequest) -> Violations:
     users.check_username(v, "username", request.username)
     check_strength(v, "password", request.password)
     validate.text(v, "full_name", request.full_name)
-    if request.request_id:
-        try:
-            uuid.UUID(request.request_id)
-        except ValueError:
-            v.add("request_id", "must be a UUID")
+    try:
+        resources.request_key(request.request_id)
+    except InvalidArgument:
+        v.add("request_id", "must be a UUID")
     return v
 
 
@@ -58,7 +57,9 @@ class Accounts:
         password_hash = await self.passwords.hash(request.password)
         # A retry derives the same organization, so it finds its first answer; the same request_id with
         # another slug or email derives another one, never that answer (another tenant's).
-        signed_up = f"{request.request_id}\0{request.organization_slug}\0{request.email.strip().lower()}"
+        signed_up = (
+            f"{resources.request_key(request.request_id)}\0{request.organization_slug}\0{request.email.strip().lower()}"
+        )
         organization_id = uuid.uuid5(SIGNUP_NAMESPACE, signed_up) if request.request_id else uuid.uuid4()
 
         async def create(session: AsyncSession) -> pb.SignUpResponse:

@@ -18,7 +18,7 @@ from hishamos_identity import audit, users
 from hishamos_identity.grants import check_acting_for, permissions_of
 from hishamos_identity.models import ApiKey, IdempotencyKey, Organization, User
 from hishamos_kit import resources, validate
-from hishamos_kit.auth import Principal
+from hishamos_kit.auth import Principal, current_principal
 from hishamos_kit.db import Database
 from hishamos_kit.errors import (
     FailedPrecondition,
@@ -39,9 +39,11 @@ UPDATABLE = ("display_name", "scopes", "rate_limit_per_minute")
 
 def parse_owner(value: object) -> uuid.UUID:
     try:
-        return users.PATH.parse(parse_text(value), "owner")[1]
+        organization_id, user_id = users.PATH.parse(parse_text(value), "owner")
     except InvalidArgument:
         raise ValueError(f"expected a user's name, {users.PATH.pattern}") from None
+    # Another organization's user owns no key here, whatever their id.
+    return user_id if organization_id == current_principal().organization_id else uuid.UUID(int=0)
 
 
 LIST = ListSpec(
@@ -131,7 +133,9 @@ class ApiKeys:
                 session,
                 IdempotencyKey,
                 organization_id,
-                "CreateApiKey",
+                # The owner's own: another user sending the same id makes a key of their own, not a
+                # retry answered with someone else's key.
+                resources.keyed_method("CreateApiKey", [owner_id]),
                 request_id,
                 pb.CreateApiKeyResponse,
                 lambda: insert(session),
@@ -189,6 +193,7 @@ class ApiKeys:
         v.raise_if_any()
         async with self.db.tenant(principal.organization_id) as session:
             key = await self._load(session, principal, message.name, "api_key.name", mine=True)
+            paths = resources.immutable_kept(paths, message, to_message(key), "api_key")
             resources.check_etag(key, message.etag, message.name)
             if key.revoked_at is not None:
                 raise FailedPrecondition("the key is revoked; create another", "API_KEY_REVOKED")
@@ -217,6 +222,7 @@ class ApiKeys:
 
     async def authenticate(self, secret: str, reserve_calls: int) -> pb.AuthenticateApiKeyResponse:
         v = Violations()
+        v.check(bool(secret), "key", "is required")
         validate.number(v, "reserve_calls", reserve_calls, low=0, high=100_000)
         v.raise_if_any()
         match = KEY.match(secret)

@@ -93,9 +93,12 @@ async def update(db: Database, principal: Principal, message: pb.Organization, m
             )
     paths = resources.update_paths(mask, message, UPDATABLE, "organization")
     async with db.tenant(organization_id) as session:
-        org = await session.get(Organization, organization_id)
+        # Held until the write commits: without an etag the last write wins (AIP-154) instead of failing
+        # ABORTED whenever another came between this read and the write.
+        org = await session.get(Organization, organization_id, with_for_update={"key_share": True})
         if org is None:
             raise NotFound(message.name)
+        paths = resources.immutable_kept(paths, message, to_message(org), "organization")
         resources.check_etag(org, message.etag, message.name)
         violations = Violations()
         apply(org, message, paths, violations)

@@ -157,6 +157,7 @@ class Recovery:
 
     async def reset(self, request: pb.ResetPasswordRequest) -> None:
         v = Violations()
+        v.check(bool(request.token), "token", "is required")
         check_strength(v, "new_password", request.new_password)
         v.raise_if_any()
         organization_id = self._organization(request.token)
@@ -185,11 +186,12 @@ class Recovery:
                 update(User)
                 .where(User.id == user_id, User.is_deleted.is_(False))
                 .values(
-                    password_hash=new_hash,
-                    failed_logins=0,
-                    locked_until=None,
-                    updated_at=func.now(),
-                    **({"email_verified": True} if accepted else {}),
+                    users.edited(
+                        password_hash=new_hash,
+                        failed_logins=0,
+                        locked_until=None,
+                        **({"email_verified": True} if accepted else {}),
+                    )
                 )
             )
             if not changed.rowcount:  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from google.protobuf.field_mask_pb2 import FieldMask
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import any_, delete, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,7 +34,9 @@ def parse_role(principal: Principal, name: str, field: str) -> str:
     match = ROLE_NAME.match(name)
     if match is None:
         raise InvalidArgument({field: "must be a role name like `organizations/{organization}/roles/{role}`"})
-    if match["org"] != str(principal.organization_id):
+    # The organization segment is a UUID as in every other name, in whatever spelling.
+    (organization_id,) = resources.ORGANIZATION.parse(f"organizations/{match['org']}", field)
+    if organization_id != principal.organization_id:
         raise NotFound(name)
     return match["role"]
 
@@ -190,10 +192,18 @@ class Roles:
             role = await self._custom(session, role_id, name, lock="update")
             check_within(principal, role.permissions)  # taking powers away is within one's own too
             await session.execute(delete(Role).where(Role.id == role.id))
-            await session.execute(update(User).values(roles=func.array_remove(User.roles, role_id)))
+            await session.execute(
+                update(User)
+                .where(literal(role_id) == any_(User.roles))
+                .values(users.edited(roles=func.array_remove(User.roles, role_id)))
+            )
             audit.record(session, principal.organization_id, "role.deleted", principal.subject, name)
 
     async def assign(self, principal: Principal, user_name: str, role: str, *, grant: bool) -> users.UserMessage:
+        v = Violations()
+        v.check(bool(user_name), "user", "is required")
+        v.check(bool(role), "role", "is required")
+        v.raise_if_any()
         user_id = resources.own_name(principal, users.PATH, user_name, "user")
         role_id = parse_role(principal, role, "role")
         async with self.db.tenant(principal.organization_id) as session:
@@ -201,9 +211,11 @@ class Roles:
                 await self._custom(session, role_id, role, lock="share")
             user = await users.live_user(session, user_id, user_name, lock=True)
             await check_delegation(session, principal, [role_id, *user.roles])
-            if grant and role_id not in user.roles:
+            if grant == (role_id in user.roles):  # held already, or not held: nothing changes, nothing to record
+                return users.to_message(user)
+            if grant:
                 user.roles = [*user.roles, role_id]
-            elif not grant and role_id in user.roles:
+            else:
                 await users.keep_an_admin(session, user, role_id)
                 user.roles = [r for r in user.roles if r != role_id]
             await session.flush()

@@ -26,7 +26,7 @@ from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.users import end_sessions, lock_sessions, user_name
 from hishamos_kit import api
 from hishamos_kit.db import Database
-from hishamos_kit.errors import PermissionDenied, Unauthenticated
+from hishamos_kit.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from hishamos_kit.retention import Rule
 from hishamos_kit.roles import granted_by
 
@@ -197,6 +197,8 @@ class TokenIssuer:
 
     @staticmethod
     def _organization_of(token: str) -> uuid.UUID:
+        if not token:
+            raise InvalidArgument({"refresh_token": "is required"})
         match = REFRESH.match(token)
         if match is None:
             raise Unauthenticated(BAD_REFRESH, "REFRESH_TOKEN_INVALID")

@@ -50,6 +50,12 @@ def user_name(user: User) -> str:
     return PATH.format(user.organization_id, user.id)
 
 
+def edited(**values: object) -> dict[str, object]:
+    """Values for a bulk UPDATE of users that changes what a User shows: its etag and update time move
+    as an ORM write's would, so an etag read before no longer matches."""
+    return {**values, "version": User.version + 1, "updated_at": func.now()}
+
+
 def to_message(user: User) -> pb.User:
     return pb.User(
         name=user_name(user),
@@ -428,7 +434,7 @@ class Users(StandardMethods[User, pb.User]):
             await session.execute(
                 update(User)
                 .where(User.id == user_id)
-                .values(totp_enabled=False, totp_secret_sealed=None, recovery_codes=[], updated_at=func.now())
+                .values(edited(totp_enabled=False, totp_secret_sealed=None, recovery_codes=[]))
             )
             audit.record(session, principal.organization_id, "totp.disabled", principal.subject, request.name)
 
@@ -450,7 +456,7 @@ class Users(StandardMethods[User, pb.User]):
             replaced = await session.execute(
                 update(User)
                 .where(User.id == user_id, User.totp_enabled.is_(True))
-                .values(recovery_codes=hashes, updated_at=func.now())
+                .values(edited(recovery_codes=hashes))
             )
             # Two-factor sign-in may have been turned off while the password was checked.
             if not replaced.rowcount:  # type: ignore[attr-defined]
@@ -472,8 +478,6 @@ class Users(StandardMethods[User, pb.User]):
         new_hash = await self.passwords.hash(request.new_password)
         async with self.db.tenant(principal.organization_id) as session:
             await self._still_checked(session, user, request.name, "current_password")
-            await session.execute(
-                update(User).where(User.id == user_id).values(password_hash=new_hash, updated_at=datetime.now(UTC))
-            )
+            await session.execute(update(User).where(User.id == user_id).values(edited(password_hash=new_hash)))
             await password_set(session, user_id)
             audit.record(session, principal.organization_id, "password.changed", principal.subject, request.name)
