@@ -22,7 +22,7 @@ from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import Column, DateTime, MetaData, func, inspect, make_url, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.instrumentation import manager_of_class
 
@@ -355,7 +355,9 @@ class Database:
             max_overflow=pool_size,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
         )
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # The sessions' synchronous side, for a service's ORM event listeners (identity's standing).
+        self.sync_sessions = sessionmaker()
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, sync_session_class=self.sync_sessions)
         conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.scripts = ScriptConnections(conninfo, pool_size)
 

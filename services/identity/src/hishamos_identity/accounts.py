@@ -160,11 +160,15 @@ class Accounts:
         if self.passwords.needs_rehash(user.password_hash):
             rehash = await self.passwords.hash(request.password)
         refresh, row = self.issuer.new_refresh_token(user)
-        access = await self.issuer.access_token(user, found.custom_permissions)
-        last_login = await signin.succeeded(self.db, user, rehash, row)
-        if last_login is None:  # locked by parallel guesses, or changed, while argon2 ran
+        try:
+            signed = await signin.succeeded(self.db, user, rehash, row)
+        except PermissionDenied:  # suspended while argon2 ran
+            await self._refused(user, "organization_suspended")
+            raise
+        if signed is None:  # locked by parallel guesses, or changed, while argon2 ran
             await self._failed(user)
-        user.last_login_at = last_login
+        user.last_login_at, user.roles = signed.last_login, signed.roles
+        access = await self.issuer.access_token(user, signed.custom_permissions)
         return pb.LoginResponse(user=users.to_message(user), tokens=self.issuer.token_pair(access, refresh))
 
     async def _refused(self, user: User, reason: str) -> None:
@@ -185,7 +189,7 @@ class Accounts:
         secret = self.sealer.open(user.totp_secret_sealed, totp.sealing_context(user.id))
         async with self.db.tenant(user.organization_id) as session:
             accepted = await totp.accept(session, user, secret, code)
-            if accepted and totp.matching_step(secret, code.strip()) is None:  # a recovery code, now spent
+            if accepted and totp.matching_step(secret, code) is None:  # a recovery code, now spent
                 # Its owner sees it go: one they did not use means someone holds their recovery codes.
                 audit.record(session, user.organization_id, "totp.recovery_code_used", target=users.user_name(user))
         if not accepted:

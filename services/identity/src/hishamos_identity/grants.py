@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos_identity.models import Role, User
@@ -18,14 +18,22 @@ from hishamos_kit.roles import PREDEFINED, granted_by
 
 async def permissions_of(session: AsyncSession, roles: Iterable[str]) -> list[str]:
     """What holding `roles` allows: predefined ones from the catalog, custom ones from the table."""
-    granted = granted_by(roles) | await custom_permissions(session, roles)
-    return sorted(granted - api.operator_permissions())  # even if a row were written by hand
+    return sorted(without_operators(granted_by(roles) | await custom_permissions(session, roles)))
+
+
+def without_operators(granted: Iterable[str]) -> set[str]:
+    return set(granted) - api.operator_permissions()  # even if a role's row were written by hand
+
+
+def custom_query(roles: Iterable[str]) -> Select[list[str]] | None:
+    """What the custom roles among `roles` list (predefined ones list nothing: they are rules)."""
+    custom = [r for r in roles if r not in PREDEFINED]
+    return select(Role.permissions).where(Role.role_id.in_(custom)) if custom else None
 
 
 async def custom_permissions(session: AsyncSession, roles: Iterable[str]) -> set[str]:
-    """What the custom roles among `roles` list (predefined ones list nothing: they are rules)."""
-    custom = [r for r in roles if r not in PREDEFINED]
-    rows = await session.scalars(select(Role.permissions).where(Role.role_id.in_(custom))) if custom else ()
+    query = custom_query(roles)
+    rows = await session.scalars(query) if query is not None else ()
     return {p for permissions in rows for p in permissions}
 
 

@@ -98,7 +98,9 @@ class Recovery:
             if org is None or org.is_deleted:
                 return
             await set_local(session, TENANT_SETTING, str(org.id))
-            user = await session.scalar(select(User).where(User.email == payload["email"], User.is_deleted.is_(False)))
+            # Held until the token is stored: an email change or delete that comes between then spends it.
+            found = select(User).where(User.email == payload["email"], User.is_deleted.is_(False))
+            user = await session.scalar(found.with_for_update(read=True))
             if user is None:
                 return
             token, until = _issue(session, user, RESET)
@@ -208,7 +210,8 @@ class Recovery:
         # again would make the platform mail whatever address it likes, as often as it likes.
         key = f"verify:{user_id}:{int(time.time() // RESET_WINDOW_SECONDS)}"
         async with self.db.tenant(principal.organization_id) as session:
-            user = await users.live_user(session, user_id, name)
+            # Locked: an email change committed first is the address mailed; one that waits spends the token.
+            user = await users.live_user(session, user_id, name, lock=True)
             if await self.mailer.sent_by(session, key):
                 return
             token, until = _issue(session, user, VERIFY)

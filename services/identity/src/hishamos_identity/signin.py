@@ -22,6 +22,7 @@ from typing import Any
 from hishamos_identity import users
 from hishamos_identity.models import Organization, User
 from hishamos_kit.db import SET_TENANT, TENANT_SETTING, Database, Prepared, columns_of, loaded
+from hishamos_kit.errors import PermissionDenied
 from hishamos_kit.logs import request_id_var
 
 SLUG_SETTING = "app.organization_slug"
@@ -38,7 +39,7 @@ SET_TENANT_FROM_SLUG = Prepared(
 )
 # Unlocked: never locked, or the lock has run out (the next failure then starts a new count).
 UNLOCKED = "(users.locked_until IS NULL OR users.locked_until <= now())"
-# The organization and the user, whether the account is locked, and the custom roles' permissions.
+# The organization and the user, and whether the account is locked.
 FIND = Prepared(
     "signin_find",
     f"""
@@ -49,17 +50,18 @@ WITH org AS (
     WHERE NOT users.is_deleted AND (users.email = %(email)s OR users.username = %(login)s)
 )
 SELECT org.id, org.state, coalesce(found.locked, false),
-    (SELECT coalesce(array_agg(DISTINCT p), '{{}}') FROM roles, unnest(roles.permissions) AS p
-        WHERE roles.organization_id = org.id AND roles.role_id = ANY(found.roles)),
     {", ".join(f'found."{column}"' for _, column in _USER)}
 FROM org LEFT JOIN found ON true
 """,
 )
 
 # Signing in is not an edit: the user's version (etag) and update time stay as they were. The user
-# must still be as the password check found them, and unlocked: a password changed, an account
-# deactivated, deleted or locked by parallel guesses while argon2 ran refuses the sign-in (no row),
-# and then neither a session nor an event is written (each is inserted from the updated row).
+# must still be as the password check found them, and unlocked, in an active organization: a password
+# changed, an account deactivated, deleted or locked by parallel guesses, or the organization suspended
+# while argon2 ran refuses the sign-in (no `signed` row), and then neither a session nor an event is
+# written (each is inserted from the updated row). The token is made from the roles the updated row
+# holds, so a role taken away or deleted while argon2 ran is not in it; the organization's state
+# tells a suspension from the other refusals.
 SUCCEEDED = Prepared(
     "signin_succeeded",
     f"""
@@ -68,7 +70,8 @@ WITH signed AS (
         password_hash = coalesce(%(rehash)s, password_hash)
     WHERE id = %(user_id)s AND password_hash = %(verified_hash)s AND state = 'active' AND NOT is_deleted
         AND {UNLOCKED}
-    RETURNING last_login_at
+        AND EXISTS (SELECT FROM organizations WHERE id = users.organization_id AND state = 'active' AND NOT is_deleted)
+    RETURNING last_login_at, roles
 ), session AS (
     INSERT INTO refresh_tokens (id, organization_id, user_id, family_id, token_hash, expires_at)
     SELECT %(id)s, %(organization_id)s, %(user_id)s, %(family_id)s, %(token_hash)s, %(expires_at)s FROM signed
@@ -76,7 +79,10 @@ WITH signed AS (
     INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details)
     SELECT %(event_id)s, %(organization_id)s, 'login.succeeded', %(name)s, %(name)s, %(request_id)s, '{{}}' FROM signed
 )
-SELECT last_login_at FROM signed
+SELECT org.state, signed.last_login_at, signed.roles,
+    (SELECT coalesce(array_agg(DISTINCT p), '{{}}') FROM roles, unnest(roles.permissions) AS p
+        WHERE roles.organization_id = %(organization_id)s AND roles.role_id = ANY(signed.roles))
+FROM (SELECT state FROM organizations WHERE id = %(organization_id)s) AS org LEFT JOIN signed ON true
 """,
 )
 
@@ -136,7 +142,15 @@ class Found:
     organization: Organization | None = None
     user: User | None = None
     locked: bool = False
-    custom_permissions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A recorded sign-in: when, and the roles (and their custom permissions) the user holds now."""
+
+    last_login: datetime
+    roles: list[str]
+    custom_permissions: list[str]
 
 
 async def find(db: Database, slug: str, login: str) -> Found:
@@ -145,18 +159,19 @@ async def find(db: Database, slug: str, login: str) -> Found:
     *_, rows = await db.script((SET_SLUG, params), (SET_TENANT_FROM_SLUG, params), (FIND, params))
     if not rows:
         return Found()
-    organization_id, state, locked, custom, *user_values = rows[0]
+    organization_id, state, locked, *user_values = rows[0]
     organization = loaded(Organization, {"id": organization_id, "slug": slug, "state": state})
     if user_values[0] is None:  # no such user: the LEFT JOIN found nothing
         return Found(organization)
     user = loaded(User, {key: value for (key, _), value in zip(_USER, user_values, strict=True)})
-    return Found(organization, user, locked, tuple(custom))
+    return Found(organization, user, locked)
 
 
-async def succeeded(db: Database, user: User, rehash: str | None, refresh: Mapping[str, Any]) -> datetime | None:
+async def succeeded(db: Database, user: User, rehash: str | None, refresh: Mapping[str, Any]) -> Signed | None:
     """Record a sign-in in one round trip: the user's last login and cleared attempts (and a new
     hash when the parameters changed), the audit event, and the session's refresh token. None, with
-    nothing written, when the user changed or was locked since the password was checked."""
+    nothing written, when the user changed or was locked since the password was checked;
+    PERMISSION_DENIED when the organization was suspended meanwhile."""
     values = {
         **refresh,  # the refresh token's row
         "rehash": rehash,
@@ -166,7 +181,12 @@ async def succeeded(db: Database, user: User, rehash: str | None, refresh: Mappi
         "request_id": request_id_var.get(),
     }
     _, rows = await db.script((SET_TENANT, (str(user.organization_id),)), (SUCCEEDED, values))
-    return rows[0][0] if rows else None
+    state, last_login, roles, custom = rows[0] if rows else (None, None, None, None)
+    if last_login is None:
+        if state != "active":
+            raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
+        return None
+    return Signed(last_login, roles, custom)
 
 
 async def failed(db: Database, user: User, factor: str = "password") -> bool:

@@ -5,42 +5,88 @@ services accept that window. Identity cannot: it is where access is given, and a
 or deleted user's token would otherwise give it back for good (AssignRole to oneself, ActivateUser,
 UndeleteUser, a new account). So identity narrows every user's token to what the user holds now, and
 refuses it once the user is gone or the organization suspended.
+
+That check runs before the handler, in a transaction of its own; a deactivation committed between it
+and the handler's write would not stop the write. So a user's write checks again, in its own
+transaction, at its first statement that writes, holding the user's and the organization's rows
+(FOR SHARE) until it commits: a deactivation, deletion, demotion or suspension either came first and
+refuses the write, or waits for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
-from sqlalchemy import select
+from sqlalchemy import Row, event, select
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from hishamos_identity import users
-from hishamos_identity.grants import permissions_of
+from hishamos_identity.grants import custom_query, permissions_of, without_operators
 from hishamos_identity.models import Organization, User
-from hishamos_kit.auth import Principal
+from hishamos_kit.auth import Principal, principal_var
 from hishamos_kit.db import Database
-from hishamos_kit.errors import PermissionDenied, Unauthenticated
+from hishamos_kit.errors import Aborted, PermissionDenied, Unauthenticated
+from hishamos_kit.roles import granted_by
+
+STANDING = select(User.state, User.is_deleted, User.roles, Organization.state).join(
+    Organization, Organization.id == User.organization_id
+)
+CHECKED = "standing_checked"  # session.info: the transaction whose writes were checked
 
 
 class Standing:
     def __init__(self, db: Database) -> None:
         self.db = db
+        event.listen(db.sync_sessions, "before_flush", lambda session, *_: _check_writer(session))
+        event.listen(db.sync_sessions, "do_orm_execute", _on_execute)
 
     async def __call__(self, principal: Principal) -> Principal:
         """The caller's permissions narrowed to what its user's roles hold now; operators and services
         (`operators/…`, `services/…`) are left as they are."""
-        if not principal.subject.startswith("organizations/"):
+        user_id = _user_of(principal)
+        if user_id is None:
             return principal
-        organization_id, user_id = users.PATH.parse(principal.subject, "sub")
-        async with self.db.tenant(organization_id) as session:
-            query = (
-                select(User.state, User.is_deleted, User.roles, Organization.state)
-                .join(Organization, Organization.id == User.organization_id)
-                .where(User.id == user_id)
-            )
-            found = (await session.execute(query)).one_or_none()
-            if found is None or found[1] or found[0] != "active":
-                raise Unauthenticated("this user was deactivated or deleted; ask an admin", "USER_INACTIVE")
-            if found[3] != "active":
-                raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
-            held = await permissions_of(session, found[2])
+        async with self.db.tenant(principal.organization_id) as session:
+            roles = _standing((await session.execute(STANDING.where(User.id == user_id))).one_or_none())
+            held = await permissions_of(session, roles)
         return dataclasses.replace(principal, permissions=principal.permissions.intersection(held))
+
+
+def _user_of(principal: Principal) -> uuid.UUID | None:
+    if not principal.subject.startswith("organizations/"):
+        return None
+    return users.PATH.parse(principal.subject, "sub")[1]
+
+
+def _standing(found: Row[str, bool, list[str], str] | None) -> list[str]:
+    """The user's roles, when the user and the organization may still act."""
+    if found is None or found[1] or found[0] != "active":
+        raise Unauthenticated("this user was deactivated or deleted; ask an admin", "USER_INACTIVE")
+    if found[3] != "active":
+        raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
+    return found[2]
+
+
+def _on_execute(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        _check_writer(state.session)
+
+
+def _check_writer(session: Session) -> None:
+    """At a transaction's first write, on behalf of a user: the user still as the call was authorized."""
+    transaction = session.get_transaction()
+    if session.info.get(CHECKED) is transaction:
+        return
+    session.info[CHECKED] = transaction
+    principal = principal_var.get(None)
+    user_id = None if principal is None else _user_of(principal)
+    if principal is None or user_id is None:
+        return
+    connection = session.connection()
+    query = STANDING.where(User.id == user_id).with_for_update(read=True)
+    roles = _standing(connection.execute(query).one_or_none())
+    custom = custom_query(roles)
+    held = granted_by(roles) | {p for ps in (connection.scalars(custom) if custom is not None else ()) for p in ps}
+    if not principal.permissions <= without_operators(held):
+        raise Aborted("your roles changed while this call ran; send it again", "ROLES_CHANGED")
