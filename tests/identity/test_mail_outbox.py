@@ -32,3 +32,4 @@ def test_an_outbox_mail_shows_a_long_token_whole_and_reads_back_the_same(tmp_pat
     assert TOKEN.encode() in raw, "the token is on one line of the file, as a person copies it"
     parsed = email.message_from_bytes(raw, policy=policy.default)
     assert parsed.get_content() == body and parsed["subject"] == subject  # type: ignore[attr-defined]
+    assert (tmp_path / f"{job}.eml").stat().st_mode & 0o077 == 0, "a mail with a live token is its owner's alone"

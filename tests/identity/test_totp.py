@@ -155,3 +155,10 @@ def test_codes_in_other_scripts_are_just_wrong() -> None:
     secret = totp.new_secret()
     assert totp.matching_step(secret, "\uff11\uff12\uff13\uff14\uff15\uff16") is None
     assert totp.matching_step(secret, totp.code_at(secret, totp.current_step())) == totp.current_step()
+
+
+def test_a_code_typed_as_the_app_shows_it_counts() -> None:
+    """Authenticator apps show `123 456`; the space is how the code looks, not part of it."""
+    secret = totp.new_secret()
+    code = totp.code_at(secret, totp.current_step())
+    assert totp.matching_step(secret, f" {code[:3]} {code[3:]}\t") == totp.current_step()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import uuid
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -97,5 +98,7 @@ def _context(to: str, subject: str) -> str:
 
 
 def _write(path: Path, message: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(message)
+    """Readable by the stack's own user only: a mail carries live reset and invitation tokens."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+        file.write(message)

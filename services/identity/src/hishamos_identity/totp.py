@@ -50,7 +50,9 @@ def current_step(now: float | None = None) -> int:
 
 
 def matching_step(secret: bytes, code: str, now: float | None = None) -> int | None:
-    """The step (now, or one either side for clock drift) whose code this is."""
+    """The step (now, or one either side for clock drift) whose code this is. Spaces do not count:
+    authenticator apps show a code as `123 456`, and people type it so."""
+    code = "".join(code.split())
     step = current_step(now)
     for candidate in (step - 1, step, step + 1):
         if hmac.compare_digest(code_at(secret, candidate).encode(), code.encode()):
@@ -75,7 +77,7 @@ def sealing_context(user_id: uuid.UUID) -> str:
 
 async def accept(session: AsyncSession, user: User, secret: bytes, code: str) -> bool:
     """Spend a TOTP code or a recovery code of `user`; False when it is wrong or already spent."""
-    step = matching_step(secret, code.strip())
+    step = matching_step(secret, code)
     if step is not None:
         spent = await session.scalar(
             update(User)

@@ -305,9 +305,12 @@ class Users(StandardMethods[User, pb.User]):
                     f"another user has this {field.split('.')[1]}", "ALREADY_EXISTS", {"field": field}
                 ) from None
             audit.record(session, organization_id, "user.created", principal.subject, user_name(row), roles=roles)
-            if not request.password:
+            if not request.password:  # an invitation, signed with a name people know, not a resource name
+                is_user = principal.subject.startswith("organizations/")
                 organization = await session.get_one(Organization, organization_id)
-                await self.recovery.invite(session, row, organization.display_name, principal.subject)
+                inviter = await session.get(User, PATH.parse(principal.subject, "sub")[1]) if is_user else None
+                by = (inviter.full_name or inviter.username) if inviter else "An administrator"
+                await self.recovery.invite(session, row, organization.display_name, by)
             return pb.CreateUserResponse(user=to_message(row))
 
         async with self.db.tenant(organization_id) as session:
