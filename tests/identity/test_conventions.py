@@ -4,7 +4,6 @@ visible change, immutable fields, request ids, required fields and names as in e
 from __future__ import annotations
 
 import base64
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,43 +13,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from hishamos.identity.v1 import (
     api_key_pb2,
-    api_key_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
     auth_pb2,
-    auth_pb2_grpc,
     organization_pb2,
-    organization_pb2_grpc,
     role_pb2,
-    role_pb2_grpc,
     user_pb2,
-    user_pb2_grpc,
 )
 from hishamos_identity import totp
 from tests.conftest import PASSWORD, Channels, Mailbox, Tenant, add_user
 from tests.errors import failure
-
-TOKEN = re.compile(r"hose_[0-9a-f]{32}_[A-Za-z0-9_-]{43}")
-
-
-def users(channels: Channels) -> user_pb2_grpc.UserServiceStub:
-    return user_pb2_grpc.UserServiceStub(channels.direct("identity"))
-
-
-def roles(channels: Channels) -> role_pb2_grpc.RoleServiceStub:
-    return role_pb2_grpc.RoleServiceStub(channels.direct("identity"))
-
-
-def orgs(channels: Channels) -> organization_pb2_grpc.OrganizationServiceStub:
-    return organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity"))
-
-
-def auth(channels: Channels) -> auth_pb2_grpc.AuthServiceStub:
-    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
-
-
-def keys(channels: Channels) -> api_key_pb2_grpc.ApiKeyServiceStub:
-    return api_key_pb2_grpc.ApiKeyServiceStub(channels.direct("identity"))
+from tests.identity.stubs import MAILED_TOKEN, auth, keys, orgs, roles, users
 
 
 def get_user(channels: Channels, tenant: Tenant, name: str) -> user_pb2.User:
@@ -114,7 +87,7 @@ def test_accepting_an_invitation_changes_the_users_etag(channels: Channels, mail
         parent=tenant.organization, user=user_pb2.User(email=email, username=f"inv-{uuid.uuid4().hex[:8]}")
     )
     invited = users(channels).CreateUser(invite, metadata=tenant.metadata, timeout=30).user
-    token = TOKEN.search(mailbox.wait_for(email).get_content())
+    token = MAILED_TOKEN.search(mailbox.wait_for(email).get_content())
     assert token
     before = get_user(channels, tenant, invited.name)
     assert not before.email_verified

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import re
 import threading
 import time
 import uuid
@@ -24,34 +23,13 @@ from hishamos.identity.v1 import (
     audit_pb2,
     audit_pb2_grpc,
     auth_pb2,
-    auth_pb2_grpc,
     organization_pb2,
-    organization_pb2_grpc,
     role_pb2,
-    role_pb2_grpc,
     user_pb2,
-    user_pb2_grpc,
 )
 from hishamos.projects.v1 import project_pb2_grpc
 from tests.conftest import PASSWORD, Channels, Mailbox, Operator, Tenant, add_user, sign_up
-
-TOKEN = re.compile(r"hose_[0-9a-f]{32}_[A-Za-z0-9_-]{43}")
-
-
-def auth(channels: Channels) -> auth_pb2_grpc.AuthServiceStub:
-    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
-
-
-def users(channels: Channels) -> user_pb2_grpc.UserServiceStub:
-    return user_pb2_grpc.UserServiceStub(channels.direct("identity"))
-
-
-def roles(channels: Channels) -> role_pb2_grpc.RoleServiceStub:
-    return role_pb2_grpc.RoleServiceStub(channels.direct("identity"))
-
-
-def orgs(channels: Channels) -> organization_pb2_grpc.OrganizationServiceStub:
-    return organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity"))
+from tests.identity.stubs import MAILED_TOKEN, auth, orgs, roles, users
 
 
 def projects(channels: Channels) -> project_pb2_grpc.ProjectServiceStub:
@@ -304,7 +282,7 @@ def test_a_token_mailed_to_the_old_address_does_not_verify_the_new_one(
             mail = mailbox.wait_for(old, timeout=5)
         except AssertionError:
             continue  # the move came first: mail went to the new address (or none)
-        token = TOKEN.search(mail.get_content())
+        token = MAILED_TOKEN.search(mail.get_content())
         assert token
         verified = outcome(lambda: auth(channels).VerifyEmail(auth_pb2.VerifyEmailRequest(token=token[0]), timeout=10))
         if isinstance(verified, auth_pb2.VerifyEmailResponse):
