@@ -29,7 +29,7 @@ proto: $(STAMP)
 
 ## up: run the whole platform (embedded PostgreSQL, four services, Envoy) until Ctrl-C
 up: $(PROTO_STAMP)
-	@$(BIN)/python -m hishamos_devstack up
+	@$(BIN)/python -m hishamos_devstack up $(UP_ARGS)
 
 ## test: lint, then the whole test suite against real PostgreSQL, real servers and real Envoy
 test: lint

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from hishamos_devstack.stack import SERVICES
+from hishamos_devstack.stack import SERVICES, Stack
 
 BANNER = "HishamOS is up"
 
@@ -106,6 +106,7 @@ def test_sighup_stops_the_stack_and_a_second_up_names_the_one_still_running(data
     first = Up(data_dir)
     first.wait_for(BANNER)
     assert_whole(data_dir)
+    assert "Sign up the first organization" in first.output  # a new data directory has none
     postmaster = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
 
     second = Up(data_dir)
@@ -142,6 +143,8 @@ def test_a_stop_during_start_up_stops_at_once_and_the_next_up_starts_under_nohup
     # Under nohup a closed terminal does not stop it; SIGTERM still does.
     up = Up(data_dir, "nohup")
     up.wait_for(BANNER)
+    up.wait_for("The README walks on")
+    assert "sign in as before" in up.output and "Sign up the first" not in up.output  # the data is kept
     up.process.send_signal(signal.SIGHUP)
     time.sleep(2)
     assert up.process.poll() is None, up.output
@@ -180,3 +183,12 @@ def test_a_service_that_dies_fails_up_and_a_database_from_another_checkout_is_na
     assert f"Use the checkout that migrated it, or, to start over, remove {data_dir} (all its data" in said
     assert "Traceback" not in up.output and BANNER not in up.output
     assert stack_processes(data_dir) == {}
+
+
+def test_a_failed_start_shows_this_runs_lines_of_a_log_not_an_earlier_runs(data_dir: Path) -> None:
+    stack = Stack(data_dir)
+    stack.log_dir.mkdir(parents=True)
+    (stack.log_dir / "echo.log").write_text("an error of yesterday\n")
+    stack._spawn("echo", ["sh", "-c", "echo today"], dict(os.environ))
+    stack.processes["echo"].wait(10)
+    assert stack.log_tail("echo") == "today"

@@ -211,6 +211,8 @@ def test_every_service_rejects_forged_tokens(stack: Stack, channels: Channels, t
         ((), "CREDENTIALS_MISSING", "send `authorization: Bearer"),
         ((("authorization", tenant.access_token),), "CREDENTIALS_MALFORMED", "`authorization: Bearer <token>`"),
         ((("authorization", f"Bearer {tokens['unknown kid']}"),), "TOKEN_INVALID", "log in or refresh"),
+        ((("authorization", f"Bearer {tenant.refresh_token}"),), "TOKEN_INVALID", "AuthService/RefreshToken"),
+        ((("x-api-key", tenant.access_token),), "API_KEY_INVALID", "`authorization: Bearer <token>`"),
     ):
         f = failure(lambda m=metadata: call(request, metadata=m, timeout=10))  # type: ignore[misc]
         assert (f.code, f.reason) == (grpc.StatusCode.UNAUTHENTICATED, reason) and hint in f.message, f.message

@@ -22,6 +22,15 @@ def say(text: str) -> None:
 
 def banner(stack: Stack) -> str:
     p = stack.ports
+    first = (
+        f"""Sign up the first organization and its admin:
+  .venv/bin/grpcurl -plaintext -d '{{"organization_slug":"acme","organization_display_name":"Acme","email":"admin@acme.test","username":"admin","password":"correct-horse-battery"}}' \\
+    127.0.0.1:{p.envoy} hishamos.identity.v1.AuthService/SignUp"""
+        if stack.fresh
+        else f"""The data of earlier runs is kept: sign in as before (rm -rf {stack.data_dir} starts over):
+  .venv/bin/grpcurl -plaintext -d '{{"organization_slug":"acme","login":"admin","password":"correct-horse-battery"}}' \\
+    127.0.0.1:{p.envoy} hishamos.identity.v1.AuthService/Login"""
+    )
     return f"""
 HishamOS is up.
   API (gRPC, gRPC-Web, JSON)  127.0.0.1:{p.envoy}     Envoy admin 127.0.0.1:{p.envoy_admin}
@@ -29,14 +38,12 @@ HishamOS is up.
   PostgreSQL 127.0.0.1:{p.postgres}  data in {stack.data_dir}  logs in {stack.log_dir}
   Mail (password resets, email verification) lands in {stack.outbox}
 
-Sign up the first organization and its admin:
-  .venv/bin/grpcurl -plaintext -d '{{"organization_slug":"acme","organization_display_name":"Acme","email":"admin@acme.test","username":"admin","password":"correct-horse-battery"}}' \\
-    127.0.0.1:{p.envoy} hishamos.identity.v1.AuthService/SignUp
+{first}
 Platform operators (suspend or reactivate an organization, set its quotas) sign in with the credential
 `operator:<secret>`, the secret being "operator" in {stack.data_dir}/secrets.json:
   .venv/bin/grpcurl -plaintext -H "x-operator-credential: operator:$(python3 -c 'import json; print(json.load(open("{stack.data_dir}/secrets.json"))["operator"])')" \\
     127.0.0.1:{p.envoy} hishamos.identity.v1.AuthService/IssueOperatorToken
-The README walks on from there. Ctrl-C stops everything."""
+The README walks on from there. Ctrl-C (or SIGTERM) stops everything."""
 
 
 def watch(stack: Stack) -> int:
@@ -49,13 +56,23 @@ def watch(stack: Stack) -> int:
                 return 1
 
 
-def up(stack: Stack) -> int:
+def up(stack: Stack, free_ports: bool) -> int:
     """Start the stack and keep it until a stop signal (0) or a process's death (1); the exit status.
     A stop signal during start-up stops at once what has started, without a banner (128 + the signal)."""
     signals.raise_on_stop()
     running = False
     try:
-        stack.start()  # on failure or a stop signal, it stops what it has started
+        try:
+            stack.start()  # on failure or a stop signal, it stops what it has started
+        except SystemExit as failed:
+            if free_ports or "cannot listen on" not in str(failed.code):
+                raise
+            # A port of ours may be taken by another program, or be the local end of someone's outgoing
+            # connection (the usual ports lie in Linux's range for those); setting the port is no help here.
+            raise SystemExit(
+                f"{failed.code}\n\nThe stack's usual ports are fixed; `make up UP_ARGS=--free-ports` picks free ones "
+                "and prints them."
+            ) from None
         running = True
         say(banner(stack))
         return watch(stack)
@@ -83,7 +100,7 @@ def main() -> None:
         return
     stack = Stack(opts.data_dir.resolve(), Ports.free() if opts.free_ports else None)
     if opts.command == "up":
-        sys.exit(up(stack))
+        sys.exit(up(stack, opts.free_ports))
     signals.raise_on_stop()  # `migrate` too stops PostgreSQL on SIGTERM or SIGHUP, not only on Ctrl-C
     try:
         stack.start_postgres()

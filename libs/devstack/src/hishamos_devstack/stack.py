@@ -124,7 +124,9 @@ class Stack:
             for s in SERVICES
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._log_starts: dict[str, int] = {}  # where each process's lines of this run begin in its log
         self._postgres_started = False
+        self.fresh = False  # PostgreSQL was initialised by this run: no organization exists yet
 
     # -- databases ---------------------------------------------------------------------------
     def external_urls(self, service: str) -> tuple[str, str] | None:
@@ -148,6 +150,7 @@ class Stack:
             raise SystemExit(self._still_running(pid))
         with signals.deferred():
             if self.postgres.init():
+                self.fresh = True
                 self.progress(f"    initialised PostgreSQL 18 in {self.postgres.data_dir}")
             self.postgres.start()
             self._postgres_started = True
@@ -218,6 +221,7 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # A session of its own: Ctrl-C reaches only us, and we stop the children in order.
         with open(self.log_dir / f"{name}.log", "ab") as log, signals.deferred():
+            self._log_starts[name] = log.tell()
             self.processes[name] = subprocess.Popen(
                 args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
@@ -268,8 +272,14 @@ class Stack:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
+        """The last lines `name` wrote in this run: its log keeps earlier runs' too, errors of long ago among them."""
         path = self.log_dir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+        if not path.exists():
+            return "(no log)"
+        with path.open("rb") as log:
+            log.seek(self._log_starts.get(name, 0))
+            written = log.read().decode(errors="replace").splitlines()[-lines:]
+        return "\n".join(written) or "(nothing logged)"
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Stack:

@@ -225,6 +225,7 @@ def bearer_token(metadata: Mapping[str, str]) -> str:
 
 
 API_KEY_PREFIX = "hos_"
+REFRESH_TOKEN_PREFIX = "hosr_"  # identity's refresh tokens, which callers send as access tokens by mistake
 
 
 @dataclass(slots=True)
@@ -365,8 +366,18 @@ class Authenticator:
     async def _credential(self, metadata: Mapping[str, str]) -> Principal:
         key = metadata.get("x-api-key", "").strip()
         if key:  # a blank one is no credential: the bearer token, if any, decides
+            if not key.startswith(API_KEY_PREFIX):
+                raise Unauthenticated(
+                    f"x-api-key takes an API key (`{API_KEY_PREFIX}…`); send an access token as "
+                    "`authorization: Bearer <token>`",
+                    "API_KEY_INVALID",
+                )
             return await self.api_keys.verify(key)
         token = bearer_token(metadata)
         if token.startswith(API_KEY_PREFIX):
             return await self.api_keys.verify(token)
+        if token.startswith(REFRESH_TOKEN_PREFIX):
+            raise Unauthenticated(
+                "this is a refresh token: AuthService/RefreshToken exchanges it for an access token", "TOKEN_INVALID"
+            )
         return await self.tokens.verify(token)

@@ -25,13 +25,14 @@ from hishamos_identity.sessions import PATH as SESSION
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.users import end_sessions, lock_sessions, user_name
 from hishamos_kit import api
+from hishamos_kit.auth import REFRESH_TOKEN_PREFIX
 from hishamos_kit.db import Database
 from hishamos_kit.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from hishamos_kit.retention import Rule
 from hishamos_kit.roles import granted_by
 
 # hosr_<organization id, 32 hex><secret>: the organization tells which tenant's table to look in.
-REFRESH = re.compile(r"^hosr_(?P<org>[0-9a-f]{32})(?P<secret>[A-Za-z0-9_-]{43})\Z")
+REFRESH = re.compile(rf"^{REFRESH_TOKEN_PREFIX}(?P<org>[0-9a-f]{{32}})(?P<secret>[A-Za-z0-9_-]{{43}})\Z")
 BAD_REFRESH = "refresh token is not valid; log in again"
 
 
@@ -114,7 +115,7 @@ class TokenIssuer:
     ) -> tuple[str, dict[str, Any]]:
         """A new refresh token and the columns of the row that records it (only its hash), not yet written;
         a rotated one ends when the token it replaces did (`expires_at`)."""
-        refresh = f"hosr_{user.organization_id.hex}{secrets.token_urlsafe(32)}"
+        refresh = f"{REFRESH_TOKEN_PREFIX}{user.organization_id.hex}{secrets.token_urlsafe(32)}"
         row = {
             "id": uuid.uuid4(),
             "organization_id": user.organization_id,
