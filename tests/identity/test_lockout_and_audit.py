@@ -212,3 +212,24 @@ def test_the_right_password_checked_while_the_account_locked_gets_no_true_answer
     enrol(channels, two_factor)
     f = locked_while_checking(stack, channels, tenant, two_factor, lambda: login(channels, two_factor, PASSWORD))
     assert (f.code, f.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS"), "not TOTP_REQUIRED"
+
+
+def test_an_admin_unlocks_a_locked_user_and_nobody_unlocks_themself(channels: Channels, tenant: Tenant) -> None:
+    """The lockout says until when in the audit log; an admin who has heard from the user lifts it early, but
+    not a locked admin for themself, with a token the guesser may hold."""
+    victim = add_user(channels, tenant, "admin")
+    for i in range(MAX_FAILURES):
+        failure(lambda i=i: login(channels, victim, f"wrong-password-{i}"))
+    (locked,) = events(channels, tenant, f'action = "user.locked" AND target = "{victim.user}"')
+    assert locked.details["until"]  # when the lock runs out, for the admin reading the log
+    api = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    unlock = user_pb2.UnlockUserRequest(name=victim.user)
+    refused = failure(lambda: api.UnlockUser(unlock, metadata=victim.metadata, timeout=10))
+    assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED, "UNLOCK_SELF")
+    assert failure(lambda: login(channels, victim, PASSWORD)).reason == "INVALID_CREDENTIALS"  # still locked
+    api.UnlockUser(unlock, metadata=tenant.metadata, timeout=10)
+    assert login(channels, victim, PASSWORD).user.name == victim.user
+    (unlocked,) = events(channels, tenant, f'action = "user.unlocked" AND target = "{victim.user}"')
+    assert unlocked.actor == tenant.user and unlocked.details["was_until"] == locked.details["until"]
+    api.UnlockUser(unlock, metadata=tenant.metadata, timeout=10)  # not locked: nothing changes, nothing recorded
+    assert len(events(channels, tenant, f'action = "user.unlocked" AND target = "{victim.user}"')) == 1

@@ -208,6 +208,9 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         user = await self.users.set_state(current_principal(), request.name, request.etag, "active")
         return user_pb2.ActivateUserResponse(user=user)
 
+    async def UnlockUser(self, request: user_pb2.UnlockUserRequest, context: Context) -> user_pb2.UnlockUserResponse:
+        return user_pb2.UnlockUserResponse(user=await self.users.unlock(current_principal(), request.name))
+
     async def EnrollTotp(self, request: user_pb2.EnrollTotpRequest, context: Context) -> user_pb2.EnrollTotpResponse:
         return await self.users.enroll_totp(current_principal(), request.name)
 

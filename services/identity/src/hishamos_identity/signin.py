@@ -101,14 +101,15 @@ WITH attempt AS (
             THEN now() + least(60, power(2, users.lockouts)) * interval '1 minute' END,
         lockouts = users.lockouts + CASE WHEN {COUNT} >= {MAX_FAILURES} THEN 1 ELSE 0 END
     WHERE id = %(user_id)s AND {UNLOCKED}
-    RETURNING failed_logins
+    RETURNING failed_logins, locked_until
 ), failed AS (
     INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details)
     SELECT %(event_id)s, %(organization_id)s, 'login.failed', '', %(name)s, %(request_id)s,
         jsonb_build_object('locked', NOT EXISTS (SELECT FROM attempt), 'factor', %(factor)s::text)
 ), locked AS (
     INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details)
-    SELECT %(lock_event_id)s, %(organization_id)s, 'user.locked', '', %(name)s, %(request_id)s, '{{}}'
+    SELECT %(lock_event_id)s, %(organization_id)s, 'user.locked', '', %(name)s, %(request_id)s,
+        jsonb_build_object('until', locked_until)
     FROM attempt WHERE failed_logins >= {MAX_FAILURES}
 )
 SELECT failed_logins FROM attempt

@@ -349,6 +349,25 @@ class Users(StandardMethods[User, pb.User]):
                 )
             return to_message(user)
 
+    async def unlock(self, principal: Principal, name: str) -> pb.User:
+        """Lift a lockout early (the admin has made sure it is the user asking), and its backoff with it."""
+        user_id = resources.own_name(principal, PATH, name)
+        if PATH.format(principal.organization_id, user_id) == principal.subject:
+            raise PermissionDenied(
+                "another admin unlocks you: the lock is against whoever guesses your password", "UNLOCK_SELF"
+            )
+        async with self.db.tenant(principal.organization_id) as session:
+            user = await live_user(session, user_id, name, lock=True)
+            await check_delegation(session, principal, user.roles)
+            if is_locked(user) and user.locked_until is not None:
+                until = user.locked_until.isoformat()
+                user.failed_logins, user.lockouts, user.locked_until = 0, 0, None
+                await session.flush()
+                audit.record(
+                    session, principal.organization_id, "user.unlocked", principal.subject, name, was_until=until
+                )
+            return to_message(user)
+
     async def update_user(self, principal: Principal, request: pb.UpdateUserRequest) -> pb.User:
         """A user moving their own email gives their password: with a token alone, a thief would move the
         address and reset the password through it, locking the owner out for good."""
