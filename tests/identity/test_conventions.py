@@ -74,6 +74,13 @@ def test_deleting_a_role_changes_its_holders_etag(channels: Channels, tenant: Te
     )
     before = get_user(channels, tenant, member.user)
     assert "readers" in before.roles
+    # DeleteRole takes an etag too (AIP-135): one read before the role changed deletes nothing.
+    edited = role_pb2.Role(name=made.name, display_name="Readers and more")
+    update = role_pb2.UpdateRoleRequest(role=edited, update_mask=FieldMask(paths=["display_name"]))
+    roles(channels).UpdateRole(update, metadata=tenant.metadata, timeout=10)
+    stale = role_pb2.DeleteRoleRequest(name=made.name, etag=made.etag)
+    f = failure(lambda: roles(channels).DeleteRole(stale, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.ABORTED and "readers" in get_user(channels, tenant, member.user).roles
     roles(channels).DeleteRole(role_pb2.DeleteRoleRequest(name=made.name), metadata=tenant.metadata, timeout=10)
     after = get_user(channels, tenant, member.user)
     assert "readers" not in after.roles  # the user's roles changed ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -111,6 +112,10 @@ def test_users_list_and_end_their_sessions(channels: Channels, tenant: Tenant) -
         )
     )
     assert again.code == grpc.StatusCode.NOT_FOUND
+    nobody = session_pb2.ListSessionsRequest(parent=f"{tenant.organization}/users/{uuid.uuid4()}")
+    assert failure(lambda: api.ListSessions(nobody, metadata=tenant.metadata, timeout=10)).code == (
+        grpc.StatusCode.NOT_FOUND  # no such user: not an empty list (AIP-132)
+    )
     theirs = session_pb2.ListSessionsRequest(parent=tenant.user)
     assert failure(lambda: api.ListSessions(theirs, metadata=member.metadata, timeout=10)).code == (
         grpc.StatusCode.PERMISSION_DENIED

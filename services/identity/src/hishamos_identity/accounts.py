@@ -18,6 +18,7 @@ from hishamos_kit import resources, validate
 from hishamos_kit.crypto import Sealer
 from hishamos_kit.db import Database, violated_constraint
 from hishamos_kit.errors import AlreadyExists, InvalidArgument, PermissionDenied, Unauthenticated, Violations
+from hishamos_kit.resources import ORGANIZATION
 
 # Sign-up ids derive from the request id, so a retried sign-up lands in the same organization.
 SIGNUP_NAMESPACE = uuid.UUID("0b8f5f1e-3c57-4d0b-9a34-5a3b1c1f7e21")
@@ -80,7 +81,9 @@ class Accounts:
             await self._flush(session)
             session.add(user)
             await self._flush(session)
-            audit.record(session, organization_id, "organization.created", users.user_name(user), users.user_name(user))
+            audit.record(
+                session, organization_id, "organization.created", users.user_name(user), ORGANIZATION.format(org.id)
+            )
             return pb.SignUpResponse(
                 organization=organizations.to_message(org),
                 user=users.to_message(user),

@@ -183,13 +183,14 @@ class Roles:
             )
             return to_message(role)
 
-    async def delete(self, principal: Principal, name: str) -> None:
+    async def delete(self, principal: Principal, name: str, etag: str = "") -> None:
         role_id = parse_role(principal, name, "name")
         if role_id in PREDEFINED:
             raise FailedPrecondition(f"{role_id} is predefined and cannot be deleted", "ROLE_PREDEFINED")
         async with self.db.tenant(principal.organization_id) as session:
             # Locked: an assignment waiting on the role then finds it gone instead of granting it.
             role = await self._custom(session, role_id, name, lock="update")
+            resources.check_etag(role, etag, name)
             check_within(principal, role.permissions)  # taking powers away is within one's own too
             await session.execute(delete(Role).where(Role.id == role.id))
             await session.execute(

@@ -260,7 +260,7 @@ class RoleService(role_pb2_grpc.RoleServiceServicer):
         )
 
     async def DeleteRole(self, request: role_pb2.DeleteRoleRequest, context: Context) -> role_pb2.DeleteRoleResponse:
-        await self.roles.delete(current_principal(), request.name)
+        await self.roles.delete(current_principal(), request.name, request.etag)
         return role_pb2.DeleteRoleResponse()
 
     async def AssignRole(self, request: role_pb2.AssignRoleRequest, context: Context) -> role_pb2.AssignRoleResponse:

@@ -49,6 +49,7 @@ class Sessions:
         if request.page_token:
             query = query.having(after(read_token(request.page_token, fingerprint, _KEYS), _KEYS))
         async with self.db.tenant(principal.organization_id) as session:
+            await users.live_user(session, user_id, request.parent)  # no such user: NOT_FOUND, not an empty page
             await check_acting_for(session, principal, users.PATH.format(principal.organization_id, user_id), user_id)
             rows = (await session.execute(query)).all()
         token = make_token(rows[size - 1][:2], fingerprint) if len(rows) > size else ""
