@@ -125,7 +125,7 @@ def test_json_over_http_is_transcoded(stack: Stack, tenant: Tenant) -> None:
     misspelt = urllib.request.Request(f"{base}/v1/{tenant.organization}/projects?pageSiz=10", headers=headers)
     with pytest.raises(urllib.error.HTTPError) as unknown:
         urllib.request.urlopen(misspelt, timeout=20)
-    assert unknown.value.code == 400 and b'"pageSiz"' in unknown.value.read()
+    assert unknown.value.code == 400 and '"pageSiz"' in json.loads(unknown.value.read())["message"]
     anonymous = urllib.request.Request(f"{base}/v1/{tenant.organization}/projects")
     with pytest.raises(urllib.error.HTTPError) as denied:
         urllib.request.urlopen(anonymous, timeout=20)
@@ -245,3 +245,28 @@ def test_json_over_http_keeps_query_strings_out_of_the_log_and_path_fields_out_o
     text = log.read_text()
     assert f"/v1/{tenant.organization}/users" in text and f"/v1/{user}:assignRole" in text
     assert secret not in text
+
+
+def test_what_the_gateway_answers_itself_reaches_a_json_client_as_status_json(stack: Stack, tenant: Tenant) -> None:
+    """An unknown query parameter, or a path that names no method: google.rpc.Status JSON with the request id,
+    as the services' own errors, where Envoy answered text/plain or nothing. gRPC clients keep gRPC statuses."""
+    base = f"http://127.0.0.1:{stack.ports.envoy}"
+    headers = {"authorization": f"Bearer {tenant.access_token}"}
+    for path, status, reason in (
+        (f"/v1/{tenant.organization}/projects?pageSiz=10", 400, "INVALID_ARGUMENT"),
+        ("/v1/no/such/path", 404, "NOT_FOUND"),
+    ):
+        request = urllib.request.Request(base + path, headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as answered:
+            urllib.request.urlopen(request, timeout=20)
+        assert answered.value.code == status and answered.value.headers["content-type"] == "application/json"
+        assert answered.value.headers["x-request-id"]
+        error = json.loads(answered.value.read())
+        assert error["code"] == {400: 3, 404: 5}[status] and error["details"][0]["reason"] == reason, error
+        assert error["message"], error  # what was wrong, or what to check
+    # A gRPC client of a method Envoy does not route still gets a gRPC status, not JSON.
+    channel = grpc.insecure_channel(f"127.0.0.1:{stack.ports.envoy}")
+    unknown = channel.unary_unary("/hishamos.nothing.v1.Nope/Call")
+    with pytest.raises(grpc.RpcError) as refused:
+        unknown(b"", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -243,6 +243,7 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
         "request_headers_timeout": "10s",
         "request_timeout": "60s",
         "stream_idle_timeout": "300s",
+        "local_reply_config": _json_local_replies(),
         "route_config": {
             "name": "api",
             "virtual_hosts": [{"name": "api", "domains": ["*"], "routes": routes}],
@@ -293,6 +294,61 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": _overload_manager(),
     }
+
+
+# What Envoy answers itself to a JSON/HTTP client (an unknown query parameter, no such path, too many sign-ins),
+# as google.rpc.Status JSON with the request id, like the services' own errors: it was text/plain, or nothing.
+# (A body that is no JSON still gets the transcoder's text/plain: it answers before these mappers apply.)
+LOCAL_REPLY_CODES = {400: ("INVALID_ARGUMENT", 3), 404: ("NOT_FOUND", 5), 429: ("RESOURCE_EXHAUSTED", 8)}
+NO_ROUTE = "no method at this path: check the path and the HTTP method (the protos' google.api.http rules)"
+
+
+def _json_local_replies() -> dict[str, Any]:
+    """gRPC clients keep the grpc-status Envoy sends them; the mappers match only other requests."""
+    not_grpc = {
+        "header_filter": {
+            "header": {
+                "name": "content-type",
+                "string_match": {"prefix": "application/grpc"},
+                "invert_match": True,
+                "treat_missing_header_as_empty": True,
+            }
+        }
+    }
+    mappers = []
+    for status, (name, code) in LOCAL_REPLY_CODES.items():
+        matches_status = {
+            "status_code_filter": {
+                "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"local_reply.{status}"}}
+            }
+        }
+        mappers.append(
+            {
+                "filter": {"and_filter": {"filters": [matches_status, not_grpc]}},
+                **({"body": {"inline_string": NO_ROUTE}} if status == 404 else {}),
+                "headers_to_add": [
+                    {
+                        "header": {"key": "x-request-id", "value": "%REQ(X-REQUEST-ID)%"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+                "body_format_override": {
+                    "json_format": {
+                        "code": code,
+                        "message": "%LOCAL_REPLY_BODY%",
+                        "details": [
+                            {
+                                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                "reason": name,
+                                "domain": "gateway.hishamos.dev",
+                            }
+                        ],
+                    },
+                    "content_type": "application/json",
+                },
+            }
+        )
+    return {"mappers": mappers}
 
 
 def _overload_manager() -> dict[str, Any]:
