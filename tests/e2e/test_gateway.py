@@ -188,12 +188,16 @@ def test_a_storm_of_a_public_method_is_refused_at_the_gateway_as_resource_exhaus
 
 
 def _login_over_http(stack: Stack, slug: str, source: str) -> int:
-    """A sign-in as JSON over HTTP from the local address `source`: the HTTP status Envoy answers."""
+    """A sign-in as JSON over HTTP from the local address `source`: the HTTP status Envoy answers, whose body
+    is google.rpc.Status JSON, a refusal by the gateway's buckets included."""
     connection = http.client.HTTPConnection("127.0.0.1", stack.ports.envoy, timeout=30, source_address=(source, 0))
     body = json.dumps({"organizationSlug": slug, "login": "nobody-here", "password": "wrong-password-1"})
     try:
         connection.request("POST", "/v1/auth:login", body, {"content-type": "application/json"})
-        return connection.getresponse().status
+        response = connection.getresponse()
+        status = json.loads(response.read())
+        assert status["code"] == {401: 16, 429: 8}[response.status] and status["message"], status
+        return response.status
     finally:
         connection.close()
 

@@ -300,19 +300,30 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
 # as google.rpc.Status JSON with the request id, like the services' own errors: it was text/plain, or nothing.
 # (A body that is no JSON still gets the transcoder's text/plain: it answers before these mappers apply.)
 LOCAL_REPLY_CODES = {400: ("INVALID_ARGUMENT", 3), 404: ("NOT_FOUND", 5), 429: ("RESOURCE_EXHAUSTED", 8)}
-NO_ROUTE = "no method at this path: check the path and the HTTP method (the protos' google.api.http rules)"
+LOCAL_REPLY_MESSAGES = {
+    404: "no method at this path: check the path and the HTTP method (the protos' google.api.http rules)",
+    429: "too many of these requests from here, or from all clients: retry in a few seconds",
+}
 
 
 def _json_local_replies() -> dict[str, Any]:
-    """gRPC clients keep the grpc-status Envoy sends them; the mappers match only other requests."""
+    """gRPC clients keep the grpc-status Envoy sends them; the mappers match only other requests: those not
+    sent as gRPC, and those the transcoder made gRPC (it marks them with the path they came with)."""
     not_grpc = {
-        "header_filter": {
-            "header": {
-                "name": "content-type",
-                "string_match": {"prefix": "application/grpc"},
-                "invert_match": True,
-                "treat_missing_header_as_empty": True,
-            }
+        "or_filter": {
+            "filters": [
+                {
+                    "header_filter": {
+                        "header": {
+                            "name": "content-type",
+                            "string_match": {"prefix": "application/grpc"},
+                            "invert_match": True,
+                            "treat_missing_header_as_empty": True,
+                        }
+                    }
+                },
+                {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+            ]
         }
     }
     mappers = []
@@ -325,7 +336,7 @@ def _json_local_replies() -> dict[str, Any]:
         mappers.append(
             {
                 "filter": {"and_filter": {"filters": [matches_status, not_grpc]}},
-                **({"body": {"inline_string": NO_ROUTE}} if status == 404 else {}),
+                **({"body": {"inline_string": LOCAL_REPLY_MESSAGES[status]}} if status in LOCAL_REPLY_MESSAGES else {}),
                 "headers_to_add": [
                     {
                         "header": {"key": "x-request-id", "value": "%REQ(X-REQUEST-ID)%"},
