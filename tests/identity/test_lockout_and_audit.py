@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import grpc
 import psycopg
@@ -231,6 +232,7 @@ def test_an_admin_unlocks_a_locked_user_and_nobody_unlocks_themself(channels: Ch
     api.UnlockUser(unlock, metadata=tenant.metadata, timeout=10)
     assert login(channels, victim, PASSWORD).user.name == victim.user
     (unlocked,) = events(channels, tenant, f'action = "user.unlocked" AND target = "{victim.user}"')
-    assert unlocked.actor == tenant.user and unlocked.details["was_until"] == locked.details["until"]
+    was, until = (datetime.fromisoformat(str(t)) for t in (unlocked.details["was_until"], locked.details["until"]))
+    assert unlocked.actor == tenant.user and was == until
     api.UnlockUser(unlock, metadata=tenant.metadata, timeout=10)  # not locked: nothing changes, nothing recorded
     assert len(events(channels, tenant, f'action = "user.unlocked" AND target = "{victim.user}"')) == 1

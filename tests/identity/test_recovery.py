@@ -362,3 +362,27 @@ def test_a_reset_mail_is_not_sent_once_its_token_has_expired(
                 break
         assert done == (True, False), "dropped, not failed"
     assert all(m["To"] != email for m in mailbox.messages)
+
+
+def test_a_reset_lifts_a_lockout_and_its_backoff(
+    stack: Stack, channels: Channels, mailbox: Mailbox, tenant: Tenant
+) -> None:
+    """Whoever reads the mail is the owner: after the reset, a later lockout starts from a minute again."""
+    member, reset = mailed_reset(channels, mailbox, tenant)
+    for i in range(5):
+        failure(
+            lambda i=i: auth(channels).Login(
+                auth_pb2.LoginRequest(
+                    organization_slug=tenant.slug, login=member.username, password=f"guess-{i}-wrong"
+                ),
+                timeout=30,
+            )
+        )
+    auth(channels).ResetPassword(reset, timeout=30)
+    with superuser(stack, "identity") as conn:
+        row = conn.execute(
+            "select failed_logins, lockouts, locked_until from users where username = %s", (member.username,)
+        ).fetchone()
+    assert row == (0, 0, None)
+    login = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=member.username, password=reset.new_password)
+    assert auth(channels).Login(login, timeout=30).user.name == member.user

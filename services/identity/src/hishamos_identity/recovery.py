@@ -191,6 +191,7 @@ class Recovery:
                     users.edited(
                         password_hash=new_hash,
                         failed_logins=0,
+                        lockouts=0,  # the owner proved it is them: a later lockout starts from a minute again
                         locked_until=None,
                         **({"email_verified": True} if accepted else {}),
                     )
