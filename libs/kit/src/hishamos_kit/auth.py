@@ -184,7 +184,7 @@ class TokenVerifier:
             raise Unauthenticated("access token uses a forbidden algorithm or header", "TOKEN_INVALID")
         kid = header.get("kid")
         if not isinstance(kid, str) or (key := await self._keys.key(kid)) is None:
-            raise Unauthenticated("access token signed by a key no longer in use; log in or refresh", "TOKEN_INVALID")
+            raise Unauthenticated(f"access token signed by a key no longer in use; {RENEW}", "TOKEN_INVALID")
         try:
             claims = jwt.decode(
                 token,
@@ -205,7 +205,7 @@ class TokenVerifier:
                 permissions=frozenset(str(p) for p in claims.get("perms", ())) | granted_by(roles),
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("access token expired; log in or refresh", "TOKEN_EXPIRED") from exc
+            raise Unauthenticated(f"access token expired; {RENEW}", "TOKEN_EXPIRED") from exc
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise Unauthenticated("access token is not valid here", "TOKEN_INVALID") from exc
         return principal, kid, key
@@ -225,6 +225,8 @@ def bearer_token(metadata: Mapping[str, str]) -> str:
 
 
 API_KEY_PREFIX = "hos_"
+# What a caller whose token ran out does next, whoever it is.
+RENEW = "log in or refresh (services: IssueServiceToken; operators: IssueOperatorToken)"
 REFRESH_TOKEN_PREFIX = "hosr_"  # identity's refresh tokens, which callers send as access tokens by mistake
 
 
