@@ -197,6 +197,7 @@ def _login_over_http(stack: Stack, slug: str, source: str) -> int:
         response = connection.getresponse()
         status = json.loads(response.read())
         assert status["code"] == {401: 16, 429: 8}[response.status] and status["message"], status
+        assert response.status != 429 or response.headers["retry-after"] == "1"
         return response.status
     finally:
         connection.close()

@@ -341,7 +341,9 @@ def _json_local_replies() -> dict[str, Any]:
                     {
                         "header": {"key": "x-request-id", "value": "%REQ(X-REQUEST-ID)%"},
                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                    }
+                    },
+                    # The buckets refill every second (HTTP's own way to say when to come back).
+                    *([{"header": {"key": "retry-after", "value": "1"}}] if status == 429 else []),
                 ],
                 "body_format_override": {
                     "json_format": {
