@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from hishamos.identity.v1 import (
+    api_key_pb2,
     audit_pb2,
     audit_pb2_grpc,
     auth_pb2,
@@ -28,8 +29,11 @@ from hishamos.identity.v1 import (
     user_pb2,
 )
 from hishamos.projects.v1 import project_pb2_grpc
+from hishamos_devstack.stack import Stack
 from tests.conftest import PASSWORD, Channels, Mailbox, Operator, Tenant, add_user, sign_up
-from tests.identity.stubs import MAILED_TOKEN, auth, orgs, roles, users
+from tests.db import superuser
+from tests.errors import decode, failure
+from tests.identity.stubs import MAILED_TOKEN, auth, keys, orgs, roles, users
 
 
 def projects(channels: Channels) -> project_pb2_grpc.ProjectServiceStub:
@@ -291,3 +295,170 @@ def test_a_token_mailed_to_the_old_address_does_not_verify_the_new_one(
                 hits += 1
     mailbox.messages.clear()  # the mail to the new addresses, which nobody waits for
     assert hits == 0, f"{hits}/{trials}: a token mailed to the old address verified the new one"
+
+
+# --- 4. What the re-check must not cost: calls that take nothing away run side by side ---------------------
+
+
+def verdict(call: Callable[[], Any]) -> str:
+    """`OK`, or the refusal's code and reason."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        f = decode(exc)
+        return f"{f.code.name}:{f.reason}"
+    return "OK"
+
+
+def advisory_users_lock(tenant: Tenant) -> tuple[str, tuple[str]]:
+    """The statement taking the organization's users lock, which every seat or admin change takes: held by a
+    test, it lines calls up at a known point."""
+    return "SELECT pg_advisory_lock(hashtext('users:' || %s))", (tenant.organization.rsplit("/", 1)[1],)
+
+
+def test_one_users_create_api_key_calls_with_request_ids_run_side_by_side(channels: Channels, tenant: Tenant) -> None:
+    bad: list[str] = []
+    for _ in range(3):
+        go = threading.Barrier(6)
+
+        def one(i: int) -> str:
+            key = api_key_pb2.ApiKey(display_name=f"k{i}", scopes=["projects.projects.list"])
+            request = api_key_pb2.CreateApiKeyRequest(
+                parent=tenant.organization, api_key=key, request_id=str(uuid.uuid4())
+            )
+            go.wait()
+            return verdict(lambda: keys(channels).CreateApiKey(request, metadata=tenant.metadata, timeout=30))
+
+        with ThreadPoolExecutor(6) as pool:
+            bad += [o for o in pool.map(one, range(6)) if o != "OK"]
+    assert bad == [], f"{len(bad)}/18 parallel CreateApiKey calls with request ids failed: {sorted(set(bad))}"
+
+
+def test_two_admins_editing_each_other_and_the_organization_all_succeed(channels: Channels, tenant: Tenant) -> None:
+    """Edits that take no standing away do not wait for the re-check's lock on their target, nor it for them."""
+    a, b = add_user(channels, tenant, "admin"), add_user(channels, tenant, "admin")
+    bad: list[str] = []
+    for i in range(20):
+        go = threading.Barrier(3)
+
+        def edit(actor: Tenant, target: Tenant) -> str:
+            user = user_pb2.User(name=target.user, full_name=f"by {actor.username} {i}")
+            request = user_pb2.UpdateUserRequest(user=user, update_mask=FieldMask(paths=["full_name"]))
+            go.wait()
+            return verdict(lambda: users(channels).UpdateUser(request, metadata=actor.metadata, timeout=30))
+
+        def org_edit() -> str:
+            org = organization_pb2.Organization(name=tenant.organization, description=f"d{i}")
+            request = organization_pb2.UpdateOrganizationRequest(
+                organization=org, update_mask=FieldMask(paths=["description"])
+            )
+            go.wait()
+            return verdict(lambda: orgs(channels).UpdateOrganization(request, metadata=a.metadata, timeout=30))
+
+        with ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(edit, a, b), pool.submit(edit, b, a), pool.submit(org_edit)]
+            bad += [o for o in (f.result() for f in futures) if o != "OK"]
+    assert bad == [], f"{len(bad)} of 60 calls failed: {sorted(set(bad))}"
+
+
+def test_update_role_taking_a_permission_away_waits_for_a_write_under_way(
+    stack: Stack, channels: Channels, tenant: Tenant
+) -> None:
+    """A CreateUser past its first write (its request id claimed, waiting for the seat lock) holds its
+    caller's custom role: UpdateRole taking the permission away answers only after the user is made."""
+    role_id = f"hr-{uuid.uuid4().hex[:6]}"
+    perms = ["identity.users.create", "identity.users.get", "identity.users.list", "identity.roles.get"]
+    role = role_pb2.Role(display_name="HR", permissions=perms)
+    created = roles(channels).CreateRole(
+        role_pb2.CreateRoleRequest(parent=tenant.organization, role_id=role_id, role=role),
+        metadata=tenant.metadata,
+        timeout=10,
+    )
+    hr = add_user(channels, tenant, "viewer", role_id)
+    name = f"made-{uuid.uuid4().hex[:6]}"
+    create = user_pb2.CreateUserRequest(
+        parent=tenant.organization,
+        user=user_pb2.User(email=f"{name}@x.test", username=name),
+        password="correct-horse-42",
+        request_id=str(uuid.uuid4()),
+    )
+    narrowed = role_pb2.Role(name=created.role.name, permissions=["identity.users.get", "identity.roles.get"])
+    update = role_pb2.UpdateRoleRequest(role=narrowed, update_mask=FieldMask(paths=["permissions"]))
+    with superuser(stack, "identity") as db:
+        db.execute(*advisory_users_lock(tenant))
+        creating, made = in_thread(lambda: verdict(lambda: users(channels).CreateUser(create, metadata=hr.metadata)))
+        time.sleep(0.5)
+        narrowing, narrowed_at = in_thread(
+            lambda: (verdict(lambda: roles(channels).UpdateRole(update, metadata=tenant.metadata)), time.monotonic())
+        )
+        time.sleep(0.5)
+        assert not narrowed_at, "UpdateRole answered while a write it stops was under way"
+        released_at = time.monotonic()
+        db.execute("SELECT pg_advisory_unlock(hashtext('users:' || %s))", advisory_users_lock(tenant)[1])
+    creating.join()
+    narrowing.join()
+    assert made == ["OK"] and narrowed_at[0][0] == "OK" and narrowed_at[0][1] > released_at
+    again = user_pb2.CreateUserRequest(
+        parent=tenant.organization, user=user_pb2.User(email=f"x{name}@x.test", username=f"x{name}")
+    )
+    f = failure(lambda: users(channels).CreateUser(again, metadata=hr.metadata, timeout=30))
+    assert f.code == grpc.StatusCode.PERMISSION_DENIED  # the permission is gone for the next call
+
+
+def test_two_admins_deactivating_each_other_are_never_both_obeyed(
+    stack: Stack, channels: Channels, tenant: Tenant
+) -> None:
+    """Each holds the other's row and then needs its own: one is deactivated first, and the other's call is
+    refused, as its caller's (ABORTED when PostgreSQL broke the tie: sent again, it is USER_INACTIVE)."""
+    a, b = add_user(channels, tenant, "admin"), add_user(channels, tenant, "admin")
+    with superuser(stack, "identity") as db:
+        db.execute(*advisory_users_lock(tenant))
+        calls = [
+            in_thread(
+                lambda actor=actor, target=target: verdict(
+                    lambda: users(channels).DeactivateUser(
+                        user_pb2.DeactivateUserRequest(name=target.user), metadata=actor.metadata, timeout=30
+                    )
+                )
+            )
+            for actor, target in ((a, b), (b, a))
+        ]
+        time.sleep(0.8)
+        db.execute("SELECT pg_advisory_unlock(hashtext('users:' || %s))", advisory_users_lock(tenant)[1])
+    for thread, _ in calls:
+        thread.join()
+    answers = {box[0] for _, box in calls}
+    assert answers in ({"OK", "ABORTED:CONCURRENT_UPDATE"}, {"OK", "UNAUTHENTICATED:USER_INACTIVE"}), answers
+    states = {
+        users(channels).GetUser(user_pb2.GetUserRequest(name=u.user), metadata=tenant.metadata).user.state
+        for u in (a, b)
+    }
+    assert states == {user_pb2.User.STATE_ACTIVE, user_pb2.User.STATE_DEACTIVATED}
+
+
+def test_a_sign_in_locked_and_suspended_while_argon2_ran_answers_as_a_wrong_password(
+    stack: Stack, channels: Channels, operator: Operator
+) -> None:
+    """Any answer but a session tells that the password was right, so a locked account answers as a wrong
+    password, whatever else happened to the organization meanwhile."""
+    answers: list[str] = []
+    for _ in range(3):
+        t = sign_up(channels.direct("identity"))
+        victim = add_user(channels, t, "viewer")
+        login = auth_pb2.LoginRequest(organization_slug=t.slug, login=victim.username, password=PASSWORD)
+        pool = saturate_argon2(channels, 15)
+        thread, box = in_thread(lambda: verdict(lambda: auth(channels).Login(login, timeout=30)))
+        time.sleep(0.03)  # found unlocked and active; its hash waits in the queue
+        with superuser(stack, "identity") as db:  # the lock five parallel wrong guesses would leave
+            db.execute(
+                "UPDATE users SET failed_logins = 5, lockouts = 1, locked_until = now() + interval '1 hour' "
+                "WHERE id = %s",
+                (victim.user.rsplit("/", 1)[1],),
+            )
+        suspend = organization_pb2.SuspendOrganizationRequest(name=t.organization, reason="test")
+        orgs(channels).SuspendOrganization(suspend, metadata=operator.metadata, timeout=10)
+        thread.join()
+        for p in pool:
+            p.join()
+        answers.append(box[0])
+    assert answers == ["UNAUTHENTICATED:INVALID_CREDENTIALS"] * 3

@@ -60,8 +60,9 @@ FROM org LEFT JOIN found ON true
 # changed, an account deactivated, deleted or locked by parallel guesses, or the organization suspended
 # while argon2 ran refuses the sign-in (no `signed` row), and then neither a session nor an event is
 # written (each is inserted from the updated row). The token is made from the roles the updated row
-# holds, so a role taken away or deleted while argon2 ran is not in it; the organization's state
-# tells a suspension from the other refusals.
+# holds, so a role taken away or deleted while argon2 ran is not in it. A suspension is told apart
+# from the other refusals only for a user still as the check found them: a locked account's answer
+# must not tell that the password was right.
 SUCCEEDED = Prepared(
     "signin_succeeded",
     f"""
@@ -79,7 +80,10 @@ WITH signed AS (
     INSERT INTO audit_events (id, organization_id, action, actor, target, request_id, details)
     SELECT %(event_id)s, %(organization_id)s, 'login.succeeded', %(name)s, %(name)s, %(request_id)s, '{{}}' FROM signed
 )
-SELECT org.state, signed.last_login_at, signed.roles,
+SELECT org.state <> 'active' AND EXISTS (
+        SELECT FROM users WHERE id = %(user_id)s AND password_hash = %(verified_hash)s AND state = 'active'
+            AND NOT is_deleted AND {UNLOCKED}),
+    signed.last_login_at, signed.roles,
     (SELECT coalesce(array_agg(DISTINCT p), '{{}}') FROM roles, unnest(roles.permissions) AS p
         WHERE roles.organization_id = %(organization_id)s AND roles.role_id = ANY(signed.roles))
 FROM (SELECT state FROM organizations WHERE id = %(organization_id)s) AS org LEFT JOIN signed ON true
@@ -182,9 +186,9 @@ async def succeeded(db: Database, user: User, rehash: str | None, refresh: Mappi
         "request_id": request_id_var.get(),
     }
     _, rows = await db.script((SET_TENANT, (str(user.organization_id),)), (SUCCEEDED, values))
-    state, last_login, roles, custom = rows[0] if rows else (None, None, None, None)
+    suspended, last_login, roles, custom = rows[0] if rows else (False, None, None, None)
     if last_login is None:
-        if state != "active":
+        if suspended:
             raise PermissionDenied("the organization is suspended", "ORGANIZATION_SUSPENDED")
         return None
     return Signed(last_login, roles, custom)

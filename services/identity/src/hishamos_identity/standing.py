@@ -8,9 +8,14 @@ refuses it once the user is gone or the organization suspended.
 
 That check runs before the handler, in a transaction of its own; a deactivation committed between it
 and the handler's write would not stop the write. So a user's write checks again, in its own
-transaction, at its first statement that writes, holding the user's and the organization's rows
-(FOR SHARE) until it commits: a deactivation, deletion, demotion or suspension either came first and
-refuses the write, or waits for it.
+transaction, at its first statement that writes, holding the user's row and their custom roles' rows
+FOR KEY SHARE until it commits. What takes a user's standing away locks those rows FOR UPDATE (or
+deletes them): DeactivateUser, DeleteUser, UnassignRole, UpdateRole, DeleteRole. It either came first
+and refuses the write, or waits for it. Edits of the user that take nothing away (UpdateUser, another
+admin's writes on them) lock FOR NO KEY UPDATE, which KEY SHARE does not block: a FOR SHARE here made two
+admins editing each other deadlock. Two admins deactivating each other at once still do; PostgreSQL
+ends one after a second (ABORTED), and sent again it finds its caller gone. A suspension does not wait
+for writes under way: the organization's row stays unlocked, as every write would otherwise hold it.
 """
 
 from __future__ import annotations
@@ -84,9 +89,11 @@ def _check_writer(session: Session) -> None:
     if principal is None or user_id is None:
         return
     connection = session.connection()
-    query = STANDING.where(User.id == user_id).with_for_update(read=True)
+    query = STANDING.where(User.id == user_id).with_for_update(read=True, key_share=True, of=User)
     roles = _standing(connection.execute(query).one_or_none())
     custom = custom_query(roles)
+    if custom is not None:
+        custom = custom.with_for_update(read=True, key_share=True)
     held = granted_by(roles) | {p for ps in (connection.scalars(custom) if custom is not None else ()) for p in ps}
     if not principal.permissions <= without_operators(held):
         raise Aborted("your roles changed while this call ran; send it again", "ROLES_CHANGED")

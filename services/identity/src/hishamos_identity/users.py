@@ -239,6 +239,8 @@ class UserType(ResourceType[User, pb.User]):
         changed = [path for path in sorted(self.updatable) if inspect(row).attrs[path].history.has_changes()]
         if action != "create":
             await check_delegation(session, principal, row.roles)
+        if action in ("delete", "undelete"):  # waits for the user's own writes under way (standing.py)
+            await session.execute(select(User.id).where(User.id == row.id).with_for_update())
         if action == "undelete":
             await check_quota(session, row.organization_id, joining=row.id)
         elif action == "delete":  # and an invitation still out must not bring the user back with a password
