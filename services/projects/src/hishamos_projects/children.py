@@ -21,7 +21,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos_kit import resources
-from hishamos_kit.auth import Principal
+from hishamos_kit.auth import Principal, require
 from hishamos_kit.db import Database, Prepared, columns_of
 from hishamos_kit.errors import NotFound, Violations
 from hishamos_kit.listing import list_page
@@ -174,13 +174,17 @@ class ChildMethods(StandardMethods[Child, Msg]):
         before = {field: getattr(row, field) for field in (*self.kind.user_fields, *self.kind.member_fields)}
         self.kind.apply(row, message, paths, violations)
         # Only a user being set is checked: one deactivated since must not block every other edit.
+        # Whether a user is active, or a member, is asked here with the service's own rights; a caller
+        # who may not read users, or the team, must not learn it from the answer.
         for field in self.kind.user_fields:
             if field in paths and getattr(row, field) != before[field]:
+                require("identity.users.get", f"naming a user in {self.kind.field}.{field} checks them, so setting it")
                 await directory.current().check_user(violations, f"{self.kind.field}.{field}", getattr(row, field))
         guards = self.kind.guards(row, message, paths, violations)
         for field in self.kind.member_fields:  # a member removed later stays on the work they had
             new, name = getattr(row, field), f"{self.kind.field}.{field}"
             if field in paths and new and new != before[field] and name not in violations.items:
+                require("projects.members.list", f"{name} must name a member, so setting it")
                 guards[name] = is_member(row, new)
         return guards
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.projects.v1 import project_pb2 as pb
 from hishamos_kit import resources, validate
-from hishamos_kit.auth import Principal
+from hishamos_kit.auth import Principal, require
 from hishamos_kit.errors import FailedPrecondition, NotFound, ResourceExhausted, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_time
 from hishamos_kit.resources import ResourcePath
@@ -28,6 +28,7 @@ class ProjectType(ResourceType[Project, pb.Project]):
         every other edit of the project."""
         if action in ("create", "update") and row.manager and inspect(row).attrs.manager.history.has_changes():
             violations = Violations()
+            require("identity.users.get", "naming a manager checks the user, so setting project.manager")
             await directory.current().check_user(violations, "project.manager", row.manager)
             violations.raise_if_any()
         if action in ("create", "undelete"):

@@ -89,6 +89,7 @@ class SprintService(sprint_pb2_grpc.SprintServiceServicer):
     async def ComputeSprintBurndown(
         self, request: sprint_pb2.ComputeSprintBurndownRequest, context: Context
     ) -> sprint_pb2.ComputeSprintBurndownResponse:
+        require("projects.stories.list", "a burndown shows the sprint's story points, so reading it")
         return await self.methods.read(current_principal(), request.name, boards.burndown)
 
     async def ComputeSprintVelocity(
@@ -96,6 +97,7 @@ class SprintService(sprint_pb2_grpc.SprintServiceServicer):
     ) -> sprint_pb2.ComputeSprintVelocityResponse:
         principal = current_principal()
         (project_id,) = own_parent(principal, PROJECT, request.parent)
+        require("projects.stories.list", "velocity sums the sprints' story points, so reading it")
         v = Violations()
         validate.number(v, "sprint_count", request.sprint_count, high=100)
         v.raise_if_any()
@@ -113,6 +115,7 @@ class SprintService(sprint_pb2_grpc.SprintServiceServicer):
         self, request: sprint_pb2.CompleteSprintRequest, context: Context
     ) -> sprint_pb2.CompleteSprintResponse:
         moved: list[str] = []
+        require("projects.stories.update", "completing a sprint moves its unfinished stories, so completing it")
 
         async def change(session: AsyncSession, row: Sprint) -> None:
             await sprints.complete(session, row)
@@ -150,6 +153,7 @@ class StoryService(story_pb2_grpc.StoryServiceServicer):
     async def MoveStory(self, request: story_pb2.MoveStoryRequest, context: Context) -> story_pb2.MoveStoryResponse:
         after = request.WhichOneof("position") == "after"
         target = request.after if after else request.before
+        require("projects.stories.get", "the answer is the story moved, so moving it")
 
         async def change(session: AsyncSession, row: Story) -> None:
             await stories.move(session, row, target, after=after)

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.projects.v1 import sprint_pb2 as pb
 from hishamos_kit import resources, validate
+from hishamos_kit.auth import require
 from hishamos_kit.errors import FailedPrecondition, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_time
 from hishamos_kit.resources import ResourcePath
@@ -106,12 +107,14 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
     async def before_write(self, session: AsyncSession, row: Sprint, action: str) -> None:
         """A deleted sprint's stories go back to the backlog (a completed one's stay: they are its history)."""
         if action == "delete" and row.state == "planned":
-            await session.execute(
+            moved = await session.execute(
                 update(Story)
                 .where(Story.sprint_id == row.id)
                 .values(sprint_id=None, version=Story.version + 1, updated_at=func.now())
                 .execution_options(synchronize_session=False)
             )
+            if moved.rowcount:  # type: ignore[attr-defined]
+                require("projects.stories.update", "deleting a sprint with stories moves them, so deleting it")
 
 
 def _wrong_state(row: Sprint, action: str, needed: str) -> FailedPrecondition:
