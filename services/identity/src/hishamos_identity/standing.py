@@ -21,7 +21,6 @@ for writes under way: the organization's row stays unlocked, as every write woul
 from __future__ import annotations
 
 import dataclasses
-import uuid
 
 from sqlalchemy import Row, event, select
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -49,19 +48,13 @@ class Standing:
     async def __call__(self, principal: Principal) -> Principal:
         """The caller's permissions narrowed to what its user's roles hold now; operators and services
         (`operators/…`, `services/…`) are left as they are."""
-        user_id = _user_of(principal)
+        user_id = users.user_id_of(principal)
         if user_id is None:
             return principal
         async with self.db.tenant(principal.organization_id) as session:
             roles = _standing((await session.execute(STANDING.where(User.id == user_id))).one_or_none())
             held = await permissions_of(session, roles)
         return dataclasses.replace(principal, permissions=principal.permissions.intersection(held))
-
-
-def _user_of(principal: Principal) -> uuid.UUID | None:
-    if not principal.subject.startswith("organizations/"):
-        return None
-    return users.PATH.parse(principal.subject, "sub")[1]
 
 
 def _standing(found: Row[str, bool, list[str], str] | None) -> list[str]:
@@ -85,7 +78,7 @@ def _check_writer(session: Session) -> None:
         return
     session.info[CHECKED] = transaction
     principal = principal_var.get(None)
-    user_id = None if principal is None else _user_of(principal)
+    user_id = None if principal is None else users.user_id_of(principal)
     if principal is None or user_id is None:
         return
     connection = session.connection()

@@ -50,6 +50,13 @@ def user_name(user: User) -> str:
     return PATH.format(user.organization_id, user.id)
 
 
+def user_id_of(principal: Principal) -> uuid.UUID | None:
+    """The user a caller acts as, with a token or a key; None for services and operators."""
+    if not principal.subject.startswith("organizations/"):
+        return None
+    return PATH.parse(principal.subject, "sub")[1]
+
+
 def edited(**values: object) -> dict[str, object]:
     """Values for a bulk UPDATE of users that changes what a User shows: its etag and update time move
     as an ORM write's would, so an etag read before no longer matches."""
@@ -308,9 +315,9 @@ class Users(StandardMethods[User, pb.User]):
                 ) from None
             audit.record(session, organization_id, "user.created", principal.subject, user_name(row), roles=roles)
             if not request.password:  # an invitation, signed with a name people know, not a resource name
-                is_user = principal.subject.startswith("organizations/")
                 organization = await session.get_one(Organization, organization_id)
-                inviter = await session.get(User, PATH.parse(principal.subject, "sub")[1]) if is_user else None
+                inviter_id = user_id_of(principal)
+                inviter = await session.get(User, inviter_id) if inviter_id else None
                 by = (inviter.full_name or inviter.username) if inviter else "An administrator"
                 await self.recovery.invite(session, row, organization.display_name, by)
             return pb.CreateUserResponse(user=to_message(row))
