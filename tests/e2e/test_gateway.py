@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,8 +19,9 @@ import pytest
 
 from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
+from hishamos_devstack import envoy
 from hishamos_devstack.envoy import BACKEND_HEADER
-from hishamos_devstack.stack import SERVICES, Stack
+from hishamos_devstack.stack import ROOT, SERVICES, Stack, free_port
 from tests.conftest import PASSWORD, Channels, Tenant
 from tests.errors import failure
 
@@ -275,3 +279,94 @@ def test_what_the_gateway_answers_itself_reaches_a_json_client_as_status_json(st
     with pytest.raises(grpc.RpcError) as refused:
         unknown(b"", timeout=10)
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _http(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request to the gateway: the status, the headers (lower-cased names) and the body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        connection.request(method, path, body, headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_grpc_web_client_reaches_the_api_and_hears_unimplemented_for_an_unknown_method(stack: Stack) -> None:
+    """The gateway speaks gRPC-Web: a routed method answers (routes matched only application/grpc, chosen
+    before the gRPC-Web filter rewrites it, so every gRPC-Web call found no route), an unknown one is 12."""
+    frame = b"\x00\x00\x00\x00\x00"  # an empty HealthCheckRequest, gRPC-Web framed
+    headers = {
+        "content-type": "application/grpc-web+proto",
+        "x-grpc-web": "1",
+        "x-user-agent": "grpc-web-javascript/0.1",
+    }
+    status, got, body = _http(stack.ports.envoy, "POST", "/grpc.health.v1.Health/Check", frame, headers)
+    served = status == 200 and (got.get("grpc-status") == "0" or b"grpc-status:0" in body)
+    status2, got2, body2 = _http(stack.ports.envoy, "POST", "/hishamos.nothing.v1.Nope/Call", frame, headers)
+    unknown = status2 == 200 and (got2.get("grpc-status") == "12" or b"grpc-status:12" in body2)
+    assert served and unknown, (
+        f"gRPC-Web health check: HTTP {status} headers={got} body={body!r}; "
+        f"unknown method: HTTP {status2} headers={got2} body={body2!r}"
+    )
+
+
+@pytest.fixture
+def gateway_with_dead_backends(tmp_path: Path) -> Iterator[int]:
+    """The project's own gateway configuration (envoy.render), its backends on ports nobody listens on."""
+    port, admin = free_port(), free_port()
+    backends = {s: ("127.0.0.1", free_port()) for s in SERVICES}
+    config = envoy.render(
+        envoy.EnvoyConfig(
+            backends=backends,
+            descriptor_path=str(ROOT / "build" / "hishamos.pb"),
+            listen_port=port,
+            admin_port=admin,
+        )
+    )
+    path = tmp_path / "envoy.yaml"
+    path.write_text(envoy.to_yaml(config))
+    log = (tmp_path / "envoy.log").open("wb")
+    binary = Path(sys.executable).parent / "envoy"
+    process = subprocess.Popen(
+        [str(binary), "-c", str(path), "--log-level", "warn", "--concurrency", "1", "--base-id", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "envoy.log").read_text()
+                time.sleep(0.1)
+        time.sleep(0.3)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+def test_a_json_client_hears_unavailable_as_status_json_when_a_backend_is_down(gateway_with_dead_backends: int) -> None:
+    """A backend that is down: a JSON/HTTP client gets google.rpc.Status JSON (UNAVAILABLE) with the request
+    id, as for Envoy's other replies, where it got text/plain."""
+    org = f"organizations/{uuid.uuid4()}"
+    status, headers, body = _http(
+        gateway_with_dead_backends, "GET", f"/v1/{org}/projects", headers={"authorization": "Bearer x"}
+    )
+    assert status == 503
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    assert (
+        headers.get("content-type") == "application/json"
+        and isinstance(parsed, dict)
+        and parsed.get("code") == 14
+        and headers.get("x-request-id")
+    ), f"503 to a JSON client: {headers} body={body!r}"

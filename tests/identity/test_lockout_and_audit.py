@@ -236,3 +236,19 @@ def test_an_admin_unlocks_a_locked_user_and_nobody_unlocks_themself(channels: Ch
     assert unlocked.actor == tenant.user and was == until
     api.UnlockUser(unlock, metadata=tenant.metadata, timeout=10)  # not locked: nothing changes, nothing recorded
     assert len(events(channels, tenant, f'action = "user.unlocked" AND target = "{victim.user}"')) == 1
+
+
+def test_an_unlock_is_filed_under_the_users_name_however_it_was_spelt(channels: Channels, tenant: Tenant) -> None:
+    """A UUID in capitals names the same user; the event is filed under the user's name, as user.locked is."""
+    victim = add_user(channels, tenant, "viewer")
+    for i in range(MAX_FAILURES):
+        failure(lambda i=i: login(channels, victim, f"wrong-password-{i}"))
+    assert events(channels, tenant, f'action = "user.locked" AND target = "{victim.user}"')
+    org, user_id = victim.user.rsplit("/users/", 1)
+    spelt = f"{org}/users/{user_id.upper()}"
+    api = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    api.UnlockUser(user_pb2.UnlockUserRequest(name=spelt), metadata=tenant.metadata, timeout=10)
+    assert login(channels, victim, victim.password).user.name == victim.user  # unlocked indeed
+    found = events(channels, tenant, f'action = "user.unlocked" AND target = "{victim.user}"')
+    filed = [e.target for e in events(channels, tenant, 'action = "user.unlocked"')]
+    assert found, f"the unlock is filed under {filed}, not {victim.user!r}"

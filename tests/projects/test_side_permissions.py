@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 from google.type.date_pb2 import Date
 
+from hishamos.identity.v1 import user_pb2, user_pb2_grpc
 from hishamos.projects.v1 import (
     epic_pb2,
     epic_pb2_grpc,
@@ -260,3 +261,44 @@ def test_move_only_key_does_not_read_stories(channels: Channels, tenant: Tenant)
     assert f is not None or reply.story.description == "", (
         f"a stories.move-only key read the story: description={reply.story.description!r}"
     )
+
+
+def test_member_undelete_is_no_user_oracle(channels: Channels, tenant: Tenant) -> None:
+    """Naming a user has projects ask identity with its own rights, so it needs identity.users.get (a create
+    does); UndeleteMember asks identity too, and its answer tells a projects.members.delete-only key whether
+    the user is still active."""
+    project = create_project(channels, tenant).name
+    members = member_pb2_grpc.MemberServiceStub(channels.direct("projects"))
+    users = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    active, gone = add_user(channels, tenant, "viewer"), add_user(channels, tenant, "viewer")
+    named = {}
+    for label, who in (("active user", active), ("deactivated user", gone)):
+        named[label] = members.CreateMember(
+            member_pb2.CreateMemberRequest(parent=project, member=member_pb2.Member(user=who.user)),
+            metadata=tenant.metadata,
+            timeout=10,
+        ).member.name
+    users.DeactivateUser(user_pb2.DeactivateUserRequest(name=gone.user), metadata=tenant.metadata, timeout=10)
+    key = (("x-api-key", create_key(channels, tenant, ["projects.members.delete"]).secret),)
+    answers = {}
+    for label, name in named.items():
+        members.DeleteMember(member_pb2.DeleteMemberRequest(name=name), metadata=key, timeout=10)
+        f, _ = _outcome(
+            lambda n=name: members.UndeleteMember(member_pb2.UndeleteMemberRequest(name=n), metadata=key, timeout=10)
+        )
+        answers[label] = "OK" if f is None else f"{f.code.name} {f.reason}"
+    assert answers["active user"] == answers["deactivated user"] or all(
+        a.startswith("PERMISSION_DENIED") for a in answers.values()
+    ), f"a projects.members.delete-only key learns who is still an active user: {answers}"
+
+
+def test_an_epic_naming_nobody_needs_no_identity_permission(channels: Channels, tenant: Tenant) -> None:
+    """Only a user being named is checked with identity, so only that needs identity.users.get."""
+    from hishamos.projects.v1 import epic_pb2, epic_pb2_grpc
+
+    project = create_project(channels, tenant).name
+    key = (("x-api-key", create_key(channels, tenant, ["projects.epics.create"]).secret),)
+    api = epic_pb2_grpc.EpicServiceStub(channels.direct("projects"))
+    request = epic_pb2.CreateEpicRequest(parent=project, epic=epic_pb2.Epic(title="no owner"))
+    f, _ = _outcome(lambda: api.CreateEpic(request, metadata=key, timeout=10))
+    assert f is None, f"an epic naming no user was refused: {f.code.name} {f.reason} {f.metadata} {f.message}"

@@ -20,17 +20,13 @@ def say(text: str) -> None:
         print(text, flush=True)
 
 
+# How a taken port shows in what a part of the stack says when it cannot start: a service's gRPC or
+# metrics port, PostgreSQL's, Envoy's.
+PORT_TAKEN = ("cannot listen on", "cannot serve metrics on", "is the port taken", "Address already in use")
+
+
 def banner(stack: Stack) -> str:
     p = stack.ports
-    first = (
-        f"""Sign up the first organization and its admin:
-  .venv/bin/grpcurl -plaintext -d '{{"organization_slug":"acme","organization_display_name":"Acme","email":"admin@acme.test","username":"admin","password":"correct-horse-battery"}}' \\
-    127.0.0.1:{p.envoy} hishamos.identity.v1.AuthService/SignUp"""
-        if stack.fresh
-        else f"""The data of earlier runs is kept: sign in as before (rm -rf {stack.data_dir} starts over):
-  .venv/bin/grpcurl -plaintext -d '{{"organization_slug":"acme","login":"admin","password":"correct-horse-battery"}}' \\
-    127.0.0.1:{p.envoy} hishamos.identity.v1.AuthService/Login"""
-    )
     return f"""
 HishamOS is up.
   API (gRPC, gRPC-Web, JSON)  127.0.0.1:{p.envoy}     Envoy admin 127.0.0.1:{p.envoy_admin}
@@ -38,7 +34,10 @@ HishamOS is up.
   PostgreSQL 127.0.0.1:{p.postgres}  data in {stack.data_dir}  logs in {stack.log_dir}
   Mail (password resets, email verification) lands in {stack.outbox}
 
-{first}
+Sign up the first organization and its admin (once: the data stays for the next `make up`, and the README's
+AuthService/Login signs in again):
+  .venv/bin/grpcurl -plaintext -d '{{"organization_slug":"acme","organization_display_name":"Acme","email":"admin@acme.test","username":"admin","password":"correct-horse-battery"}}' \\
+    127.0.0.1:{p.envoy} hishamos.identity.v1.AuthService/SignUp
 Platform operators (suspend or reactivate an organization, set its quotas) sign in with the credential
 `operator:<secret>`, the secret being "operator" in {stack.data_dir}/secrets.json:
   .venv/bin/grpcurl -plaintext -H "x-operator-credential: operator:$(python3 -c 'import json; print(json.load(open("{stack.data_dir}/secrets.json"))["operator"])')" \\
@@ -65,7 +64,7 @@ def up(stack: Stack, free_ports: bool) -> int:
         try:
             stack.start()  # on failure or a stop signal, it stops what it has started
         except SystemExit as failed:
-            if free_ports or "cannot listen on" not in str(failed.code):
+            if free_ports or not any(sign in str(failed.code) for sign in PORT_TAKEN):
                 raise
             # A port of ours may be taken by another program, or be the local end of someone's outgoing
             # connection (the usual ports lie in Linux's range for those); setting the port is no help here.

@@ -125,6 +125,13 @@ def _cluster(name: str, host: str, port: int, dns: bool) -> dict[str, Any]:
     }
 
 
+def _grpc() -> dict[str, Any]:
+    """What a route matches: gRPC and gRPC-Web calls (and JSON once transcoded). Not Envoy's `grpc: {}`: it
+    knows application/grpc only, and the route is chosen before the gRPC-Web filter rewrites the content
+    type, so every gRPC-Web call found no route."""
+    return {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
+
+
 def _route(prefix: str | None, cluster: str, *, regex: str | None = None, retry: bool = False) -> dict[str, Any]:
     match: dict[str, Any] = {"safe_regex": {"regex": regex}} if regex else {"prefix": prefix}
     route: dict[str, Any] = {
@@ -134,7 +141,7 @@ def _route(prefix: str | None, cluster: str, *, regex: str | None = None, retry:
     }
     if retry:
         route["retry_policy"] = {"retry_on": "unavailable,reset,connect-failure", "num_retries": 2}
-    return {"match": {**match, "grpc": {}}, "route": route}
+    return {"match": {**match, "headers": [_grpc()]}, "route": route}
 
 
 def _bucket(per_second: int) -> dict[str, Any]:
@@ -146,7 +153,7 @@ def _limited(path: str, stat_prefix: str, per_second: int, per_client: int, clie
     sign-in form, or one reset form, should take. A call takes a token from its client's bucket, then
     from the shared one; a client whose bucket is empty is refused without taking from the shared one."""
     route = _route(path, "identity")
-    route["match"] = {"path": path, "grpc": {}}
+    route["match"] = {"path": path, "headers": [_grpc()]}
     route["typed_per_filter_config"] = {
         "envoy.filters.http.local_ratelimit": {
             "@type": f"{TYPES}.filters.http.local_ratelimit.v3.LocalRateLimit",
@@ -167,11 +174,12 @@ def _limited(path: str, stat_prefix: str, per_second: int, per_client: int, clie
     return route
 
 
-def _refused(prefix: str, message: str) -> dict[str, Any]:
-    """A route Envoy answers itself with INVALID_ARGUMENT: a trailers-only gRPC response."""
-    grpc_headers = {"content-type": "application/grpc", "grpc-status": "3", "grpc-message": message}
+def _refused(prefix: str, message: str, code: int = 3) -> dict[str, Any]:
+    """A route Envoy answers itself, INVALID_ARGUMENT unless `code` says otherwise: a trailers-only gRPC
+    response, which the gRPC-Web filter turns into gRPC-Web's."""
+    grpc_headers = {"content-type": "application/grpc", "grpc-status": str(code), "grpc-message": message}
     return {
-        "match": {"prefix": prefix, "grpc": {}},
+        "match": {"prefix": prefix, "headers": [_grpc()]},
         "direct_response": {"status": 200},
         "response_headers_to_add": [{"header": {"key": k, "value": v}} for k, v in grpc_headers.items()],
     }
@@ -188,16 +196,18 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
     for prefix in ("/grpc.health.v1.Health/", "/grpc.reflection."):
         for service in SERVICES:
             route = _route(prefix, service, retry=True)
-            route["match"]["headers"] = [{"name": BACKEND_HEADER, "string_match": {"exact": service}}]
+            route["match"]["headers"].append({"name": BACKEND_HEADER, "string_match": {"exact": service}})
             routes.append(route)
         route = _route(prefix, "identity", retry=True)
-        route["match"]["headers"] = [{"name": BACKEND_HEADER, "present_match": False}]
+        route["match"]["headers"].append({"name": BACKEND_HEADER, "present_match": False})
         routes.append(route)
         routes.append(_refused(prefix, f"{BACKEND_HEADER} names no backend; use one of {', '.join(SERVICES)}"))
     for service in SERVICES:
         # Reads are safe to retry when the backend was unavailable; writes are not retried here.
         routes.append(_route(None, service, regex=rf"^/hishamos\.{service}\.v1\.\w+/(Get|List)\w*$", retry=True))
         routes.append(_route(f"/hishamos.{service}.", service))
+    # Any other gRPC or gRPC-Web method: UNIMPLEMENTED, as a server says it (gRPC-Web got a bare 404).
+    routes.append(_refused("/", "no such method here; `grpcurl -plaintext <gateway> list` shows them", code=12))
 
     access_log = {
         # The file logger buffers and writes from Envoy's flush thread, off the request path.
@@ -299,10 +309,18 @@ def render(cfg: EnvoyConfig) -> dict[str, Any]:
 # What Envoy answers itself to a JSON/HTTP client (an unknown query parameter, no such path, too many sign-ins),
 # as google.rpc.Status JSON with the request id, like the services' own errors: it was text/plain, or nothing.
 # (A body that is no JSON still gets the transcoder's text/plain: it answers before these mappers apply.)
-LOCAL_REPLY_CODES = {400: ("INVALID_ARGUMENT", 3), 404: ("NOT_FOUND", 5), 429: ("RESOURCE_EXHAUSTED", 8)}
+LOCAL_REPLY_CODES = {
+    400: ("INVALID_ARGUMENT", 3),
+    404: ("NOT_FOUND", 5),
+    408: ("DEADLINE_EXCEEDED", 4),
+    429: ("RESOURCE_EXHAUSTED", 8),
+    503: ("UNAVAILABLE", 14),
+    504: ("DEADLINE_EXCEEDED", 4),
+}
 LOCAL_REPLY_MESSAGES = {
     404: "no method at this path: check the path and the HTTP method (the protos' google.api.http rules)",
     429: "too many of these requests from here, or from all clients: retry in a few seconds",
+    503: "the service behind this path cannot answer now: retry shortly",
 }
 
 

@@ -126,7 +126,6 @@ class Stack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._log_starts: dict[str, int] = {}  # where each process's lines of this run begin in its log
         self._postgres_started = False
-        self.fresh = False  # PostgreSQL was initialised by this run: no organization exists yet
 
     # -- databases ---------------------------------------------------------------------------
     def external_urls(self, service: str) -> tuple[str, str] | None:
@@ -150,7 +149,6 @@ class Stack:
             raise SystemExit(self._still_running(pid))
         with signals.deferred():
             if self.postgres.init():
-                self.fresh = True
                 self.progress(f"    initialised PostgreSQL 18 in {self.postgres.data_dir}")
             self.postgres.start()
             self._postgres_started = True

@@ -354,7 +354,7 @@ class Users(StandardMethods[User, pb.User]):
                     principal.organization_id,
                     f"user.{'activated' if state == 'active' else 'deactivated'}",
                     principal.subject,
-                    name,
+                    user_name(user),  # as every event names the user, however the caller spelt it
                 )
             return to_message(user)
 
@@ -373,7 +373,12 @@ class Users(StandardMethods[User, pb.User]):
                 user.failed_logins, user.lockouts, user.locked_until = 0, 0, None
                 await session.flush()
                 audit.record(
-                    session, principal.organization_id, "user.unlocked", principal.subject, name, was_until=until
+                    session,
+                    principal.organization_id,
+                    "user.unlocked",
+                    principal.subject,
+                    user_name(user),
+                    was_until=until,
                 )
             return to_message(user)
 

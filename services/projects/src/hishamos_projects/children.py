@@ -177,9 +177,9 @@ class ChildMethods(StandardMethods[Child, Msg]):
         # Whether a user is active, or a member, is asked here with the service's own rights; a caller
         # who may not read users, or the team, must not learn it from the answer.
         for field in self.kind.user_fields:
-            if field in paths and getattr(row, field) != before[field]:
+            if field in paths and (user := getattr(row, field)) and user != before[field]:
                 require("identity.users.get", f"naming a user in {self.kind.field}.{field} checks them, so setting it")
-                await directory.current().check_user(violations, f"{self.kind.field}.{field}", getattr(row, field))
+                await directory.current().check_user(violations, f"{self.kind.field}.{field}", user)
         guards = self.kind.guards(row, message, paths, violations)
         for field in self.kind.member_fields:  # a member removed later stays on the work they had
             new, name = getattr(row, field), f"{self.kind.field}.{field}"

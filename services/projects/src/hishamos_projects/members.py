@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.projects.v1 import member_pb2 as pb
 from hishamos_kit import validate
+from hishamos_kit.auth import require
 from hishamos_kit.errors import FailedPrecondition, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_int, parse_time
 from hishamos_kit.resources import ResourcePath
@@ -73,6 +74,7 @@ class MemberType(ChildType[Member, pb.Member]):
         comes back only while identity still has the user active, as a new one is added."""
         if action == "undelete":
             violations = Violations()
+            require("identity.users.get", "a member comes back only as an active user, so undeleting one")
             await directory.current().check_user(violations, "member.user", row.user)
             if violations.items:
                 raise FailedPrecondition(

@@ -111,9 +111,10 @@ class SprintType(ChildType[Sprint, pb.Sprint]):
                 update(Story)
                 .where(Story.sprint_id == row.id)
                 .values(sprint_id=None, version=Story.version + 1, updated_at=func.now())
+                .returning(Story.is_deleted)
                 .execution_options(synchronize_session=False)
             )
-            if moved.rowcount:  # type: ignore[attr-defined]
+            if not all(moved.scalars()):  # a live story moved (deleted ones go along unseen)
                 require("projects.stories.update", "deleting a sprint with stories moves them, so deleting it")
 
 
