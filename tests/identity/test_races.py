@@ -52,9 +52,10 @@ def claims(access_token: str) -> dict[str, Any]:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
-def saturate_argon2(channels: Channels, n: int = 10) -> list[threading.Thread]:
+def saturate_argon2(channels: Channels, n: int = 20) -> list[threading.Thread]:
     """Queue `n` sign-ins as an unknown login of a throwaway slug: each costs a decoy argon2id hash on the
-    pool every password check shares (no account is touched), so a hash asked for next waits ~n*20 ms."""
+    pool every password check shares (no account is touched), so a hash asked for next waits about n/2 hashes
+    (~200 ms here): far longer than what the test does meanwhile, on a faster or slower machine alike."""
     slug = f"nobody-{uuid.uuid4().hex[:8]}"
 
     def one() -> None:
@@ -446,7 +447,7 @@ def test_a_sign_in_locked_and_suspended_while_argon2_ran_answers_as_a_wrong_pass
         t = sign_up(channels.direct("identity"))
         victim = add_user(channels, t, "viewer")
         login = auth_pb2.LoginRequest(organization_slug=t.slug, login=victim.username, password=PASSWORD)
-        pool = saturate_argon2(channels, 15)
+        pool = saturate_argon2(channels)
         thread, box = in_thread(lambda: verdict(lambda: auth(channels).Login(login, timeout=30)))
         time.sleep(0.03)  # found unlocked and active; its hash waits in the queue
         with superuser(stack, "identity") as db:  # the lock five parallel wrong guesses would leave
