@@ -152,6 +152,10 @@ def test_a_stored_key_is_neither_cleared_by_a_full_update_nor_sent_elsewhere_uns
         pb.UpdatePlatformRequest(platform=edited, update_mask=everything), metadata=tenant.metadata
     )
     assert blank.platform.api_key_hint == made.api_key_hint
+    # So does an update without a mask, which takes the fields set: a blank key is not one of them.
+    unmasked = pb.Platform(name=made.name, api_key="   ", priority=8)
+    kept = api.UpdatePlatform(pb.UpdatePlatformRequest(platform=unmasked), metadata=tenant.metadata, timeout=10)
+    assert kept.platform.priority == 8 and kept.platform.api_key_hint == made.api_key_hint
     # Pointing the platform elsewhere needs the key sent again.
     moved = pb.Platform(name=made.name, base_url="http://169.254.169.254/latest")
     mask = FieldMask(paths=["base_url"])

@@ -125,7 +125,12 @@ def update_paths(mask: FieldMask, resource: Message, updatable: Collection[str],
     immutable = _immutable(resource.DESCRIPTOR)
     allowed = {*updatable, *immutable}
     if not mask.paths:
-        return [f.name for f, _ in resource.ListFields() if f.name in allowed]
+        # A blank input-only field (a secret left empty in a form) is not sent: only a mask naming it clears it.
+        return [
+            f.name
+            for f, _ in resource.ListFields()
+            if f.name in allowed and (not _input_only(resource, f.name) or _sent(resource, f.name))
+        ]
     if list(mask.paths) == ["*"]:
         # A full replacement of the resource as a client read it, and no read shows an input-only
         # field (a secret): such a field changes only when sent, or reading and writing back clears it.
