@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, organization_pb2, session_pb2, session_pb2_grpc
+from hishamos.identity.v1 import auth_pb2, organization_pb2, session_pb2, session_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.stack import Stack
 from hishamos_kit.auth import public_key_from_jwk
@@ -19,10 +19,7 @@ from hishamos_kit.crypto import Sealer, load_key
 from tests.conftest import PASSWORD, Channels, Tenant, sign_up
 from tests.db import superuser
 from tests.errors import failure
-
-
-def auth(channels: Channels) -> auth_pb2_grpc.AuthServiceStub:
-    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
+from tests.identity.stubs import auth
 
 
 def login(channels: Channels, slug: str, login: str, password: str) -> auth_pb2.LoginResponse:

@@ -15,7 +15,6 @@ from hishamos.identity.v1 import (
     audit_pb2,
     audit_pb2_grpc,
     auth_pb2,
-    auth_pb2_grpc,
     organization_pb2,
     organization_pb2_grpc,
     role_pb2,
@@ -25,6 +24,7 @@ from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_kit import api as catalog
 from tests.conftest import PASSWORD, Channels, Operator, Tenant, add_user, operator_credential, set_quotas
 from tests.errors import failure
+from tests.identity.stubs import auth
 from tests.identity.test_api_keys import refusals_by_identity, tried
 
 Org = organization_pb2.Organization
@@ -33,10 +33,6 @@ SUSPEND = "identity.organizations.suspend"
 
 def orgs(channels: Channels) -> organization_pb2_grpc.OrganizationServiceStub:
     return organization_pb2_grpc.OrganizationServiceStub(channels.direct("identity"))
-
-
-def auth(channels: Channels) -> auth_pb2_grpc.AuthServiceStub:
-    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
 
 
 def suspend(channels: Channels, caller: Operator | Tenant, name: str, reason: str = "unpaid invoice") -> Org:

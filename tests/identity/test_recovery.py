@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,6 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from hishamos.identity.v1 import (
     auth_pb2,
-    auth_pb2_grpc,
     organization_pb2,
     organization_pb2_grpc,
     user_pb2_grpc,
@@ -24,13 +22,8 @@ from hishamos_devstack.stack import Stack
 from tests.conftest import Channels, Mailbox, Tenant, add_user, sign_up
 from tests.db import superuser
 from tests.errors import failure
+from tests.identity.stubs import MAILED_TOKEN, auth
 from tests.identity.test_operators import audited
-
-TOKEN = re.compile(r"hose_[0-9a-f]{32}_[A-Za-z0-9_-]{43}")
-
-
-def auth(channels: Channels) -> auth_pb2_grpc.AuthServiceStub:
-    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
 
 
 def mailed_reset(channels: Channels, mailbox: Mailbox, tenant: Tenant) -> tuple[Tenant, auth_pb2.ResetPasswordRequest]:
@@ -39,7 +32,7 @@ def mailed_reset(channels: Channels, mailbox: Mailbox, tenant: Tenant) -> tuple[
     email = f"{member.username}@{tenant.slug}.test"
     request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
     auth(channels).RequestPasswordReset(request, timeout=10)
-    token = TOKEN.search(mailbox.wait_for(email).get_content())
+    token = MAILED_TOKEN.search(mailbox.wait_for(email).get_content())
     assert token
     return member, auth_pb2.ResetPasswordRequest(token=token[0], new_password="fresh-password-42")
 
@@ -74,7 +67,7 @@ def test_password_reset_by_mail_works_once_and_ends_sessions(
             auth_pb2.RequestPasswordResetRequest(organization_slug=slug, email=address), timeout=10
         )
     mail = mailbox.wait_for(email)
-    token = TOKEN.search(mail.get_content())
+    token = MAILED_TOKEN.search(mail.get_content())
     assert token and mail["Subject"] == "Reset your HishamOS password"
     with superuser(stack, "identity") as conn:
         for table in ("email_tokens", "jobs"):  # the queued mail is sealed, too
@@ -102,7 +95,7 @@ def test_a_new_password_ends_the_reset_tokens_still_out(
     def reset_token() -> str:
         request = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email)
         auth(channels).RequestPasswordReset(request, timeout=10)
-        token = TOKEN.search(mailbox.wait_for(email).get_content())
+        token = MAILED_TOKEN.search(mailbox.wait_for(email).get_content())
         assert token
         with superuser(stack, "identity") as conn:  # as if the minute in which resets are one had passed
             conn.execute(
@@ -138,7 +131,7 @@ def test_email_verification_and_a_changed_address_needs_it_again(
     for _ in range(5):  # asked again and again: one mail a minute, so no way to flood an address
         request = pb.SendEmailVerificationRequest(name=member.user)
         users.SendEmailVerification(request, metadata=member.metadata, timeout=10)
-    token = TOKEN.search(mailbox.wait_for(address).get_content())
+    token = MAILED_TOKEN.search(mailbox.wait_for(address).get_content())
     assert token
     time.sleep(1.5)
     again = [m for m in mailbox.messages if m["To"] == address]
@@ -168,7 +161,7 @@ def test_a_token_mailed_before_the_address_changed_proves_nothing(
     denied = failure(lambda: users.SendEmailVerification(other, metadata=member.metadata, timeout=10))
     assert denied.code == grpc.StatusCode.PERMISSION_DENIED and denied.reason == "NOT_SELF"
     users.SendEmailVerification(pb.SendEmailVerificationRequest(name=member.user), metadata=member.metadata, timeout=10)
-    token = TOKEN.search(mailbox.wait_for(f"{member.username}@{tenant.slug}.test").get_content())
+    token = MAILED_TOKEN.search(mailbox.wait_for(f"{member.username}@{tenant.slug}.test").get_content())
     assert token
     moved = pb.User(name=member.user, email=f"elsewhere-{member.username}@example.test")
     mask = FieldMask(paths=["email"])
@@ -187,7 +180,7 @@ def test_mail_waits_out_a_mail_server_that_refuses_and_arrives_once(
     with refused_reset(channels, mailbox, tenant, email):
         pass
     mail = mailbox.wait_for(email, timeout=20)  # the queue retries after a backoff
-    assert TOKEN.search(mail.get_content()) and mail["Message-ID"]
+    assert MAILED_TOKEN.search(mail.get_content()) and mail["Message-ID"]
     time.sleep(1)
     assert all(m["To"] != email for m in mailbox.messages), "delivered once"
     with superuser(stack, "identity") as conn:
@@ -208,7 +201,7 @@ def test_an_invited_user_chooses_a_password_from_the_mail_and_is_verified(
     invited = users.CreateUser(invite, metadata=tenant.metadata, timeout=30).user
     assert not invited.email_verified
     mail = mailbox.wait_for(email)
-    token = TOKEN.search(mail.get_content())
+    token = MAILED_TOKEN.search(mail.get_content())
     inviting = next(line for line in mail.get_content().splitlines() if "invited you" in line)
     assert token and "organizations/" not in inviting  # the admin by name, not by resource name
     login = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=email, password="any-guess-12345")
@@ -229,7 +222,7 @@ def test_an_invitation_dies_with_the_user_it_invited(channels: Channels, mailbox
     email = f"mistyped-{tenant.slug}@{tenant.slug}.test"
     invite = pb.CreateUserRequest(parent=tenant.organization, user=pb.User(email=email, username=f"m-{tenant.slug}"))
     invited = users.CreateUser(invite, metadata=tenant.metadata, timeout=30).user
-    token = TOKEN.search(mailbox.wait_for(email).get_content())
+    token = MAILED_TOKEN.search(mailbox.wait_for(email).get_content())
     assert token
     deleted = users.DeleteUser(pb.DeleteUserRequest(name=invited.name), metadata=tenant.metadata, timeout=10).user
     accept = auth_pb2.ResetPasswordRequest(token=token[0], new_password="chosen-by-stranger-1")
@@ -256,7 +249,7 @@ def test_a_line_break_in_the_organizations_name_does_not_stop_its_invitations(
     invite = pb.CreateUserRequest(parent=founder.organization, user=pb.User(email=email, username="guest"))
     user_pb2_grpc.UserServiceStub(channels.direct("identity")).CreateUser(invite, metadata=founder.metadata, timeout=30)
     mail = mailbox.wait_for(email, timeout=30)
-    assert mail["Subject"] == "You are invited to Acme Corp on HishamOS" and TOKEN.search(mail.get_content())
+    assert mail["Subject"] == "You are invited to Acme Corp on HishamOS" and MAILED_TOKEN.search(mail.get_content())
 
 
 def test_a_reset_cut_short_spends_its_token_only_with_the_password_it_sets(

@@ -9,15 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from hishamos.identity.v1 import auth_pb2, auth_pb2_grpc, session_pb2, session_pb2_grpc
+from hishamos.identity.v1 import auth_pb2, session_pb2, session_pb2_grpc
 from tests.conftest import Channels, Tenant, add_user
 from tests.errors import failure
+from tests.identity.stubs import auth
 from tests.identity.test_operators import audited
 from tests.pages import every_page
-
-
-def auth(channels: Channels) -> auth_pb2_grpc.AuthServiceStub:
-    return auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
 
 
 def refresh(channels: Channels, token: str) -> auth_pb2.TokenPair:
