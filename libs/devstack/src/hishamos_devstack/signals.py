@@ -20,6 +20,17 @@ class Stopped(BaseException):
         self.signum = signum
 
 
+# The stop signal received, if any: Python drops an exception raised while it runs a weakref callback or a
+# __del__ (a SIGTERM during an import lost this way let `make migrate` finish), so start-up also asks.
+_received: list[int] = []
+
+
+def check() -> None:
+    """Raise Stopped if a stop signal came, even one whose exception was lost."""
+    if _received:
+        raise Stopped(_received[0])
+
+
 def _ignore(signum: int, frame: FrameType | None) -> None:
     """A handler that does nothing, rather than SIG_IGN, which the children would inherit."""
 
@@ -36,6 +47,7 @@ def raise_on_stop() -> None:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         ignore_stop()
+        _received.append(signum)
         raise Stopped(signum)
 
     for sig in STOP_SIGNALS:

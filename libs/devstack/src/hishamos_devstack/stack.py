@@ -168,6 +168,7 @@ class Stack:
 
     def migrate_all(self) -> None:
         for service in SERVICES:
+            signals.check()
             _, owner_url, app_role = self.database_urls(service)
             self.progress(f"    migrating {service}")
             try:
@@ -255,6 +256,7 @@ class Stack:
             with grpc.insecure_channel(target) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 while not self._serving(stub, headers):
+                    signals.check()
                     if self.processes[process].poll() is not None:
                         raise SystemExit(f"{process} exited during start-up:\n{self.log_tail(process)}")
                     if time.monotonic() > deadline:
@@ -286,6 +288,7 @@ class Stack:
             self.start_postgres()
             self.progress("==> applying migrations")
             self.migrate_all()
+            signals.check()
             self.progress("==> starting identity, agents, projects, knowledge and Envoy")
             self.start_services()
             self.start_envoy()
