@@ -161,7 +161,13 @@ class _Readable:
         self._loop: asyncio.AbstractEventLoop | None = None  # while registered
         self._waiter: asyncio.Future[None] | None = None
 
-    async def wait(self) -> None:
+    async def wait(self, again: bool = False) -> None:
+        """Until the socket has something to read. `again`: a later wait of the pipeline an earlier one
+        woke. That wake may have been an error on the socket (the server gone with the pipeline
+        unread: a crash, a terminated backend), which uvloop reports once, with the server's last
+        message still to read, and then stops watching the socket; so the registration is made anew."""
+        if again:
+            self.stop()
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._loop.add_reader(self._fd, self._wake)
@@ -249,9 +255,11 @@ class ScriptConnections:
         while pgconn.flush():
             await _writable(pgconn.socket)
         results: list[pq.abc.PGresult] = []
+        woken = False
         while True:
             while pgconn.is_busy():
-                await kept.readable.wait()
+                await kept.readable.wait(again=woken)
+                woken = True
                 pgconn.consume_input()
             result = pgconn.get_result()
             if result is None:  # the end of one statement's results
