@@ -25,7 +25,7 @@ import pytest
 from psycopg import sql
 
 from hishamos_devstack import signals
-from hishamos_devstack.__main__ import up
+from hishamos_devstack.__main__ import up, watch
 from hishamos_devstack.stack import SERVICES, Ports, Stack
 
 BANNER = "HishamOS is up"
@@ -42,6 +42,8 @@ class Up:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its progress lines as they are printed
+            # As from a terminal, whatever the tests run under (`nohup make test` ignores SIGHUP for its children).
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -68,7 +70,10 @@ class Up:
         return self.finish()
 
     def finish(self, timeout: float = 60.0) -> int:
-        returncode = self.process.wait(timeout)
+        try:
+            returncode = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"up still running after {timeout:.0f}s:\n{self.output}") from None
         self._reader.join(5)
         return returncode
 
@@ -217,22 +222,45 @@ def test_up_names_free_ports_when_postgres_port_is_taken(tmp_path: Path) -> None
     assert "UP_ARGS=--free-ports" in message, message
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, as expected
-def test_a_stop_signal_whose_exception_python_dropped_still_stops_start_up() -> None:
-    """A signal that lands while Python runs a weakref callback (an import's module lock has one) raises there,
-    and Python drops the exception: start-up asks at each step whether a stop came (`make migrate` ran to the
-    end after a SIGTERM so dropped)."""
+@contextlib.contextmanager
+def dropped_stop_signal(signum: int) -> Iterator[None]:
+    """A stop signal that lands while Python runs a weakref callback (an import's module lock has one): the
+    handler raises there, and Python drops the exception."""
     saved = {sig: signal.getsignal(sig) for sig in signals.STOP_SIGNALS}
     signals.raise_on_stop()
     try:
         thing = threading.Event()  # any object a weak reference can point at
-        ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGTERM))
+        ref = weakref.ref(thing, lambda _: signal.raise_signal(signum))
         with contextlib.suppress(signals.Stopped):
             del thing  # the handler runs in the callback, and its Stopped is dropped there
         assert ref() is None
-        with pytest.raises(signals.Stopped):
-            signals.check()
+        yield
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
         signals._received.clear()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, as expected
+def test_a_stop_signal_whose_exception_python_dropped_still_stops_start_up() -> None:
+    """Start-up asks at each step whether a stop came (`make migrate` ran to the end after a SIGTERM so dropped)."""
+    with dropped_stop_signal(signal.SIGTERM), pytest.raises(signals.Stopped):
+        signals.check()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_running_stack_stops_on_a_stop_signal_whose_exception_python_dropped(tmp_path: Path) -> None:
+    """The running stack asks too, once a second."""
+    stops: list[str] = []
+
+    def watching() -> None:
+        try:
+            watch(Stack(tmp_path, Ports.free(), progress=lambda _: None))
+        except signals.Stopped as stop:
+            stops.append(str(stop))
+
+    with dropped_stop_signal(signal.SIGHUP):
+        thread = threading.Thread(target=watching, daemon=True)  # left behind if it never stops
+        thread.start()
+        thread.join(10)
+    assert stops == ["SIGHUP"], "the stack kept running"

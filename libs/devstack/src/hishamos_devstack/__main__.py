@@ -49,6 +49,7 @@ def watch(stack: Stack) -> int:
     """Wait until a process of the stack exits (the stack is then of no use: 1) or a stop signal arrives."""
     while True:
         time.sleep(1)
+        signals.check()  # a stop whose exception Python dropped
         for name, process in stack.processes.items():
             if process.poll() is not None:
                 say(f"{name} exited (code {process.returncode}); last lines:\n{stack.log_tail(name)}\n\nstopping…")
