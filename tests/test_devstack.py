@@ -36,15 +36,21 @@ class Up:
 
     def __init__(self, data_dir: Path, *prefix: str, command: str = "up") -> None:
         self.data_dir = data_dir
-        self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "hishamos_devstack", command, "--free-ports", "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its progress lines as they are printed
-            # As from a terminal, whatever the tests run under (`nohup make test` ignores SIGHUP for its children).
-            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
-        )
+        # As from a terminal, whatever the tests run under (`nohup make test` ignores SIGHUP, and children inherit
+        # that): a signal with a handler is reset to its default in a child. No preexec_fn, which forks without
+        # exec support and trips gRPC's fork handlers in the child.
+        hangup = signal.signal(signal.SIGHUP, lambda *_: None)
+        arguments = [command, "--free-ports", "--data-dir", str(data_dir)]
+        try:
+            self.process = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "hishamos_devstack", *arguments],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its progress lines as they are printed
+            )
+        finally:
+            signal.signal(signal.SIGHUP, hangup)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
