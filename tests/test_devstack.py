@@ -37,9 +37,9 @@ class Up:
     def __init__(self, data_dir: Path, *prefix: str, command: str = "up") -> None:
         self.data_dir = data_dir
         # As from a terminal, whatever the tests run under (`nohup make test` ignores SIGHUP, and children inherit
-        # that): a signal with a handler is reset to its default in a child. No preexec_fn, which forks without
-        # exec support and trips gRPC's fork handlers in the child.
-        hangup = signal.signal(signal.SIGHUP, lambda *_: None)
+        # that): a handler, as up's own for a signal it ignores, is reset to the default in a child. No preexec_fn,
+        # which forks without exec support and trips gRPC's fork handlers in the child.
+        hangup = signal.signal(signal.SIGHUP, signals._ignore)
         arguments = [command, "--free-ports", "--data-dir", str(data_dir)]
         try:
             self.process = subprocess.Popen(
