@@ -164,15 +164,13 @@ def test_user_changes_and_unknown_sign_ins_are_audited(channels: Channels, tenan
         ("user.undeleted", tenant.user),
     ]
     assert logged[2].details["fields"] == ["bio", "full_name"]
-    # A login nobody has is on record as typed, filed under no user, even when it is a user's name.
-    for typed in ("nobody-here", member.user):
+    # A login nobody has is on record, filed under no user even when it is a user's name, and without what
+    # was typed: that is sometimes the password.
+    for typed in ("nobody-here", member.user, "My-Passw0rd-typed-in-the-wrong-field"):
         stranger = Tenant(tenant.organization, tenant.slug, "", typed, "", "", "")
         assert failure(lambda s=stranger: login(channels, s, PASSWORD)).reason == "INVALID_CREDENTIALS"  # type: ignore[misc]
     unknown = events(channels, tenant, 'action = "login.failed" AND target = ""')
-    assert [(e.details["unknown_user"], e.details["login"]) for e in unknown] == [
-        (True, member.user),
-        (True, "nobody-here"),
-    ]
+    assert [dict(e.details) for e in unknown] == [{"unknown_user": True}] * 3
     assert not events(channels, tenant, f'action = "login.failed" AND target = "{member.user}"')
 
 

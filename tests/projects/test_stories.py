@@ -17,6 +17,7 @@ from google.protobuf.struct_pb2 import Struct
 from google.type.date_pb2 import Date
 from referencing.exceptions import Unresolvable
 
+from hishamos.identity.v1 import api_key_pb2, api_key_pb2_grpc
 from hishamos.projects.v1 import (
     epic_pb2,
     epic_pb2_grpc,
@@ -590,6 +591,29 @@ def test_a_retry_after_the_project_is_gone_still_gets_the_first_result(channels:
         parent=team.organization, story=Story(title="New"), request_id=str(uuid.uuid4())
     )
     assert failure(lambda: api(channels).CreateStory(fresh, metadata=team.metadata)).code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_request_id_another_caller_sent_creates_for_that_caller(channels: Channels, tenant: Tenant) -> None:
+    """A request_id is its caller's: an API key that may create stories but not read them, sending the id
+    of its owner's create, gets a story of its own (and its own on a retry), never the owner's."""
+    team, rid = in_project(channels, tenant), str(uuid.uuid4())
+    secret = Story(title="Takeover plan", description="not for every key")
+    owners = story_pb2.CreateStoryRequest(parent=team.organization, story=secret, request_id=rid)
+    first = api(channels).CreateStory(owners, metadata=team.metadata).story
+    scoped = api_key_pb2.ApiKey(display_name="creates only", scopes=["projects.stories.create"])
+    key = api_key_pb2_grpc.ApiKeyServiceStub(channels.direct("identity")).CreateApiKey(
+        api_key_pb2.CreateApiKeyRequest(parent=tenant.organization, api_key=scoped), metadata=tenant.metadata
+    )
+    keyed = (("x-api-key", key.secret),)
+    mine = story_pb2.CreateStoryRequest(parent=team.organization, story=Story(title="Mine"), request_id=rid)
+    made = api(channels).CreateStory(mine, metadata=keyed).story
+    assert made.name != first.name and (made.title, made.description) == ("Mine", "")
+    assert api(channels).CreateStory(mine, metadata=keyed).story == made
+    item = story_pb2.CreateStoryRequest(story=Story(title="Mine too"))
+    batch = story_pb2.BatchCreateStoriesRequest(parent=team.organization, requests=[item], request_id=rid)
+    owner_batch = api(channels).BatchCreateStories(batch, metadata=team.metadata).stories
+    assert api(channels).BatchCreateStories(batch, metadata=keyed).stories[0].name != owner_batch[0].name
+    assert api(channels).CreateStory(owners, metadata=team.metadata).story == first
 
 
 def test_a_request_id_sent_to_another_project_creates_there(channels: Channels, tenant: Tenant) -> None:

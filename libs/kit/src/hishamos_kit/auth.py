@@ -40,6 +40,7 @@ class Principal:
     expires_at: float
     permissions: frozenset[str] = frozenset()
     api_key_expires: datetime | None = None  # the caller is an API key that expires then
+    api_key: str = ""  # the caller is this API key (its name), acting for `subject`
 
     @property
     def organization_name(self) -> str:
@@ -324,6 +325,7 @@ class ApiKeys:
             expires_at=time.time() + lifetime,
             permissions=frozenset(reply.permissions),
             api_key_expires=expires,
+            api_key=reply.api_key,
         )
         now = time.monotonic()
         blocked_until = (

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr
 
-from hishamos_kit.auth import Principal
+from hishamos_kit.auth import Principal, principal_var
 from hishamos_kit.db import Resource, Timestamps
 from hishamos_kit.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 
@@ -234,6 +234,16 @@ def keyed_method(method: str, parents: Sequence[uuid.UUID]) -> str:
     return " ".join((method, *map(str, parents)))
 
 
+def callers_method(method: str) -> str:
+    """The method a request_id is kept under, with who sent it (a user, a service, an API key): the same
+    id from another caller is another request. Answered with the first caller's response, it would show
+    the resource to anyone who learned the id, past the permissions its first caller needed."""
+    principal = principal_var.get(None)
+    if principal is None:  # a sign-up: nobody is signed in yet
+        return method
+    return " ".join(filter(None, (method, principal.subject, principal.api_key)))
+
+
 async def once(
     session: AsyncSession,
     keys: type[IdempotencyKeyColumns],
@@ -244,13 +254,13 @@ async def once(
     create: Callable[[], Awaitable[M]],
     stored: Callable[[M], M] = lambda response: response,
 ) -> M:
-    """Run `create` once per request_id: a retry, even a concurrent one, gets the first response.
+    """Run `create` once per request_id of a caller: a retry, even a concurrent one, gets the first response.
 
     The key row is inserted first: a concurrent duplicate blocks on the unique index until the
     first transaction ends, then finds its stored response. A failed create rolls the key back.
     `stored` trims what must not be kept (secrets shown once).
     """
-    request_id = request_key(request_id)
+    request_id, method = request_key(request_id), callers_method(method)
     if not request_id:
         return await create()
     claim = (

@@ -142,7 +142,7 @@ class Accounts:
         verified = await self.passwords.verify(stored, request.password)
         if org is None or user is None:
             if org is not None:
-                await signin.unknown(self.db, org.id, request.login.strip())
+                await signin.unknown(self.db, org.id)
             raise Unauthenticated(BAD_CREDENTIALS, "INVALID_CREDENTIALS")
         if not verified:
             await self._failed(user)

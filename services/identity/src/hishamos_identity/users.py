@@ -462,6 +462,8 @@ class Users(StandardMethods[User, pb.User]):
 
     async def disable_totp(self, principal: Principal, request: pb.DisableTotpRequest) -> None:
         user_id = own_user(principal, request.name)
+        if not request.password:  # not a guess: a blank one must not count toward the lockout
+            raise InvalidArgument({"password": "is required"})
         async with self.db.tenant(principal.organization_id) as session:
             user = await live_user(session, user_id, request.name)
         await self._check_password(user, request.password, "password")

@@ -96,7 +96,7 @@ async def create(
     checks = [*ancestors, *guards.values()]
     texts = tuple(check.sql for check in checks)
     facts_params = (*(p for check in checks for p in check.params), project_id)
-    method = resources.keyed_method(f"Create{type(message).__name__}", parents)
+    method = resources.callers_method(resources.keyed_method(f"Create{type(message).__name__}", parents))
     key_id = uuid.uuid4() if request_id else None
     async with methods.db.scripts.connection() as conn:
         loader = methods.db.scripts.adapter(conn)
