@@ -175,3 +175,22 @@ def test_moving_ones_own_email_takes_the_password(channels: Channels, tenant: Te
     assert move(member, "New@Example.test", PASSWORD).email == "new@example.test"
     assert move(member, "new@example.test").email == "new@example.test"  # unchanged: nothing to prove
     assert move(tenant, "moved-by-admin@example.test").email == "moved-by-admin@example.test"  # someone else's
+
+
+def test_a_peer_cannot_move_a_users_email_and_take_the_account_over(channels: Channels, tenant: Tenant) -> None:
+    """Moved to the mover's address, the email would bring the password reset there: only the user, or
+    someone holding permissions beyond theirs, moves it; a manager does not move another manager's, nor
+    an admin another admin's."""
+    for role in ("manager", "admin"):
+        mover, owner = add_user(channels, tenant, role), add_user(channels, tenant, role)
+        moved = pb.User(name=owner.user, email=f"taken-{owner.username}@evil.test")
+        request = pb.UpdateUserRequest(user=moved, update_mask=FieldMask(paths=["email"]))
+        f = failure(lambda r=request, m=mover: users(channels).UpdateUser(r, metadata=m.metadata, timeout=10))  # type: ignore[misc]
+        assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.reason == "DELEGATION_DENIED"
+        got = users(channels).GetUser(pb.GetUserRequest(name=owner.user), metadata=tenant.metadata).user
+        assert got.email == f"{owner.username}@{tenant.slug}.test"
+        # Their other profile fields a peer may still edit.
+        renamed = pb.UpdateUserRequest(
+            user=pb.User(name=owner.user, bio="edited"), update_mask=FieldMask(paths=["bio"])
+        )
+        assert users(channels).UpdateUser(renamed, metadata=mover.metadata, timeout=10).user.bio == "edited"

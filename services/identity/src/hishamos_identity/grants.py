@@ -65,6 +65,20 @@ async def check_acting_for(session: AsyncSession, principal: Principal, owner_na
     )
 
 
+async def check_outranks(session: AsyncSession, principal: Principal, roles: Iterable[str]) -> None:
+    """What only a user's superior does to them: the caller holds every permission they do, and more.
+    Moving a user's email is one: the account is recovered through it, so a peer (one manager, or
+    admin, of another) who moved it could reset the password and sign in as them."""
+    held = await permissions_of(session, roles)
+    check_within(principal, held)
+    if principal.permissions.issubset(held):
+        raise PermissionDenied(
+            "a user's email is changed by that user or by someone holding permissions beyond theirs: "
+            "their account is recovered through it",
+            "DELEGATION_DENIED",
+        )
+
+
 def check_within(principal: Principal, permissions: Iterable[str]) -> None:
     """PERMISSION_DENIED unless the caller holds every one of `permissions`."""
     beyond = sorted(set(permissions) - principal.permissions)

@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from hishamos.identity.v1 import user_pb2 as pb
 from hishamos_identity import audit, signin, totp
-from hishamos_identity.grants import check_delegation, unknown_roles
+from hishamos_identity.grants import check_delegation, check_outranks, unknown_roles
 from hishamos_identity.models import LIVE_REFRESH_TOKEN, EmailToken, IdempotencyKey, Organization, RefreshToken, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_kit import resources, validate
@@ -256,7 +256,9 @@ class UserType(ResourceType[User, pb.User]):
             await spend_email_tokens(session, row.id)
         elif "email" in changed:  # mail sent to the old address no longer proves anything
             checked = password_checked.get()
-            if user_name(row) == principal.subject and checked is None:  # its address moved since it was read
+            if user_name(row) != principal.subject:
+                await check_outranks(session, principal, row.roles)
+            elif checked is None:  # its address moved since it was read
                 raise InvalidArgument({"current_password": "is required to change your own email"})
             # As for the password and 2FA: the password checked before counts only if it is still the
             # password of an unlocked account, read under this write's lock.
