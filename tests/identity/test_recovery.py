@@ -114,9 +114,12 @@ def test_a_new_password_ends_the_reset_tokens_still_out(
     change = pb.ChangePasswordRequest(
         name=member.user, current_password="fresh-password-42", new_password="changed-password-42"
     )
-    user_pb2_grpc.UserServiceStub(channels.direct("identity")).ChangePassword(
-        change, metadata=member.metadata, timeout=30
-    )
+    # The reset ended every session of theirs, in identity at once: they sign in again to change it.
+    api = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    assert failure(lambda: api.ChangePassword(change, metadata=member.metadata, timeout=30)).reason == "SESSION_ENDED"
+    again = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=member.username, password="fresh-password-42")
+    signed_in = (("authorization", f"Bearer {auth(channels).Login(again, timeout=30).tokens.access_token}"),)
+    api.ChangePassword(change, metadata=signed_in, timeout=30)
     assert "token" in failure(lambda: reset(pending, "stolen-password-42")).violations
     login = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=member.username, password="changed-password-42")
     assert auth(channels).Login(login, timeout=30).user.name == member.user

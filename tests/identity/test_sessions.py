@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -21,6 +22,12 @@ def refresh(channels: Channels, token: str) -> auth_pb2.TokenPair:
     return auth(channels).RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=token), timeout=10).tokens
 
 
+def signed_in_again(channels: Channels, tenant: Tenant) -> Tenant:
+    request = auth_pb2.LoginRequest(organization_slug=tenant.slug, login=tenant.username, password=tenant.password)
+    tokens = auth(channels).Login(request, timeout=30).tokens
+    return dataclasses.replace(tenant, access_token=tokens.access_token, refresh_token=tokens.refresh_token)
+
+
 def test_refresh_rotates_and_reuse_revokes_the_family(channels: Channels, tenant: Tenant) -> None:
     first = refresh(channels, tenant.refresh_token)
     assert first.refresh_token != tenant.refresh_token and first.access_token
@@ -29,8 +36,15 @@ def test_refresh_rotates_and_reuse_revokes_the_family(channels: Channels, tenant
     reused = failure(lambda: refresh(channels, tenant.refresh_token))
     assert reused.code == grpc.StatusCode.UNAUTHENTICATED and reused.reason == "REFRESH_TOKEN_REUSED"
     assert failure(lambda: refresh(channels, second.refresh_token)).code == grpc.StatusCode.UNAUTHENTICATED
-    # The admin learns whose session it was.
-    (event,) = audited(channels, tenant, "session.token_reused")
+    # Its access tokens, the thief's among them, get nothing more from identity (other services take
+    # them until they expire).
+    for token in (tenant.access_token, second.access_token):
+        ended = failure(
+            lambda t=token: audited(channels, dataclasses.replace(tenant, access_token=t), "login.succeeded")
+        )  # type: ignore[misc]
+        assert (ended.code, ended.reason) == (grpc.StatusCode.UNAUTHENTICATED, "SESSION_ENDED")
+    # The admin, signed in again, learns whose session it was.
+    (event,) = audited(channels, signed_in_again(channels, tenant), "session.token_reused")
     assert event.target.startswith(f"{tenant.user}/sessions/")
 
 
@@ -66,10 +80,12 @@ def test_logout_ends_only_that_session(channels: Channels, tenant: Tenant) -> No
     # A token of an ended session is no sign of theft: it says so, and the other session lives on.
     ended = failure(lambda: refresh(channels, tenant.refresh_token))
     assert (ended.code, ended.reason) == (grpc.StatusCode.UNAUTHENTICATED, "SESSION_ENDED")
-    assert refresh(channels, other.refresh_token).access_token
-    (event,) = audited(channels, tenant, "session.ended")
+    signed_out = failure(lambda: audited(channels, tenant, "session.ended"))  # its access token too, in identity
+    assert (signed_out.code, signed_out.reason) == (grpc.StatusCode.UNAUTHENTICATED, "SESSION_ENDED")
+    still = dataclasses.replace(tenant, access_token=refresh(channels, other.refresh_token).access_token)
+    (event,) = audited(channels, still, "session.ended")
     assert event.actor == tenant.user and event.target.startswith(f"{tenant.user}/sessions/")
-    assert not audited(channels, tenant, "session.token_reused")
+    assert not audited(channels, still, "session.token_reused")
 
 
 def test_malformed_or_unknown_refresh_tokens_are_unauthenticated(channels: Channels, tenant: Tenant) -> None:

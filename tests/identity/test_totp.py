@@ -93,14 +93,23 @@ def test_turning_it_on_needs_the_password(channels: Channels, tenant: Tenant) ->
     assert not login(channels, member).user.totp_enabled
 
 
-def test_turning_it_on_ends_every_session(channels: Channels, tenant: Tenant) -> None:
-    """Turned on after a suspected break-in, it evicts whoever holds a session: the next sign-in takes a code."""
+def test_turning_it_on_ends_every_other_session(channels: Channels, tenant: Tenant) -> None:
+    """Turned on after a suspected break-in, it evicts whoever else holds a session, at once in identity:
+    their next sign-in takes a code. The session it was turned on in goes on."""
     member = add_user(channels, tenant)
+    intruder = login(channels, member).tokens
     enrol(channels, member)
     auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
-    refresh = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
+    refresh = auth_pb2.RefreshTokenRequest(refresh_token=intruder.refresh_token)
     f = failure(lambda: auth.RefreshToken(refresh, timeout=10))
     assert (f.code, f.reason) == (grpc.StatusCode.UNAUTHENTICATED, "SESSION_ENDED")
+    api = user_pb2_grpc.UserServiceStub(channels.direct("identity"))
+    theirs = (("authorization", f"Bearer {intruder.access_token}"),)
+    mine = pb.GetUserRequest(name=member.user)
+    assert failure(lambda: api.GetUser(mine, metadata=theirs, timeout=10)).reason == "SESSION_ENDED"
+    assert api.GetUser(mine, metadata=member.metadata, timeout=10).user.totp_enabled
+    kept = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
+    assert auth.RefreshToken(kept, timeout=10).tokens.access_token
 
 
 def test_disable_needs_the_password(channels: Channels, tenant: Tenant) -> None:

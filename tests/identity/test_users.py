@@ -145,14 +145,22 @@ def test_change_password_needs_the_current_one_and_only_for_oneself(channels: Ch
     )
     f = failure(lambda: api.ChangePassword(someone_else, metadata=member.metadata, timeout=30))
     assert f.code == grpc.StatusCode.PERMISSION_DENIED
+    elsewhere = login(channels, tenant, member.username).tokens  # perhaps somebody who learned the password
     good = pb.ChangePasswordRequest(name=member.user, current_password=PASSWORD, new_password="brand-new-pass-9")
     api.ChangePassword(good, metadata=member.metadata, timeout=30)
     assert failure(lambda: login(channels, tenant, member.username)).code == grpc.StatusCode.UNAUTHENTICATED
     assert login(channels, tenant, member.username, "brand-new-pass-9").user.name == member.user
-    # Changing the password ends the sessions opened with the old one.
+    # Changing the password ends the other sessions opened with the old one, at once in identity too;
+    # the one it was changed in goes on.
     auth = auth_pb2_grpc.AuthServiceStub(channels.direct("identity"))
-    refresh = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
-    assert failure(lambda: auth.RefreshToken(refresh, timeout=10)).code == grpc.StatusCode.UNAUTHENTICATED
+    ended = auth_pb2.RefreshTokenRequest(refresh_token=elsewhere.refresh_token)
+    assert failure(lambda: auth.RefreshToken(ended, timeout=10)).reason == "SESSION_ENDED"
+    theirs = (("authorization", f"Bearer {elsewhere.access_token}"),)
+    mine = pb.GetUserRequest(name=member.user)
+    assert failure(lambda: api.GetUser(mine, metadata=theirs, timeout=10)).reason == "SESSION_ENDED"
+    assert api.GetUser(mine, metadata=member.metadata, timeout=10).user.name == member.user
+    kept = auth_pb2.RefreshTokenRequest(refresh_token=member.refresh_token)
+    assert auth.RefreshToken(kept, timeout=10).tokens.access_token
 
 
 def test_moving_ones_own_email_takes_the_password(channels: Channels, tenant: Tenant) -> None:
@@ -175,6 +183,20 @@ def test_moving_ones_own_email_takes_the_password(channels: Channels, tenant: Te
     assert move(member, "New@Example.test", PASSWORD).email == "new@example.test"
     assert move(member, "new@example.test").email == "new@example.test"  # unchanged: nothing to prove
     assert move(tenant, "moved-by-admin@example.test").email == "moved-by-admin@example.test"  # someone else's
+
+
+def test_everyone_edits_their_own_profile_and_only_managers_edit_others(channels: Channels, tenant: Tenant) -> None:
+    for role in ("viewer", "developer"):
+        member, other = add_user(channels, tenant, role), add_user(channels, tenant, role)
+        mine = pb.User(name=member.user, full_name="Ada L.", time_zone="Europe/London", bio="hello")
+        mask = FieldMask(paths=["full_name", "time_zone", "bio"])
+        edited = users(channels).UpdateUser(pb.UpdateUserRequest(user=mine, update_mask=mask), metadata=member.metadata)
+        assert (edited.user.full_name, edited.user.time_zone, edited.user.bio) == ("Ada L.", "Europe/London", "hello")
+        theirs = pb.UpdateUserRequest(user=pb.User(name=other.user, full_name="Renamed"), update_mask=mask)
+        f = failure(lambda r=theirs, m=member: users(channels).UpdateUser(r, metadata=m.metadata, timeout=10))  # type: ignore[misc]
+        assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.metadata["permission"] == "identity.users.update"
+        got = users(channels).GetUser(pb.GetUserRequest(name=other.user), metadata=tenant.metadata).user
+        assert got.full_name == ""
 
 
 def test_a_peer_cannot_move_a_users_email_and_take_the_account_over(channels: Channels, tenant: Tenant) -> None:

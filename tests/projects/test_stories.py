@@ -593,6 +593,47 @@ def test_a_retry_after_the_project_is_gone_still_gets_the_first_result(channels:
     assert failure(lambda: api(channels).CreateStory(fresh, metadata=team.metadata)).code == grpc.StatusCode.NOT_FOUND
 
 
+def scoped_key(channels: Channels, tenant: Tenant, *scopes: str) -> tuple[tuple[str, str], ...]:
+    """The metadata of a new API key of `tenant`'s admin that may do only `scopes`."""
+    key = api_key_pb2.ApiKey(display_name="scoped", scopes=scopes)
+    made = api_key_pb2_grpc.ApiKeyServiceStub(channels.direct("identity")).CreateApiKey(
+        api_key_pb2.CreateApiKeyRequest(parent=tenant.organization, api_key=key), metadata=tenant.metadata
+    )
+    return (("x-api-key", made.secret),)
+
+
+def test_naming_a_sprint_or_epic_takes_the_right_to_read_it(channels: Channels, tenant: Tenant) -> None:
+    """Whether a sprint or epic exists, is completed or was deleted is for its readers: a caller that may
+    write stories but not read sprints (or epics) cannot find out by naming one."""
+    team = in_project(channels, tenant)
+    sprint, epic = make_sprint(channels, team), make_epic(channels, team)
+    story = create(channels, team, Story(title="Referenced"))
+    blind = scoped_key(channels, tenant, "projects.stories.create", "projects.stories.update")
+    seeing = scoped_key(
+        channels,
+        tenant,
+        "projects.stories.create",
+        "projects.stories.update",
+        "projects.sprints.get",
+        "projects.epics.get",
+    )
+    for field, name in (("sprint", sprint.name), ("epic", epic.name)):
+        naming, moving = Story(title="x"), Story(name=story.name)
+        setattr(naming, field, name)
+        setattr(moving, field, name)
+        made = story_pb2.CreateStoryRequest(parent=team.organization, story=naming)
+        moved = story_pb2.UpdateStoryRequest(story=moving, update_mask=FieldMask(paths=[field]))
+        calls = (
+            lambda r=made: api(channels).CreateStory(r, metadata=blind, timeout=10),  # type: ignore[misc]
+            lambda r=moved: api(channels).UpdateStory(r, metadata=blind, timeout=10),  # type: ignore[misc]
+        )
+        for call in calls:
+            f = failure(call)
+            assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.metadata["permission"] == f"projects.{field}s.get"
+        assert getattr(api(channels).CreateStory(made, metadata=seeing, timeout=10).story, field) == name
+        assert getattr(api(channels).UpdateStory(moved, metadata=seeing, timeout=10).story, field) == name
+
+
 def test_a_request_id_another_caller_sent_creates_for_that_caller(channels: Channels, tenant: Tenant) -> None:
     """A request_id is its caller's: an API key that may create stories but not read them, sending the id
     of its owner's create, gets a story of its own (and its own on a retry), never the owner's."""
@@ -600,11 +641,7 @@ def test_a_request_id_another_caller_sent_creates_for_that_caller(channels: Chan
     secret = Story(title="Takeover plan", description="not for every key")
     owners = story_pb2.CreateStoryRequest(parent=team.organization, story=secret, request_id=rid)
     first = api(channels).CreateStory(owners, metadata=team.metadata).story
-    scoped = api_key_pb2.ApiKey(display_name="creates only", scopes=["projects.stories.create"])
-    key = api_key_pb2_grpc.ApiKeyServiceStub(channels.direct("identity")).CreateApiKey(
-        api_key_pb2.CreateApiKeyRequest(parent=tenant.organization, api_key=scoped), metadata=tenant.metadata
-    )
-    keyed = (("x-api-key", key.secret),)
+    keyed = scoped_key(channels, tenant, "projects.stories.create")
     mine = story_pb2.CreateStoryRequest(parent=team.organization, story=Story(title="Mine"), request_id=rid)
     made = api(channels).CreateStory(mine, metadata=keyed).story
     assert made.name != first.name and (made.title, made.description) == ("Mine", "")

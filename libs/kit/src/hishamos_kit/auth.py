@@ -41,6 +41,7 @@ class Principal:
     permissions: frozenset[str] = frozenset()
     api_key_expires: datetime | None = None  # the caller is an API key that expires then
     api_key: str = ""  # the caller is this API key (its name), acting for `subject`
+    session: uuid.UUID | None = None  # the sign-in the token came from (identity ends tokens with it)
 
     @property
     def organization_name(self) -> str:
@@ -204,6 +205,7 @@ class TokenVerifier:
                 expires_at=float(claims["exp"]),
                 # What the token lists (custom roles' additions) and what its predefined roles allow.
                 permissions=frozenset(str(p) for p in claims.get("perms", ())) | granted_by(roles),
+                session=uuid.UUID(str(claims["sid"])) if "sid" in claims else None,
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated(f"access token expired; {RENEW}", "TOKEN_EXPIRED") from exc

@@ -171,7 +171,7 @@ class Accounts:
         if signed is None:  # locked by parallel guesses, or changed, while argon2 ran
             await self._failed(user)
         user.last_login_at, user.roles = signed.last_login, signed.roles
-        access = await self.issuer.access_token(user, signed.custom_permissions)
+        access = await self.issuer.access_token(user, signed.custom_permissions, row["family_id"])
         return pb.LoginResponse(user=users.to_message(user), tokens=self.issuer.token_pair(access, refresh))
 
     async def _refused(self, user: User, reason: str) -> None:

@@ -21,13 +21,14 @@ for writes under way: the organization's row stays unlocked, as every write woul
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
-from sqlalchemy import Row, event, select
+from sqlalchemy import Row, Select, event, exists, select
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from hishamos_identity import users
 from hishamos_identity.grants import custom_query, permissions_of, without_operators
-from hishamos_identity.models import Organization, User
+from hishamos_identity.models import LIVE_REFRESH_TOKEN, Organization, RefreshToken, User
 from hishamos_kit.auth import Principal, principal_var
 from hishamos_kit.db import Database
 from hishamos_kit.errors import Aborted, PermissionDenied, Unauthenticated
@@ -53,8 +54,19 @@ class Standing:
             return principal
         async with self.db.tenant(principal.organization_id) as session:
             roles = _standing((await session.execute(STANDING.where(User.id == user_id))).one_or_none())
+            if principal.session is not None and not await session.scalar(live_session(user_id, principal.session)):
+                raise Unauthenticated("this session has ended; log in again", "SESSION_ENDED")
             held = await permissions_of(session, roles)
         return dataclasses.replace(principal, permissions=principal.permissions.intersection(held))
+
+
+def live_session(user_id: uuid.UUID, session: uuid.UUID) -> Select[tuple[bool]]:
+    """Whether the sign-in a token came from still goes on: a token of a session ended by Logout,
+    RevokeSession, a password change or a stolen refresh token's reuse gets nothing more from identity,
+    the service that gives access, though other services take it until it expires (15 minutes)."""
+    return select(
+        exists().where(RefreshToken.user_id == user_id, RefreshToken.family_id == session, LIVE_REFRESH_TOKEN)
+    )
 
 
 def _standing(found: Row[str, bool, list[str], str] | None) -> list[str]:

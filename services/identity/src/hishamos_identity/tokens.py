@@ -62,8 +62,10 @@ async def sign(
     permissions: Iterable[str],
     lifetime: int,
     roles: Iterable[str] = (),
+    session: uuid.UUID | None = None,
 ) -> str:
-    """An access token: an EdDSA JWT, signed by the active key, that every service verifies alike."""
+    """An access token: an EdDSA JWT, signed by the active key, that every service verifies alike.
+    A user's names the session (`sid`, its sign-in's family of refresh tokens) it was issued in."""
     kid, private_key = await keys.signing_key()
     now = int(time.time())
     claims = {
@@ -76,6 +78,7 @@ async def sign(
         "iat": now,
         "exp": now + lifetime,
         "jti": uuid.uuid4().hex,
+        **({"sid": str(session)} if session else {}),
     }
     return jwt.encode(claims, private_key, algorithm="EdDSA", headers={"kid": kid})
 
@@ -96,9 +99,10 @@ class TokenIssuer:
         self._keys = keys
         self._settings = settings
 
-    async def access_token(self, user: User, custom: Iterable[str]) -> str:
-        """A user's token names their roles and lists only what their custom roles allow beyond the
-        predefined ones (`custom`: the custom roles' permissions): every service expands predefined roles."""
+    async def access_token(self, user: User, custom: Iterable[str], session: uuid.UUID) -> str:
+        """A user's token in `session` (a family of refresh tokens) names their roles and lists only what
+        their custom roles allow beyond the predefined ones (`custom`: the custom roles' permissions):
+        every service expands predefined roles."""
         listed = set(custom) - granted_by(user.roles) - api.operator_permissions()  # even if a row were written by hand
         return await sign(
             self._keys,
@@ -108,6 +112,7 @@ class TokenIssuer:
             sorted(listed),
             self._settings.access_token_seconds,
             roles=user.roles,
+            session=session,
         )
 
     def new_refresh_token(
@@ -140,7 +145,7 @@ class TokenIssuer:
         """A new access token and a new refresh token (recorded in `session`'s transaction)."""
         refresh, row = self.new_refresh_token(user, family_id, expires_at)
         session.add(RefreshToken(**row))
-        access = await self.access_token(user, await custom_permissions(session, user.roles))
+        access = await self.access_token(user, await custom_permissions(session, user.roles), row["family_id"])
         return self.token_pair(access, refresh)
 
     async def refresh(self, token: str) -> pb.TokenPair:

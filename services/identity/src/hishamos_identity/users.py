@@ -19,7 +19,7 @@ from hishamos_identity.grants import check_delegation, check_outranks, unknown_r
 from hishamos_identity.models import LIVE_REFRESH_TOKEN, EmailToken, IdempotencyKey, Organization, RefreshToken, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_kit import resources, validate
-from hishamos_kit.auth import Principal, current_principal
+from hishamos_kit.auth import Principal, current_principal, require
 from hishamos_kit.crypto import Sealer
 from hishamos_kit.db import Database, violated_constraint
 from hishamos_kit.errors import (
@@ -118,11 +118,19 @@ async def spend_email_tokens(session: AsyncSession, user_id: uuid.UUID, *purpose
     )
 
 
-async def password_set(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """A new password ends the user's sessions, and the reset and invitation tokens still out: an
-    older token, leaked or forgotten in a mailbox, must not set another."""
-    await end_sessions(session, user_id)
+async def password_set(session: AsyncSession, user_id: uuid.UUID, *which: ColumnElement[bool]) -> None:
+    """A new password ends the user's sessions (those `which` picks: all, or all but the caller's), and
+    the reset and invitation tokens still out: an older token, leaked or forgotten in a mailbox, must not
+    set another."""
+    await end_sessions(session, user_id, *which)
     await spend_email_tokens(session, user_id, *EmailToken.SETS_PASSWORD)
+
+
+def other_sessions(principal: Principal) -> list[ColumnElement[bool]]:
+    """The caller's other sessions, as `end_sessions` picks them: a user who has just given their password
+    (to change it, or to turn two-factor sign-in on) stays signed in where they did it, and every other
+    sign-in of theirs ends, an intruder's included (OWASP ASVS 3.3.3)."""
+    return [] if principal.session is None else [RefreshToken.family_id != principal.session]
 
 
 def is_locked(user: User) -> bool:
@@ -385,9 +393,13 @@ class Users(StandardMethods[User, pb.User]):
             return to_message(user)
 
     async def update_user(self, principal: Principal, request: pb.UpdateUserRequest) -> pb.User:
-        """A user moving their own email gives their password: with a token alone, a thief would move the
-        address and reset the password through it, locking the owner out for good."""
+        """Everyone edits their own profile; another user's takes `identity.users.update`. A user moving
+        their own email gives their password: with a token alone, a thief would move the address and
+        reset the password through it, locking the owner out for good."""
         message = request.user
+        resources.own_name(principal, PATH, message.name, "user.name")
+        if message.name != principal.subject:
+            require("identity.users.update", "updating another user")
         paths = resources.update_paths(request.update_mask, message, self.kind.updatable, "user")
         if "email" not in paths or message.name != principal.subject:
             return await self.update(principal, message, request.update_mask)
@@ -456,9 +468,9 @@ class Users(StandardMethods[User, pb.User]):
             codes, user.recovery_codes = totp.recovery_codes()
             user.totp_enabled = True
             await session.flush()
-            # Turned on after a suspected break-in, it must evict the intruder: every session ends, as at a
-            # password change, and the next sign-in takes a code.
-            await end_sessions(session, user_id)
+            # Turned on after a suspected break-in, it must evict the intruder: every other session ends, as
+            # at a password change, and the next sign-in takes a code.
+            await end_sessions(session, user_id, *other_sessions(principal))
             audit.record(session, principal.organization_id, "totp.enabled", principal.subject, request.name)
             return codes
 
@@ -519,5 +531,5 @@ class Users(StandardMethods[User, pb.User]):
         async with self.db.tenant(principal.organization_id) as session:
             await self._still_checked(session, user, request.name, "current_password")
             await session.execute(update(User).where(User.id == user_id).values(edited(password_hash=new_hash)))
-            await password_set(session, user_id)
+            await password_set(session, user_id, *other_sessions(principal))
             audit.record(session, principal.organization_id, "password.changed", principal.subject, request.name)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hishamos.projects.v1 import story_pb2 as pb
 from hishamos_kit import validate
+from hishamos_kit.auth import require
 from hishamos_kit.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from hishamos_kit.listing import Field, ListSpec, parse_bool, parse_int, parse_time
 from hishamos_kit.resources import ResourcePath
@@ -203,6 +204,9 @@ def sibling(
     story's project; a name that cannot be one is a violation at once."""
     if not name:
         return None, None
+    kind = "epic" if model is Epic else "sprint"
+    # The answer tells whether it exists, is done or was deleted: its readers' to know.
+    require(f"projects.{kind}s.get", f"naming a {kind}")
     path = EpicType.path if model is Epic else SprintType.path
     problem = (
         f"must name a live {'epic' if model is Epic else 'planned or active sprint'} of this project, `{path.pattern}`"
