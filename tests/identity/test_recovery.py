@@ -61,11 +61,13 @@ def test_password_reset_by_mail_works_once_and_ends_sessions(
     auth(channels).RequestPasswordReset(
         auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=email.upper()), timeout=10
     )
-    # Unknown addresses and organizations get the same empty answer, and no mail.
+    # Unknown addresses and organizations get the same empty answer, and no mail; what is no address is told.
     for slug, address in ((tenant.slug, "nobody@nowhere.test"), ("no-such-org", email)):
         auth(channels).RequestPasswordReset(
             auth_pb2.RequestPasswordResetRequest(organization_slug=slug, email=address), timeout=10
         )
+    typo = auth_pb2.RequestPasswordResetRequest(organization_slug=tenant.slug, email=f"{member.username}.example.test")
+    assert set(failure(lambda: auth(channels).RequestPasswordReset(typo, timeout=10)).violations) == {"email"}
     mail = mailbox.wait_for(email)
     token = MAILED_TOKEN.search(mail.get_content())
     assert token and mail["Subject"] == "Reset your HishamOS password"

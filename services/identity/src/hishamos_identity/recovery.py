@@ -20,7 +20,7 @@ from hishamos_identity.models import EmailToken, Job, Organization, User
 from hishamos_identity.passwords import Passwords, check_strength
 from hishamos_identity.settings import IdentitySettings
 from hishamos_identity.signin import SLUG_SETTING
-from hishamos_kit import jobs
+from hishamos_kit import jobs, validate
 from hishamos_kit.auth import Principal
 from hishamos_kit.db import TENANT_SETTING, Database, set_local
 from hishamos_kit.errors import Aborted, InvalidArgument, Violations
@@ -73,11 +73,11 @@ class Recovery:
         so the answer and its timing are the same either way (at most one job written)."""
         v = Violations()
         v.check(bool(request.organization_slug), "organization_slug", "is required")
-        v.check(bool(request.email), "email", "is required")
+        address = validate.email(v, "email", request.email, required=True)  # a typo is told, not mailed to nobody
         v.raise_if_any()
         payload = {
             "organization_slug": request.organization_slug,
-            "email": request.email.strip().lower(),
+            "email": address,
             "request_id": request_id_var.get(),
         }
         # One reset an address per window, however often it is asked for: a flood at one address
