@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from hishamos.agents.v1 import platform_pb2, platform_pb2_grpc
 from hishamos.identity.v1 import api_key_pb2 as pb
-from hishamos.identity.v1 import api_key_pb2_grpc, user_pb2, user_pb2_grpc
+from hishamos.identity.v1 import api_key_pb2_grpc, audit_pb2, audit_pb2_grpc, user_pb2, user_pb2_grpc
 from hishamos.knowledge.v1 import document_pb2, document_pb2_grpc
 from hishamos.projects.v1 import project_pb2, project_pb2_grpc
 from hishamos_devstack.stack import Stack
@@ -164,6 +164,19 @@ def create(channels: Channels, tenant: Tenant, scopes: list[str], **fields: obje
     return keys(channels).CreateApiKey(
         pb.CreateApiKeyRequest(parent=tenant.organization, api_key=key), metadata=tenant.metadata, timeout=10
     )
+
+
+def test_the_audit_log_names_the_key_a_change_was_made_with(channels: Channels, tenant: Tenant) -> None:
+    """A key acts as its owner; the admin reading the log still tells the key's doing from the owner's."""
+    created = create(channels, tenant, ["identity.api_keys.revoke"])
+    for metadata in ((("x-api-key", created.secret),), tenant.metadata):
+        doomed = create(channels, tenant, LIST_PROJECTS).api_key.name
+        keys(channels).RevokeApiKey(pb.RevokeApiKeyRequest(name=doomed), metadata=metadata, timeout=10)
+    logged = audit_pb2.ListAuditEventsRequest(parent=tenant.organization, filter='action = "api_key.revoked"')
+    audit = audit_pb2_grpc.AuditServiceStub(channels.direct("identity"))
+    by_hand, by_key = audit.ListAuditEvents(logged, metadata=tenant.metadata, timeout=10).audit_events  # newest first
+    assert (by_key.actor, by_key.details["api_key"]) == (tenant.user, created.api_key.name)
+    assert by_hand.actor == tenant.user and "api_key" not in by_hand.details
 
 
 def list_projects(channel: grpc.Channel, tenant: Tenant, metadata: tuple[tuple[str, str], ...]) -> object:

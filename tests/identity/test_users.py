@@ -190,13 +190,27 @@ def test_everyone_edits_their_own_profile_and_only_managers_edit_others(channels
         member, other = add_user(channels, tenant, role), add_user(channels, tenant, role)
         mine = pb.User(name=member.user, full_name="Ada L.", time_zone="Europe/London", bio="hello")
         mask = FieldMask(paths=["full_name", "time_zone", "bio"])
-        edited = users(channels).UpdateUser(pb.UpdateUserRequest(user=mine, update_mask=mask), metadata=member.metadata)
-        assert (edited.user.full_name, edited.user.time_zone, edited.user.bio) == ("Ada L.", "Europe/London", "hello")
-        theirs = pb.UpdateUserRequest(user=pb.User(name=other.user, full_name="Renamed"), update_mask=mask)
-        f = failure(lambda r=theirs, m=member: users(channels).UpdateUser(r, metadata=m.metadata, timeout=10))  # type: ignore[misc]
+        profile = pb.UpdateProfileRequest(user=mine, update_mask=mask)
+        edited = users(channels).UpdateProfile(profile, metadata=member.metadata, timeout=10).user
+        assert (edited.full_name, edited.time_zone, edited.bio) == ("Ada L.", "Europe/London", "hello")
+        moved = pb.UpdateProfileRequest(
+            user=pb.User(name=member.user, email="ada@example.test"), update_mask=FieldMask(paths=["email"])
+        )
+        assert failure(
+            lambda r=moved, m=member: users(channels).UpdateProfile(r, metadata=m.metadata, timeout=10)
+        ).violations == {  # type: ignore[misc]
+            "current_password": "is required to change your own email"
+        }
+        renamed = pb.User(name=other.user, full_name="Renamed")
+        theirs = pb.UpdateProfileRequest(user=renamed, update_mask=mask)
+        f = failure(lambda r=theirs, m=member: users(channels).UpdateProfile(r, metadata=m.metadata, timeout=10))  # type: ignore[misc]
+        assert (f.code, f.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_SELF")
+        update = pb.UpdateUserRequest(user=renamed, update_mask=mask)
+        f = failure(lambda r=update, m=member: users(channels).UpdateUser(r, metadata=m.metadata, timeout=10))  # type: ignore[misc]
         assert f.code == grpc.StatusCode.PERMISSION_DENIED and f.metadata["permission"] == "identity.users.update"
-        got = users(channels).GetUser(pb.GetUserRequest(name=other.user), metadata=tenant.metadata).user
-        assert got.full_name == ""
+        assert (
+            users(channels).GetUser(pb.GetUserRequest(name=other.user), metadata=tenant.metadata).user.full_name == ""
+        )
 
 
 def test_a_peer_cannot_move_a_users_email_and_take_the_account_over(channels: Channels, tenant: Tenant) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hishamos.identity.v1 import audit_pb2 as pb
 from hishamos_identity.models import AuditEvent
 from hishamos_kit import resources
-from hishamos_kit.auth import Principal
+from hishamos_kit.auth import Principal, principal_var
 from hishamos_kit.db import Database
 from hishamos_kit.listing import Field, ListSpec, list_page, parse_time
 from hishamos_kit.logs import request_id_var
@@ -34,6 +34,11 @@ LIST = ListSpec(
 def record(
     session: AsyncSession, organization_id: uuid.UUID, action: str, actor: str = "", target: str = "", **details: Any
 ) -> None:
+    """`actor` did `action` to `target`; with the API key it acted through, when it did: a key acts as its
+    owner, and the admin reading the log tells a key's doing from the owner's own."""
+    caller = principal_var.get(None)
+    if caller is not None and caller.api_key and actor == caller.subject:
+        details["api_key"] = caller.api_key
     session.add(
         AuditEvent(
             organization_id=organization_id,

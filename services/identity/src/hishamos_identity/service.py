@@ -185,6 +185,11 @@ class UserService(user_pb2_grpc.UserServiceServicer):
     async def UpdateUser(self, request: user_pb2.UpdateUserRequest, context: Context) -> user_pb2.UpdateUserResponse:
         return user_pb2.UpdateUserResponse(user=await self.users.update_user(current_principal(), request))
 
+    async def UpdateProfile(
+        self, request: user_pb2.UpdateProfileRequest, context: Context
+    ) -> user_pb2.UpdateProfileResponse:
+        return user_pb2.UpdateProfileResponse(user=await self.users.update_profile(current_principal(), request))
+
     async def DeleteUser(self, request: user_pb2.DeleteUserRequest, context: Context) -> user_pb2.DeleteUserResponse:
         return user_pb2.DeleteUserResponse(
             user=await self.users.delete(current_principal(), request.name, request.etag)
