@@ -211,6 +211,9 @@ def test_everyone_edits_their_own_profile_and_only_managers_edit_others(channels
         assert (
             users(channels).GetUser(pb.GetUserRequest(name=other.user), metadata=tenant.metadata).user.full_name == ""
         )
+    nameless = pb.UpdateProfileRequest(user=pb.User(name="me", bio="x"), update_mask=FieldMask(paths=["bio"]))
+    f = failure(lambda: users(channels).UpdateProfile(nameless, metadata=tenant.metadata, timeout=10))
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and set(f.violations) == {"user.name"}
 
 
 def test_a_peer_cannot_move_a_users_email_and_take_the_account_over(channels: Channels, tenant: Tenant) -> None:

@@ -168,9 +168,9 @@ async def keep_an_admin(session: AsyncSession, user: User, role_lost: str = "adm
         raise FailedPrecondition("the organization's last admin cannot go; make another admin first", "LAST_ADMIN")
 
 
-def own_user(principal: Principal, name: str) -> uuid.UUID:
+def own_user(principal: Principal, name: str, field: str = "name") -> uuid.UUID:
     """The id of the user `name`, which must be the caller: the self-service methods act on oneself only."""
-    user_id = resources.own_name(principal, PATH, name)
+    user_id = resources.own_name(principal, PATH, name, field)
     if PATH.format(principal.organization_id, user_id) != principal.subject:  # however the name spells the id
         raise PermissionDenied("this changes only the caller's own profile, password or 2FA settings", "NOT_SELF")
     return user_id
@@ -396,7 +396,7 @@ class Users(StandardMethods[User, pb.User]):
 
     async def update_profile(self, principal: Principal, request: pb.UpdateProfileRequest) -> pb.User:
         """The caller's own profile, as UpdateUser edits it: everyone may, whatever their roles."""
-        own_user(principal, request.user.name)
+        own_user(principal, request.user.name, "user.name")
         edit = pb.UpdateUserRequest(
             user=request.user, update_mask=request.update_mask, current_password=request.current_password
         )
