@@ -21,7 +21,7 @@ import operator
 import os
 import re
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cached_property, lru_cache
@@ -122,12 +122,21 @@ class Page:
     next_page_token: str
     token_after: Callable[[Any], str]  # the token that continues after one of `rows`
 
-    def fit(self, messages: list[M]) -> tuple[list[M], str]:
-        """The page's messages (one per row) as many as fit a response, and the token after the last."""
-        count = fitting(m.ByteSize() for m in messages)
-        if count == len(messages):
-            return messages, self.next_page_token
-        return messages[:count], self.token_after(self.rows[count - 1])
+    def fit(self, messages: Iterable[M]) -> tuple[list[M], str]:
+        """The page's messages (one per row, in order) as many as fit a response, and the token after the
+        last. Given lazily, the rows past a full page are never made messages: a page of a thousand rows
+        with large JSON fields cost seconds of the event loop to send the few dozen that fit."""
+        made: list[M] = []
+
+        def sizes() -> Iterator[int]:
+            for message in messages:
+                made.append(message)
+                yield message.ByteSize()
+
+        count = fitting(sizes())
+        if count == len(self.rows):
+            return made, self.next_page_token
+        return made[:count], self.token_after(self.rows[count - 1])
 
 
 def fitting(sizes: Iterable[int]) -> int:

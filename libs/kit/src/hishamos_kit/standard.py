@@ -170,7 +170,7 @@ class StandardMethods(Generic[Row, Msg]):
                 order_by=request.order_by,
                 scope=(request.parent, request.show_deleted),
             )
-        return page.fit([self.kind.to_message(row) for row in page.rows])
+        return page.fit(self.kind.to_message(row) for row in page.rows)
 
     async def list_response(
         self, principal: Principal, request: ListRequest, page: Callable[[Sequence[Msg], str], Message]

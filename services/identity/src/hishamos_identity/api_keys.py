@@ -168,7 +168,7 @@ class ApiKeys:
                 order_by=request.order_by,
                 scope=(request.parent,),
             )
-        keys, token = page.fit([to_message(k) for k in page.rows])
+        keys, token = page.fit(to_message(k) for k in page.rows)
         return pb.ListApiKeysResponse(api_keys=keys, next_page_token=token)
 
     async def revoke(self, principal: Principal, name: str, etag: str) -> pb.ApiKey:

@@ -80,5 +80,5 @@ async def list_events(
             order_by=request.order_by,
             scope=(request.parent,),
         )
-    events, token = page.fit([to_message(e) for e in page.rows])
+    events, token = page.fit(to_message(e) for e in page.rows)
     return pb.ListAuditEventsResponse(audit_events=events, next_page_token=token)
