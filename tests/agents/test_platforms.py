@@ -109,6 +109,11 @@ def test_odd_values_are_field_violations_and_answers_match_reads(channels: Chann
         ("platform.base_url", {"base_url": "https://proxy.test/v1\x00x"}),
         ("platform.api_key", {"api_key": "\x00\x00abcdefghijklmnopq"}),
         ("platform.api_key", {"api_key": "sk-abcdefghijklmnop\r\nX-Evil: 1"}),  # a header of its own
+        # No HTTP header holds these: each call to the provider would fail, not this one.
+        ("platform.api_key", {"api_key": "sk-abcdefghijklmnop\x85q"}),
+        ("platform.api_key", {"api_key": "sk-abcdefghijklmnop\u2028q"}),
+        ("platform.api_key", {"api_key": "sk-ключ-abcdefghijklmnop"}),
+        ("platform.api_key", {"api_key": "sk-abcdefghij klmnop"}),
         ("platform.base_url", {"base_url": "https://api.test:99999/v1"}),
         ("platform.base_url", {"base_url": "https://:443/v1"}),
         ("platform.base_url", {"base_url": "https://exa mple.com/v1"}),

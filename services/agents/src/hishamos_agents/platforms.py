@@ -140,9 +140,13 @@ class PlatformType(ResourceType[Platform, pb.Platform]):
     def api_key(self, v: Violations, field: str, value: str, row: Platform) -> None:
         """Seal a new key to this row, or forget the key when it is set to empty."""
         key = value.strip()
-        if len(key) > MAX_API_KEY or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-            # A line break in a key would end the Authorization header it goes in, and start another.
-            v.add(field, f"must be the key as the provider gave it: at most {MAX_API_KEY} characters, on one line")
+        if len(key) > MAX_API_KEY or not all(0x21 <= ord(c) <= 0x7E for c in key):
+            # It goes in an HTTP header, which holds visible ASCII: a line break would end the header and start
+            # another, and anything past ASCII would fail every call to the provider instead of this one.
+            v.add(
+                field,
+                f"must be the key as the provider gave it: at most {MAX_API_KEY} visible ASCII characters, no spaces",
+            )
         elif key:
             row.api_key_sealed = self.sealer.seal(key.encode(), associated_data(row))
             row.api_key_hint = api_key_hint(key)
