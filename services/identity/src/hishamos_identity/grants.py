@@ -47,10 +47,13 @@ async def unknown_roles(session: AsyncSession, roles: Iterable[str]) -> list[str
     return [r for r in custom if r not in found]
 
 
-async def check_delegation(session: AsyncSession, principal: Principal, roles: Iterable[str]) -> None:
+async def check_delegation(session: AsyncSession, principal: Principal, roles: Iterable[str]) -> list[str]:
     """A caller grants, takes away or edits only within its own permissions: a manager cannot make
-    an admin, nor change an admin's roles, email or state (that would be a way to become one)."""
-    check_within(principal, await permissions_of(session, roles))
+    an admin, nor change an admin's roles, email or state (that would be a way to become one).
+    What `roles` hold, for a check that asks more (`check_outranks`)."""
+    held = await permissions_of(session, roles)
+    check_within(principal, held)
+    return held
 
 
 async def check_acting_for(session: AsyncSession, principal: Principal, owner_name: str, owner_id: uuid.UUID) -> None:
@@ -65,12 +68,10 @@ async def check_acting_for(session: AsyncSession, principal: Principal, owner_na
     )
 
 
-async def check_outranks(session: AsyncSession, principal: Principal, roles: Iterable[str]) -> None:
-    """What only a user's superior does to them: the caller holds every permission they do, and more.
-    Moving a user's email is one: the account is recovered through it, so a peer (one manager, or
-    admin, of another) who moved it could reset the password and sign in as them."""
-    held = await permissions_of(session, roles)
-    check_within(principal, held)
+def check_outranks(principal: Principal, held: Iterable[str]) -> None:
+    """What only a user's superior does to them: beyond `check_delegation` (every permission they
+    `held`), the caller holds more. Moving a user's email is one: the account is recovered through it,
+    so a peer (one manager, or admin, of another) who moved it could reset the password and sign in as them."""
     if principal.permissions.issubset(held):
         raise PermissionDenied(
             "a user's email is changed by that user or by someone holding permissions beyond theirs: "

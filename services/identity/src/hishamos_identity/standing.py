@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-from sqlalchemy import Row, Select, event, exists, select
+from sqlalchemy import Exists, Row, event, exists, select, true
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from hishamos_identity import users
@@ -52,21 +52,22 @@ class Standing:
         user_id = users.user_id_of(principal)
         if user_id is None:
             return principal
+        # The token's session is asked in the same round trip (a key's or a session-less token's is none).
+        live = true() if principal.session is None else live_session(user_id, principal.session)
         async with self.db.tenant(principal.organization_id) as session:
-            roles = _standing((await session.execute(STANDING.where(User.id == user_id))).one_or_none())
-            if principal.session is not None and not await session.scalar(live_session(user_id, principal.session)):
+            found = (await session.execute(STANDING.add_columns(live).where(User.id == user_id))).one_or_none()
+            roles = _standing(found)
+            if found is not None and not found[4]:
                 raise Unauthenticated("this session has ended; log in again", "SESSION_ENDED")
             held = await permissions_of(session, roles)
         return dataclasses.replace(principal, permissions=principal.permissions.intersection(held))
 
 
-def live_session(user_id: uuid.UUID, session: uuid.UUID) -> Select[tuple[bool]]:
+def live_session(user_id: uuid.UUID, session: uuid.UUID) -> Exists:
     """Whether the sign-in a token came from still goes on: a token of a session ended by Logout,
     RevokeSession, a password change or a stolen refresh token's reuse gets nothing more from identity,
     the service that gives access, though other services take it until it expires (15 minutes)."""
-    return select(
-        exists().where(RefreshToken.user_id == user_id, RefreshToken.family_id == session, LIVE_REFRESH_TOKEN)
-    )
+    return exists().where(RefreshToken.user_id == user_id, RefreshToken.family_id == session, LIVE_REFRESH_TOKEN)
 
 
 def _standing(found: Row[str, bool, list[str], str] | None) -> list[str]:

@@ -252,10 +252,11 @@ class UserType(ResourceType[User, pb.User]):
         principal = current_principal()
         # Read before any query: a query flushes the row and forgets what changed.
         changed = [path for path in sorted(self.updatable) if inspect(row).attrs[path].history.has_changes()]
+        held: list[str] = []  # what the user's roles hold, when someone else edits them
         if action != "create" and not (action == "update" and user_name(row) == principal.subject):
             # Within the caller's own permissions, except a profile edit of oneself: that hands nothing
             # over, and a key that may do only that (identity.self.update) holds less than its owner.
-            await check_delegation(session, principal, row.roles)
+            held = await check_delegation(session, principal, row.roles)
         if action in ("delete", "undelete"):  # waits for the user's own writes under way (standing.py)
             await session.execute(select(User.id).where(User.id == row.id).with_for_update())
         if action == "undelete":
@@ -267,7 +268,7 @@ class UserType(ResourceType[User, pb.User]):
         elif "email" in changed:  # mail sent to the old address no longer proves anything
             checked = password_checked.get()
             if user_name(row) != principal.subject:
-                await check_outranks(session, principal, row.roles)
+                check_outranks(principal, held)
             elif checked is None:  # its address moved since it was read
                 raise InvalidArgument({"current_password": "is required to change your own email"})
             # As for the password and 2FA: the password checked before counts only if it is still the

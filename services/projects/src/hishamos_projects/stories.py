@@ -204,13 +204,12 @@ def sibling(
     story's project; a name that cannot be one is a violation at once."""
     if not name:
         return None, None
-    kind = "epic" if model is Epic else "sprint"
+    kind, path, live_one = (
+        ("epic", EpicType.path, "epic") if model is Epic else ("sprint", SprintType.path, "planned or active sprint")
+    )
     # The answer tells whether it exists, is done or was deleted: its readers' to know.
     require(f"projects.{kind}s.get", f"naming a {kind}")
-    path = EpicType.path if model is Epic else SprintType.path
-    problem = (
-        f"must name a live {'epic' if model is Epic else 'planned or active sprint'} of this project, `{path.pattern}`"
-    )
+    problem = f"must name a live {live_one} of this project, `{path.pattern}`"
     try:
         organization_id, project_id, sibling_id = path.parse(name, field)
     except InvalidArgument:
